@@ -1,0 +1,84 @@
+"""Checkpoints: plain data written atomically, read without running code.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts, saved with torch.save and
+read with torch.load(weights_only=True), so a file from a stranger cannot execute anything.
+It holds everything needed to generate (weights, vocabulary, model config) and to resume
+training exactly (optimizer, schedule, counters, RNG states, the carried hidden state).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charlm.errors import CharLMError
+
+FORMAT = "charlm-checkpoint"
+VERSION = 1
+LATEST, BEST = "checkpoint.pt", "best.pt"
+
+
+def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A kill at any moment leaves either the old file or the new one, never a torn one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint file, or a run folder: its best.pt if there is one, else checkpoint.pt."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LATEST):
+            if (path / name).is_file():
+                return path / name
+        raise CharLMError(f"no checkpoint in {path} (expected {BEST} or {LATEST}; train first)")
+    if not path.exists():
+        raise CharLMError(f"no such checkpoint: {path} (train first, or pass --checkpoint)")
+    return path
+
+
+def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict:
+    """Read and check a checkpoint; every way it can be wrong becomes a CharLMError."""
+    path = resolve(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CharLMError(
+            f"refusing to load {path}: it holds objects other than plain data, which could run "
+            f"code ({str(e).splitlines()[0][:120]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
+        raise CharLMError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): "
+            f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CharLMError(f"{path} is not a charlm checkpoint")
+    if ckpt.get("version") != VERSION:
+        raise CharLMError(
+            f"{path} is a charlm checkpoint of format version {ckpt.get('version')!r}; this "
+            f"charlm reads version {VERSION}"
+        )
+    return ckpt

@@ -1,0 +1,536 @@
+"""The training loop: every setting in one dataclass, one function that runs it.
+
+    for each epoch:                       (one pass over the training text)
+        for each batch (X, Y) of the sampler:
+            logits, H = model(X, H)       (H carried and detached for the consecutive sampler)
+            loss = cross_entropy(logits, Y); backward; clip the global grad norm; step
+        validate, append a row to metrics.jsonl, write checkpoint.pt (and best.pt)
+
+A run stops after --epochs, --max-steps or --time-budget, whichever comes first; a stop in the
+middle of an epoch still validates and writes a final row and checkpoint. SIGINT / SIGTERM
+finish the current step and save a checkpoint from which --resume continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from charlm import checkpoint
+from charlm.data import BUILTIN, Vocab, load_corpus
+from charlm.errors import CharLMError
+from charlm.evaluate import score
+from charlm.generate import generate
+from charlm.model import INITS, MODELS, CharLM, ModelConfig, detach_state
+from charlm.samplers import SAMPLERS
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; saved as config.json and inside every checkpoint."""
+
+    corpus: str = _opt(BUILTIN, "training text (UTF-8 file), or 'builtin'")
+    out: str = _opt("runs/charlm", "run folder: checkpoints, metrics.jsonl, config.json")
+    # model
+    model: str = _opt("lstm", "recurrent cell: hand-written rnn, or nn.LSTM / nn.GRU", MODELS)
+    embedding_dim: int = _opt(64, "learned embedding size; 0 = one-hot input")
+    hidden_size: int = _opt(512, "hidden units per layer")
+    num_layers: int = _opt(1, "stacked recurrent layers")
+    dropout: float = _opt(0.0, "dropout between layers")
+    init: str = _opt("auto", "weight init (auto: textbook for rnn, pytorch otherwise)", INITS)
+    init_std: float = _opt(0.01, "std of the textbook N(0, std^2) init")
+    # data
+    sampler: str = _opt(
+        "consecutive", "batch order: consecutive carries the state", ("random", "consecutive")
+    )
+    seq_len: int = _opt(128, "characters per training window (BPTT length)")
+    batch_size: int = _opt(32, "windows per batch")
+    val_fraction: float = _opt(0.1, "last fraction of the text held out for validation")
+    encoding: str = _opt("utf-8", "text encoding of the corpus")
+    errors: str = _opt("strict", "decoding errors: strict fails, replace substitutes U+FFFD")
+    # optimisation
+    optimizer: str = _opt("adam", "optimizer", OPTIMIZERS)
+    lr: float = _opt(3e-3, "learning rate")
+    weight_decay: float = _opt(0.0, "weight decay")
+    clip: float = _opt(1.0, "clip the global gradient norm to this (0: no clipping)")
+    lr_schedule: str = _opt("cosine", "learning-rate schedule over the run", SCHEDULES)
+    warmup_steps: int = _opt(0, "linear warm-up steps")
+    lr_step_size: int = _opt(1000, "step schedule: steps between decays")
+    lr_gamma: float = _opt(0.5, "step schedule: decay factor")
+    # length of the run
+    epochs: int = _opt(5, "passes over the training text")
+    max_steps: int = _opt(0, "stop after this many steps in all (0: no limit)")
+    time_budget: float = _opt(0.0, "stop after this many seconds of training (0: no limit)")
+    # bookkeeping
+    seed: int = _opt(1337, "random seed: same seed, same data, same result")
+    device: str = _opt("auto", "auto picks CUDA when available", ("auto", "cpu", "cuda"))
+    sample_every: int = _opt(1, "print a sample every N epochs (0: never)")
+    sample_length: int = _opt(200, "characters per training sample")
+    save_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)")
+    log_every: int = _opt(20, "steps between progress-bar updates and NaN checks")
+    amp: bool = _opt(False, "bfloat16 autocast (CUDA)")
+    compile: bool = _opt(False, "torch.compile the model")
+
+
+MODEL_FIELDS = (
+    "model",
+    "embedding_dim",
+    "hidden_size",
+    "num_layers",
+    "dropout",
+    "init",
+    "init_std",
+)
+# settings a resumed run must keep, or it would not continue the same run
+FIXED_ON_RESUME = (
+    *MODEL_FIELDS,
+    "sampler",
+    "seq_len",
+    "batch_size",
+    "val_fraction",
+    "optimizer",
+    "seed",
+)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot train, naming the flag, before any work is done."""
+    positive = (
+        "hidden_size",
+        "num_layers",
+        "seq_len",
+        "batch_size",
+        "epochs",
+        "sample_length",
+        "log_every",
+        "lr_step_size",
+    )
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise CharLMError(f"{flag(name)} must be > 0, got {getattr(cfg, name)}")
+    non_negative = (
+        "embedding_dim",
+        "max_steps",
+        "time_budget",
+        "sample_every",
+        "save_every",
+        "warmup_steps",
+        "clip",
+        "weight_decay",
+    )
+    for name in non_negative:
+        if getattr(cfg, name) < 0:
+            raise CharLMError(f"{flag(name)} must be >= 0, got {getattr(cfg, name)}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise CharLMError(f"--lr must be > 0, got {cfg.lr}")
+    if not 0 <= cfg.dropout < 1:
+        raise CharLMError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise CharLMError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
+    if not cfg.init_std > 0:
+        raise CharLMError(f"--init-std must be > 0, got {cfg.init_std}")
+    for f in fields(TrainConfig):
+        choices = f.metadata.get("choices")
+        if choices and getattr(cfg, f.name) not in choices:
+            raise CharLMError(f"{flag(f.name)} must be one of {', '.join(choices)}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CharLMError("--device cuda was asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def prepare_out(out: Path) -> None:
+    """Create the run folder and prove it is writable now, not after an hour of training."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CharLMError(f"cannot write to --out {out}: {e.strerror}") from None
+
+
+def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any]) -> TrainConfig:
+    """The config of the run in `out`, with `overrides` applied; model changes are refused."""
+    ckpt = checkpoint.load(Path(out) / checkpoint.LATEST)
+    cfg = TrainConfig(**ckpt["config"])
+    for name, value in overrides.items():
+        if name in FIXED_ON_RESUME and value != getattr(cfg, name):
+            raise CharLMError(
+                f"cannot resume with {flag(name)} {value}: the run in {out} was trained with "
+                f"{flag(name)} {getattr(cfg, name)} (start a new run with another --out)"
+            )
+    return replace(cfg, **overrides, out=os.fspath(out))
+
+
+def lr_factor(cfg: TrainConfig, total_steps: int):
+    """The schedule as a multiplier of --lr at a given step (for LambdaLR)."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "cosine":
+            span = max(1, total_steps - cfg.warmup_steps)
+            progress = min(1.0, (step - cfg.warmup_steps) / span)
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))  # down to lr/20
+        if cfg.lr_schedule == "step":
+            return cfg.lr_gamma ** ((step - cfg.warmup_steps) // cfg.lr_step_size)
+        return 1.0
+
+    return factor
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint so that --resume continues exactly."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch: int = 0  # the next batch of that epoch
+    step: int = 0  # optimizer steps in all
+    elapsed_s: float = 0.0  # training wall time in all, resumed runs included
+    best_val_loss: float = math.inf
+    # sums over the batches done so far in the current epoch
+    epoch_loss: float = 0.0
+    epoch_grad_norm: float = 0.0
+    epoch_batches: int = 0
+    epoch_time_s: float = 0.0
+
+
+class Interrupts:
+    """Turn SIGINT / SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    progress: Progress
+    stopped_by: str  # "epochs", "max_steps", "time_budget", or "SIGINT" / "SIGTERM"
+    last_row: dict[str, Any] | None
+
+    @property
+    def exit_code(self) -> int:
+        """0 when finished, 128 + the signal number when interrupted (130 for Ctrl-C)."""
+        return 128 + signal.Signals[self.stopped_by] if self.stopped_by.startswith("SIG") else 0
+
+
+class Trainer:
+    """The state of one run: model, optimizer, sampler, progress. `run()` is the loop."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress_bar: bool = True) -> None:
+        check_config(cfg)
+        self.cfg, self.progress_bar = cfg, progress_bar
+        self.out = Path(cfg.out)
+        self.device = resolve_device(cfg.device)
+        prepare_out(self.out)
+        ckpt = checkpoint.load(self.out / checkpoint.LATEST) if resume else None
+
+        corpus = load_corpus(cfg.corpus, cfg.encoding, cfg.errors)
+        self.vocab = corpus.vocab
+        if ckpt is not None and ckpt["vocab"] != self.vocab.chars:
+            raise CharLMError(
+                f"cannot resume: the characters of {cfg.corpus} differ from those the run in "
+                f"{self.out} was trained on (same corpus?)"
+            )
+        self.train_ids, self.val_ids = corpus.split(cfg.val_fraction)
+        self.sampler = SAMPLERS[cfg.sampler](self.train_ids, cfg.seq_len, cfg.batch_size, cfg.seed)
+        if cfg.val_fraction > 0 and len(self.val_ids) < 2:
+            raise CharLMError(
+                f"--val-fraction {cfg.val_fraction} leaves {len(self.val_ids)} characters for "
+                f"validation; raise it, or use 0 to skip validation"
+            )
+
+        torch.manual_seed(cfg.seed)
+        self.model_cfg = ModelConfig(
+            vocab_size=len(self.vocab), **{k: getattr(cfg, k) for k in MODEL_FIELDS}
+        )
+        self.model = CharLM(self.model_cfg).to(self.device)
+        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = make_optimizer(cfg, self.model)
+        epoch_steps = cfg.epochs * len(self.sampler)
+        total = min(epoch_steps, cfg.max_steps) if cfg.max_steps else epoch_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg, total))
+        self.p = Progress()
+        self.state = None  # the carried hidden state (consecutive sampler)
+        if ckpt is not None:
+            self._restore(ckpt)
+        else:
+            (self.out / "metrics.jsonl").write_text("")
+        config = {**asdict(cfg), "vocab_size": len(self.vocab), "corpus_source": corpus.source}
+        (self.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def _payload(self) -> dict[str, Any]:
+        state = self.state
+        if state is not None:
+            state = [s.cpu() for s in state] if isinstance(state, tuple) else state.cpu()
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "config": asdict(self.cfg),
+            "model_config": asdict(self.model_cfg),
+            "vocab": self.vocab.chars,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "progress": asdict(self.p),
+            "rng": rng,
+            "state": state,
+        }
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.p = Progress(**ckpt["progress"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        state = ckpt["state"]
+        if state is not None:
+            state = tuple(s.to(self.device) for s in state) if isinstance(state, list) else state
+            self.state = state.to(self.device) if isinstance(state, torch.Tensor) else state
+        # rows written after this checkpoint (a crash between the two) would repeat: drop them
+        metrics = self.out / "metrics.jsonl"
+        rows = metrics.read_text().splitlines() if metrics.exists() else []
+        kept = [r for r in rows if r.strip() and json.loads(r)["step"] <= self.p.step]
+        metrics.write_text("".join(r + "\n" for r in kept))
+
+    def save(self, best: bool = False) -> None:
+        payload = self._payload()
+        checkpoint.save(payload, self.out / checkpoint.LATEST)
+        if best:
+            checkpoint.save(payload, self.out / checkpoint.BEST)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _check_finite(self, loss_sum: torch.Tensor) -> None:
+        if not math.isfinite(float(loss_sum)):
+            raise CharLMError(
+                f"the loss became {float(loss_sum)} by step {self.p.step}: training diverged. "
+                f"Lower --lr (now {self.cfg.lr}) or set --clip (now {self.cfg.clip}); the last "
+                f"good checkpoint in {self.out} is kept"
+            )
+
+    def _train_step(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.sampler.carries_state:
+            self.state = None
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
+            logits, state = self.step_model(X, self.state)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), Y.reshape(-1))
+        self.state = detach_state(state) if self.sampler.carries_state else None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach(), grad_norm.detach()
+
+    def validate(self) -> float | None:
+        if len(self.val_ids) == 0:
+            return None
+        return score(self.model, self.val_ids, self.cfg.seq_len, streams=self.cfg.batch_size).nll
+
+    def _end_epoch(self, loss_sum: torch.Tensor, grad_sum: torch.Tensor, partial: bool) -> dict:
+        """Validate, write the epoch's metrics row, checkpoints and sample."""
+        self._check_finite(loss_sum)
+        p, cfg = self.p, self.cfg
+        p.epoch_loss += float(loss_sum)
+        p.epoch_grad_norm += float(grad_sum)
+        train_loss = p.epoch_loss / max(1, p.epoch_batches)
+        val_loss = self.validate()
+        chars = p.epoch_batches * cfg.seq_len * cfg.batch_size
+        row = {
+            "epoch": p.epoch + 1,
+            "step": p.step,
+            "train_loss": train_loss,
+            "train_ppl": math.exp(train_loss),
+            "val_loss": val_loss,
+            "val_ppl": None if val_loss is None else math.exp(val_loss),
+            "val_bpc": None if val_loss is None else val_loss / math.log(2),
+            "lr": self.scheduler.get_last_lr()[0],
+            "grad_norm": p.epoch_grad_norm / max(1, p.epoch_batches),
+            "chars_per_sec": chars / max(p.epoch_time_s, 1e-9),
+            "elapsed_s": p.elapsed_s,
+            "partial": partial,
+        }
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        best = val_loss is not None and val_loss < p.best_val_loss
+        if best:
+            p.best_val_loss = val_loss
+        if not partial:
+            p.epoch, p.batch = p.epoch + 1, 0
+            p.epoch_loss = p.epoch_grad_norm = p.epoch_time_s = 0.0
+            p.epoch_batches = 0
+            self.state = None  # the consecutive sampler starts its streams afresh
+        self.save(best=best)
+        if cfg.sample_every and (row["epoch"] % cfg.sample_every == 0 or partial):
+            self._sample(row["epoch"])
+        return row
+
+    def _sample(self, epoch: int) -> None:
+        prefix = "\n" if "\n" in self.vocab.chars else ""
+        text = generate(
+            self.model,
+            self.vocab,
+            prefix,
+            self.cfg.sample_length,
+            temperature=0.8,
+            seed=self.cfg.seed + epoch,
+        )[0]
+        with open(self.out / "samples.txt", "a", encoding="utf-8") as f:
+            f.write(f"=== epoch {epoch}\n{text.strip()}\n\n")
+        if self.progress_bar:
+            tqdm.write(f"--- sample after epoch {epoch} ---\n{text.strip()}\n---", file=sys.stdout)
+
+    def _stop_reason(self, interrupts: Interrupts) -> str | None:
+        cfg, p = self.cfg, self.p
+        if interrupts.signum is not None:
+            return signal.Signals(interrupts.signum).name
+        if cfg.max_steps and p.step >= cfg.max_steps:
+            return "max_steps"
+        if cfg.time_budget and p.elapsed_s >= cfg.time_budget:
+            return "time_budget"
+        return None
+
+    def run(self) -> TrainResult:
+        cfg, p = self.cfg, self.p
+        stopped_by, row = None, None
+        with Interrupts() as interrupts:
+            while p.epoch < cfg.epochs and stopped_by is None:
+                loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+                grad_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+                bar = tqdm(
+                    total=len(self.sampler),
+                    initial=p.batch,
+                    unit="batch",
+                    desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
+                    leave=False,
+                    disable=not self.progress_bar,
+                    dynamic_ncols=True,
+                )
+                tick = time.perf_counter()
+                for X, Y in self.sampler.batches(p.epoch, p.batch):
+                    if self.device.type == "cuda":
+                        X = X.pin_memory().to(self.device, non_blocking=True)
+                        Y = Y.pin_memory().to(self.device, non_blocking=True)
+                    loss, grad_norm = self._train_step(X, Y)
+                    loss_sum += loss
+                    grad_sum += grad_norm
+                    p.batch += 1
+                    p.step += 1
+                    p.epoch_batches += 1
+                    now = time.perf_counter()
+                    p.epoch_time_s += now - tick
+                    p.elapsed_s += now - tick
+                    tick = now
+                    if p.step % cfg.log_every == 0:  # the only host syncs: every log_every steps
+                        self._check_finite(loss_sum)
+                        mean = (p.epoch_loss + float(loss_sum)) / p.epoch_batches
+                        chars = p.epoch_batches * cfg.seq_len * cfg.batch_size
+                        bar.set_postfix(
+                            loss=f"{mean:.3f}",
+                            ppl=f"{math.exp(mean):.2f}",
+                            chars_s=f"{chars / p.epoch_time_s:,.0f}",
+                            refresh=False,
+                        )
+                    bar.update()
+                    if cfg.save_every and p.step % cfg.save_every == 0:
+                        self._fold(loss_sum, grad_sum)
+                        self.save()
+                    stopped_by = self._stop_reason(interrupts)
+                    if stopped_by:
+                        break
+                bar.close()
+                if stopped_by and stopped_by.startswith("SIG"):
+                    self._fold(loss_sum, grad_sum)
+                    self.save()  # no metrics row: the epoch goes on when resumed
+                    break
+                row = self._end_epoch(loss_sum, grad_sum, partial=stopped_by is not None)
+        return TrainResult(self.out, p, stopped_by or "epochs", row)
+
+    def _fold(self, loss_sum: torch.Tensor, grad_sum: torch.Tensor) -> None:
+        """Move the running sums into Progress (so a checkpoint holds them), and zero them."""
+        self._check_finite(loss_sum)
+        self.p.epoch_loss += float(loss_sum)
+        self.p.epoch_grad_norm += float(grad_sum)
+        loss_sum.zero_()
+        grad_sum.zero_()
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress_bar: bool = True) -> TrainResult:
+    """Train a model as `cfg` says (continuing the run in cfg.out when `resume`)."""
+    return Trainer(cfg, resume=resume, progress_bar=progress_bar).run()
+
+
+def load_model(
+    path: str | os.PathLike[str], device: str = "auto"
+) -> tuple[CharLM, Vocab, dict[str, Any]]:
+    """Model (in eval mode), vocabulary and raw checkpoint from a checkpoint file or run folder."""
+    dev = resolve_device(device)
+    ckpt = checkpoint.load(path, map_location=dev)
+    try:
+        model = CharLM(ModelConfig(**ckpt["model_config"])).to(dev)
+        model.load_state_dict(ckpt["model"])
+        vocab = Vocab(ckpt["vocab"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CharLMError(
+            f"{path}: the checkpoint's contents do not fit a charlm model: {e}"
+        ) from None
+    model.eval()
+    return model, vocab, ckpt
