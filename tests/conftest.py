@@ -1,0 +1,52 @@
+"""Shared fixtures: small synthetic corpora, a tiny fast training config, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from charlm.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_CORPORA = Path(os.environ.get("CHARLM_DATA", ROOT.parent / "shared" / "corpora"))
+TINY_SHAKESPEARE = SHARED_CORPORA / "tinyshakespeare.txt"
+
+TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+) * 40
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A ~7 KB English text file."""
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_config(corpus: Path, tmp_path: Path) -> TrainConfig:
+    """A config that trains in about a second on the CPU."""
+    return TrainConfig(
+        corpus=str(corpus), out=str(tmp_path / "run"), hidden_size=32, embedding_dim=16,
+        seq_len=16, batch_size=8, epochs=2, sample_every=0, log_every=5, device="cpu",
+    )
+
+
+def tiny(cfg: TrainConfig, **changes) -> TrainConfig:
+    return replace(cfg, **changes)
+
+
+def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m charlm ARGS` in a real subprocess, using this checkout's package."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "charlm", *args], capture_output=True, text=True, env=env,
+        timeout=timeout, **kwargs,
+    )
