@@ -69,7 +69,7 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
             f"refusing to load {path}: it holds objects other than plain data, which could run "
             f"code ({str(e).splitlines()[0][:120]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
+    except Exception as e:  # a damaged file can fail inside the unpickler in many ways
         raise CharLMError(
             f"{path} is not a readable checkpoint (truncated or corrupt?): "
             f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"

@@ -83,11 +83,17 @@ def _train_options(fn):
 @click.argument("corpus", required=False)
 @_train_options
 @click.option("--resume", is_flag=True, help="continue the run in --out from its checkpoint.pt")
+@click.option("--overwrite", is_flag=True, help="start afresh in an --out that holds a run")
 @click.option("--quiet", is_flag=True, help="no progress bar or samples")
 @click.pass_context
 @_user_errors
 def train(
-    ctx: click.Context, corpus: str | None, resume: bool, quiet: bool, **settings: Any
+    ctx: click.Context,
+    corpus: str | None,
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+    **settings: Any,
 ) -> None:
     """Train a model on CORPUS (a UTF-8 text file; none: the built-in corpus).
 
@@ -109,7 +115,7 @@ def train(
     if corpus is not None:
         given["corpus"] = corpus
     cfg = resume_config(settings["out"], given) if resume else TrainConfig(**{**settings, **given})
-    result = run_training(cfg, resume=resume, progress_bar=not quiet)
+    result = run_training(cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite)
     if result.stopped_by.startswith("SIG"):
         corpus_arg = "" if cfg.corpus == "builtin" else f" {cfg.corpus}"
         click.echo(

@@ -158,6 +158,11 @@ def check_config(cfg: TrainConfig) -> None:
             raise CharLMError(f"{flag(f.name)} must be one of {', '.join(choices)}")
 
 
+def perplexity(loss: float) -> float:
+    """exp(loss), inf instead of an OverflowError for a diverging run."""
+    return math.exp(loss) if loss < 700 else math.inf
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -187,7 +192,7 @@ def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any]) -> Tra
                 f"cannot resume with {flag(name)} {value}: the run in {out} was trained with "
                 f"{flag(name)} {getattr(cfg, name)} (start a new run with another --out)"
             )
-    return replace(cfg, **overrides, out=os.fspath(out))
+    return replace(cfg, **{**overrides, "out": os.fspath(out)})
 
 
 def lr_factor(cfg: TrainConfig, total_steps: int):
@@ -268,11 +273,22 @@ class TrainResult:
 class Trainer:
     """The state of one run: model, optimizer, sampler, progress. `run()` is the loop."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, progress_bar: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        resume: bool = False,
+        progress_bar: bool = True,
+        overwrite: bool = False,
+    ) -> None:
         check_config(cfg)
         self.cfg, self.progress_bar = cfg, progress_bar
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
+        if not resume and not overwrite and (self.out / checkpoint.LATEST).exists():
+            raise CharLMError(
+                f"{self.out} already holds a run: continue it with --resume, start over with "
+                f"--overwrite, or choose another --out"
+            )
         prepare_out(self.out)
         ckpt = checkpoint.load(self.out / checkpoint.LATEST) if resume else None
 
@@ -335,6 +351,11 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        # a resumed run may change --lr: the schedule then continues from the new base rate
+        self.scheduler.base_lrs = [self.cfg.lr] * len(self.optimizer.param_groups)
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"], group["lr"] = self.cfg.lr, self.cfg.lr * factor
         self.p = Progress(**ckpt["progress"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
@@ -398,9 +419,9 @@ class Trainer:
             "epoch": p.epoch + 1,
             "step": p.step,
             "train_loss": train_loss,
-            "train_ppl": math.exp(train_loss),
+            "train_ppl": perplexity(train_loss),
             "val_loss": val_loss,
-            "val_ppl": None if val_loss is None else math.exp(val_loss),
+            "val_ppl": None if val_loss is None else perplexity(val_loss),
             "val_bpc": None if val_loss is None else val_loss / math.log(2),
             "lr": self.scheduler.get_last_lr()[0],
             "grad_norm": p.epoch_grad_norm / max(1, p.epoch_batches),
@@ -485,7 +506,7 @@ class Trainer:
                         chars = p.epoch_batches * cfg.seq_len * cfg.batch_size
                         bar.set_postfix(
                             loss=f"{mean:.3f}",
-                            ppl=f"{math.exp(mean):.2f}",
+                            ppl=f"{perplexity(mean):.2f}",
                             chars_s=f"{chars / p.epoch_time_s:,.0f}",
                             refresh=False,
                         )
@@ -513,9 +534,15 @@ class Trainer:
         grad_sum.zero_()
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress_bar: bool = True) -> TrainResult:
-    """Train a model as `cfg` says (continuing the run in cfg.out when `resume`)."""
-    return Trainer(cfg, resume=resume, progress_bar=progress_bar).run()
+def train(
+    cfg: TrainConfig, resume: bool = False, progress_bar: bool = True, overwrite: bool = False
+) -> TrainResult:
+    """Train a model as `cfg` says (continuing the run in cfg.out when `resume`).
+
+    A fresh run refuses a folder that already holds one unless `overwrite`: hours of training
+    are not lost to a repeated command.
+    """
+    return Trainer(cfg, resume=resume, progress_bar=progress_bar, overwrite=overwrite).run()
 
 
 def load_model(

@@ -34,8 +34,16 @@ def corpus(tmp_path: Path) -> Path:
 def tiny_config(corpus: Path, tmp_path: Path) -> TrainConfig:
     """A config that trains in about a second on the CPU."""
     return TrainConfig(
-        corpus=str(corpus), out=str(tmp_path / "run"), hidden_size=32, embedding_dim=16,
-        seq_len=16, batch_size=8, epochs=2, sample_every=0, log_every=5, device="cpu",
+        corpus=str(corpus),
+        out=str(tmp_path / "run"),
+        hidden_size=32,
+        embedding_dim=16,
+        seq_len=16,
+        batch_size=8,
+        epochs=2,
+        sample_every=0,
+        log_every=5,
+        device="cpu",
     )
 
 
@@ -47,6 +55,10 @@ def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedP
     """Run `python -m charlm ARGS` in a real subprocess, using this checkout's package."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "charlm", *args], capture_output=True, text=True, env=env,
-        timeout=timeout, **kwargs,
+        [sys.executable, "-m", "charlm", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        **kwargs,
     )

@@ -1,0 +1,119 @@
+"""The hand-written RNN against PyTorch's own, in float64; the CharLM wrapper."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charlm.model import CharLM, ModelConfig, ScratchRNN, TanhRecurrence
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def test_tanh_recurrence_gradcheck():
+    torch.manual_seed(0)
+    A = torch.randn(6, 3, 5, requires_grad=True)
+    W_hh = (0.5 * torch.randn(5, 5)).requires_grad_()
+    H0 = torch.randn(3, 5, requires_grad=True)
+    assert torch.autograd.gradcheck(TanhRecurrence.apply, (A, W_hh, H0))
+
+
+def copy_into_nn_rnn(scratch: ScratchRNN, ref: nn.RNN) -> None:
+    """nn.RNN computes x W_ih^T + b_ih + h W_hh^T + b_hh: transpose, and split b_h in two."""
+    with torch.no_grad():
+        for i, layer in enumerate(scratch.layers):
+            getattr(ref, f"weight_ih_l{i}").copy_(layer.W_xh.t())
+            getattr(ref, f"weight_hh_l{i}").copy_(layer.W_hh.t())
+            getattr(ref, f"bias_ih_l{i}").copy_(layer.b_h)
+            getattr(ref, f"bias_hh_l{i}").zero_()
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_scratch_rnn_matches_nn_rnn_outputs_and_gradients(num_layers, one_hot):
+    torch.manual_seed(1)
+    T, B, d, H = 7, 4, 6, 5
+    scratch = ScratchRNN(d, H, num_layers, dropout=0.0, one_hot=one_hot)
+    with torch.no_grad():
+        for p in scratch.parameters():
+            p.normal_(0, 0.4)
+    ref = nn.RNN(d, H, num_layers, nonlinearity="tanh")
+    copy_into_nn_rnn(scratch, ref)
+    ids = torch.randint(0, d, (T, B))
+    X = F.one_hot(ids, d).double() if one_hot else torch.randn(T, B, d)
+    H0 = torch.randn(num_layers, B, H)
+    out, HT = scratch(ids if one_hot else X, H0)
+    out_ref, HT_ref = ref(X, H0)
+    assert torch.allclose(out, out_ref, atol=1e-10, rtol=0)
+    assert torch.allclose(HT, HT_ref, atol=1e-10, rtol=0)
+
+    weights = torch.randn_like(out)  # a loss that touches every output differently
+    (out * weights).sum().add(HT.sum()).backward()
+    (out_ref * weights).sum().add(HT_ref.sum()).backward()
+    for i, layer in enumerate(scratch.layers):
+        pairs = [
+            (layer.W_xh.grad, getattr(ref, f"weight_ih_l{i}").grad.t()),
+            (layer.W_hh.grad, getattr(ref, f"weight_hh_l{i}").grad.t()),
+            (layer.b_h.grad, getattr(ref, f"bias_ih_l{i}").grad),
+        ]
+        for mine, theirs in pairs:
+            assert torch.allclose(mine, theirs, atol=1e-10, rtol=0)
+
+
+def test_scratch_rnn_gradient_flows_into_initial_state():
+    torch.manual_seed(2)
+    scratch = ScratchRNN(3, 4, 2, 0.0, one_hot=False)
+    ref = nn.RNN(3, 4, 2)
+    copy_into_nn_rnn(scratch, ref)
+    X = torch.randn(5, 2, 3)
+    H0 = torch.randn(2, 2, 4, requires_grad=True)
+    H0_ref = H0.detach().clone().requires_grad_()
+    scratch(X, H0)[0].sum().backward()
+    ref(X, H0_ref)[0].sum().backward()
+    assert torch.allclose(H0.grad, H0_ref.grad, atol=1e-10, rtol=0)
+
+
+def test_textbook_init_is_small_normal_and_zero_bias():
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=50, model="rnn", hidden_size=256, embedding_dim=0))
+    W_hh = model.rnn.layers[0].W_hh
+    assert abs(W_hh.std().item() - 0.01) < 0.001
+    assert torch.all(model.rnn.layers[0].b_h == 0) and torch.all(model.b_q == 0)
+    other = CharLM(ModelConfig(vocab_size=50, model="rnn", hidden_size=256, init="pytorch"))
+    assert other.rnn.layers[0].W_hh.abs().max() > 0.05
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("emb", [0, 8])
+def test_state_carrying_equals_one_long_forward(kind, emb):
+    """Splitting a sequence in two and carrying the state gives the same logits."""
+    torch.manual_seed(3)
+    model = CharLM(
+        ModelConfig(vocab_size=11, model=kind, hidden_size=9, num_layers=2, embedding_dim=emb)
+    )
+    X = torch.randint(0, 11, (10, 3))
+    whole, _ = model(X)
+    first, state = model(X[:4])
+    second, _ = model(X[4:], state)
+    assert torch.allclose(torch.cat([first, second]), whole, atol=1e-12)
+
+
+def test_one_hot_rnn_builds_no_one_hot_matrix_and_matches_dense_input():
+    """Row lookup of W_xh equals one-hot @ W_xh."""
+    torch.manual_seed(4)
+    model = CharLM(
+        ModelConfig(vocab_size=7, model="rnn", hidden_size=5, embedding_dim=0, init="pytorch")
+    )
+    X = torch.randint(0, 7, (6, 2))
+    logits, _ = model(X)
+    layer = model.rnn.layers[0]
+    H = torch.zeros(2, 5)
+    for t in range(6):
+        H = torch.tanh(F.one_hot(X[t], 7).double() @ layer.W_xh + H @ layer.W_hh + layer.b_h)
+        assert torch.allclose(logits[t], H @ model.W_hq + model.b_q, atol=1e-12)
