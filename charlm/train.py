@@ -60,7 +60,10 @@ class TrainConfig:
     init_std: float = _opt(0.01, "std of the textbook N(0, std^2) init")
     # data
     sampler: str = _opt(
-        "consecutive", "batch order: consecutive carries the state", ("random", "consecutive")
+        "random",
+        "batch order: random windows (state reset per batch) or consecutive (state carried)",
+        ("random", "consecutive"),
+    )
     )
     seq_len: int = _opt(128, "characters per training window (BPTT length)")
     batch_size: int = _opt(32, "windows per batch")
