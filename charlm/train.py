@@ -64,7 +64,6 @@ class TrainConfig:
         "batch order: random windows (state reset per batch) or consecutive (state carried)",
         ("random", "consecutive"),
     )
-    )
     seq_len: int = _opt(128, "characters per training window (BPTT length)")
     batch_size: int = _opt(32, "windows per batch")
     val_fraction: float = _opt(0.1, "last fraction of the text held out for validation")
