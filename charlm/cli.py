@@ -124,17 +124,7 @@ def train(
             err=True,
         )
         sys.exit(result.exit_code)
-    row = result.last_row
-    if row is not None:
-        val = (
-            f", val ppl {row['val_ppl']:.3f}, val bpc {row['val_bpc']:.3f}"
-            if row["val_loss"] is not None
-            else ""
-        )
-        click.echo(
-            f"done ({result.stopped_by}): epoch {row['epoch']}, step {row['step']}, "
-            f"train ppl {row['train_ppl']:.3f}{val}; saved in {cfg.out}"
-        )
+    click.echo(f"done ({result.stopped_by}); saved in {cfg.out}")
 
 
 _checkpoint_option = click.option(

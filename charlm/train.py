@@ -165,6 +165,20 @@ def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf
 
 
+def epoch_summary(row: dict[str, Any]) -> str:
+    """One line per epoch for the terminal."""
+    val = (
+        ""
+        if row["val_loss"] is None
+        else (f", val ppl {row['val_ppl']:.3f}, val bpc {row['val_bpc']:.3f}")
+    )
+    return (
+        f"epoch {row['epoch']}{' (partial)' if row['partial'] else ''}: step {row['step']}, "
+        f"train ppl {row['train_ppl']:.3f}{val}, {row['chars_per_sec']:,.0f} chars/s, "
+        f"{row['elapsed_s']:.0f} s"
+    )
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -442,6 +456,8 @@ class Trainer:
             p.epoch_batches = 0
             self.state = None  # the consecutive sampler starts its streams afresh
         self.save(best=best)
+        if self.progress_bar:
+            tqdm.write(epoch_summary(row), file=sys.stdout)
         if cfg.sample_every and (row["epoch"] % cfg.sample_every == 0 or partial):
             self._sample(row["epoch"])
         return row
