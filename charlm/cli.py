@@ -104,6 +104,7 @@ def train(
       charlm train corpus.txt --model rnn --embedding-dim 0 --optimizer sgd --lr 1
       charlm train corpus.txt --resume               # continue an interrupted run
     """
+    from charlm import distributed
     from charlm.train import TrainConfig, resume_config
     from charlm.train import train as run_training
 
@@ -116,6 +117,8 @@ def train(
         given["corpus"] = corpus
     cfg = resume_config(settings["out"], given) if resume else TrainConfig(**{**settings, **given})
     result = run_training(cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite)
+    if not distributed.detect().is_main:
+        sys.exit(result.exit_code)  # under torchrun, rank 0 reports for all
     if result.stopped_by.startswith("SIG"):
         corpus_arg = "" if cfg.corpus == "builtin" else f" {cfg.corpus}"
         click.echo(

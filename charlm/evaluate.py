@@ -44,7 +44,14 @@ class Score:
 
 
 @torch.no_grad()
-def char_nll(model: CharLM, ids: np.ndarray, seq_len: int = 256, streams: int = 1) -> torch.Tensor:
+def char_nll(
+    model: CharLM,
+    ids: np.ndarray,
+    seq_len: int = 256,
+    streams: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+) -> torch.Tensor:
     """NLL (nats) of every character after the first of each stream, in text order.
 
     The text is cut into `streams` contiguous pieces scored side by side as one batch (1 is
@@ -53,6 +60,9 @@ def char_nll(model: CharLM, ids: np.ndarray, seq_len: int = 256, streams: int = 
 
         stream 0: c0 c1 c2 ... | window 0 | window 1 | ...
         stream 1: ...
+
+    With several processes, rank r of `world_size` scores only its share of the streams (the
+    same cut as one process makes), so the ranks' sums add up to the single-process result.
     """
     device = model.W_hq.device
     n = len(ids)
@@ -62,10 +72,14 @@ def char_nll(model: CharLM, ids: np.ndarray, seq_len: int = 256, streams: int = 
     padded[:n] = ids
     M = torch.from_numpy(padded.reshape(streams, length).T.copy()).to(device)  # (L, S)
     valid = n > torch.arange(streams * length, device=device).view(streams, length).T
+    mine = slice(rank * streams // world_size, (rank + 1) * streams // world_size)
+    M, valid = M[:, mine], valid[:, mine]  # (L, S) -> this rank's streams
+    if M.shape[1] == 0:
+        return torch.empty(0, device=device)
     was_training = model.training
     model.eval()
     state = None
-    out = torch.empty(length - 1, streams, device=device)
+    out = torch.empty(length - 1, M.shape[1], device=device)
     for t in range(0, length - 1, seq_len):
         X, Y = M[t : t + seq_len], M[t + 1 : t + 1 + seq_len]
         X = X[: len(Y)]

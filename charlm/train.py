@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from charlm import checkpoint
+from charlm import checkpoint, distributed
 from charlm.data import BUILTIN, Vocab, load_corpus
 from charlm.errors import CharLMError
-from charlm.evaluate import score
+from charlm.evaluate import char_nll
 from charlm.generate import generate
 from charlm.model import INITS, MODELS, CharLM, ModelConfig, detach_state
 from charlm.samplers import SAMPLERS
@@ -297,15 +297,17 @@ class Trainer:
         overwrite: bool = False,
     ) -> None:
         check_config(cfg)
-        self.cfg, self.progress_bar = cfg, progress_bar
+        self.dist = distributed.detect()  # torchrun: this process's rank among several
+        self.cfg, self.progress_bar = cfg, progress_bar and self.dist.is_main
         self.out = Path(cfg.out)
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.init(self.dist, resolve_device(cfg.device))
         if not resume and not overwrite and (self.out / checkpoint.LATEST).exists():
             raise CharLMError(
                 f"{self.out} already holds a run: continue it with --resume, start over with "
                 f"--overwrite, or choose another --out"
             )
-        prepare_out(self.out)
+        if self.dist.is_main:
+            prepare_out(self.out)
         ckpt = checkpoint.load(self.out / checkpoint.LATEST) if resume else None
 
         corpus = load_corpus(cfg.corpus, cfg.encoding, cfg.errors)
@@ -316,7 +318,14 @@ class Trainer:
                 f"{self.out} was trained on (same corpus?)"
             )
         self.train_ids, self.val_ids = corpus.split(cfg.val_fraction)
-        self.sampler = SAMPLERS[cfg.sampler](self.train_ids, cfg.seq_len, cfg.batch_size, cfg.seed)
+        self.sampler = SAMPLERS[cfg.sampler](
+            self.train_ids,
+            cfg.seq_len,
+            cfg.batch_size,
+            cfg.seed,
+            self.dist.rank,
+            self.dist.world_size,
+        )
         if cfg.val_fraction > 0 and len(self.val_ids) < 2:
             raise CharLMError(
                 f"--val-fraction {cfg.val_fraction} leaves {len(self.val_ids)} characters for "
@@ -328,7 +337,8 @@ class Trainer:
             vocab_size=len(self.vocab), **{k: getattr(cfg, k) for k in MODEL_FIELDS}
         )
         self.model = CharLM(self.model_cfg).to(self.device)
-        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        ddp = distributed.wrap(self.model, self.device)  # self.model stays the plain module
+        self.step_model = torch.compile(ddp) if cfg.compile else ddp
         self.optimizer = make_optimizer(cfg, self.model)
         epoch_steps = cfg.epochs * len(self.sampler)
         total = min(epoch_steps, cfg.max_steps) if cfg.max_steps else epoch_steps
@@ -337,15 +347,16 @@ class Trainer:
         self.state = None  # the carried hidden state (consecutive sampler)
         if ckpt is not None:
             self._restore(ckpt)
-        else:
+        elif self.dist.is_main:
             (self.out / "metrics.jsonl").write_text("")
         config = {**asdict(cfg), "vocab_size": len(self.vocab), "corpus_source": corpus.source}
-        (self.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if self.dist.is_main:
+            (self.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     # --- checkpoints -------------------------------------------------------------------------
 
     def _payload(self) -> dict[str, Any]:
-        state = self.state
+        state = distributed.gather_rows(self.state)  # (L, B, H) whatever the world size
         if state is not None:
             state = [s.cpu() for s in state] if isinstance(state, tuple) else state.cpu()
         rng = {"torch": torch.get_rng_state()}
@@ -376,10 +387,12 @@ class Trainer:
         torch.set_rng_state(ckpt["rng"]["torch"])
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
-        state = ckpt["state"]
+        state = distributed.take_rows(ckpt["state"], self.sampler.rows)
         if state is not None:
             state = tuple(s.to(self.device) for s in state) if isinstance(state, list) else state
             self.state = state.to(self.device) if isinstance(state, torch.Tensor) else state
+        if not self.dist.is_main:
+            return
         # rows written after this checkpoint (a crash between the two) would repeat: drop them
         metrics = self.out / "metrics.jsonl"
         rows = metrics.read_text().splitlines() if metrics.exists() else []
@@ -387,7 +400,9 @@ class Trainer:
         metrics.write_text("".join(r + "\n" for r in kept))
 
     def save(self, best: bool = False) -> None:
-        payload = self._payload()
+        payload = self._payload()  # on every rank: it gathers the hidden state
+        if not self.dist.is_main:
+            return
         checkpoint.save(payload, self.out / checkpoint.LATEST)
         if best:
             checkpoint.save(payload, self.out / checkpoint.BEST)
@@ -395,6 +410,7 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------
 
     def _check_finite(self, loss_sum: torch.Tensor) -> None:
+        loss_sum = distributed.all_reduce_sum(loss_sum)  # so that every rank stops, or none
         if not math.isfinite(float(loss_sum)):
             raise CharLMError(
                 f"the loss became {float(loss_sum)} by step {self.p.step}: training diverged. "
@@ -420,10 +436,20 @@ class Trainer:
     def validate(self) -> float | None:
         if len(self.val_ids) == 0:
             return None
-        return score(self.model, self.val_ids, self.cfg.seq_len, streams=self.cfg.batch_size).nll
+        # each rank scores its share of the validation streams; the sums are added up
+        cfg, ctx = self.cfg, self.dist
+        nll = char_nll(
+            self.model, self.val_ids, cfg.seq_len, cfg.batch_size, ctx.rank, ctx.world_size
+        )
+        total = torch.stack(
+            [nll.double().sum(), torch.tensor(len(nll), dtype=torch.float64, device=nll.device)]
+        )
+        total = distributed.all_reduce_sum(total)
+        return float(total[0] / total[1])
 
     def _end_epoch(self, loss_sum: torch.Tensor, grad_sum: torch.Tensor, partial: bool) -> dict:
         """Validate, write the epoch's metrics row, checkpoints and sample."""
+        distributed.average_(loss_sum, grad_sum)  # the global batch's means, as one process
         self._check_finite(loss_sum)
         p, cfg = self.p, self.cfg
         p.epoch_loss += float(loss_sum)
@@ -445,8 +471,9 @@ class Trainer:
             "elapsed_s": p.elapsed_s,
             "partial": partial,
         }
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.dist.is_main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
         best = val_loss is not None and val_loss < p.best_val_loss
         if best:
             p.best_val_loss = val_loss
@@ -463,6 +490,8 @@ class Trainer:
         return row
 
     def _sample(self, epoch: int) -> None:
+        if not self.dist.is_main:
+            return
         prefix = "\n" if "\n" in self.vocab.chars else ""
         text = generate(
             self.model,
@@ -479,11 +508,13 @@ class Trainer:
 
     def _stop_reason(self, interrupts: Interrupts) -> str | None:
         cfg, p = self.cfg, self.p
-        if interrupts.signum is not None:
-            return signal.Signals(interrupts.signum).name
+        out_of_time = bool(cfg.time_budget and p.elapsed_s >= cfg.time_budget)
+        signum, out_of_time = distributed.agree_stop(interrupts.signum, out_of_time)
+        if signum is not None:
+            return signal.Signals(signum).name
         if cfg.max_steps and p.step >= cfg.max_steps:
             return "max_steps"
-        if cfg.time_budget and p.elapsed_s >= cfg.time_budget:
+        if out_of_time:
             return "time_budget"
         return None
 
@@ -545,6 +576,7 @@ class Trainer:
 
     def _fold(self, loss_sum: torch.Tensor, grad_sum: torch.Tensor) -> None:
         """Move the running sums into Progress (so a checkpoint holds them), and zero them."""
+        distributed.average_(loss_sum, grad_sum)  # global means: resumable with any world size
         self._check_finite(loss_sum)
         self.p.epoch_loss += float(loss_sum)
         self.p.epoch_grad_norm += float(grad_sum)
@@ -560,7 +592,8 @@ def train(
     A fresh run refuses a folder that already holds one unless `overwrite`: hours of training
     are not lost to a repeated command.
     """
-    return Trainer(cfg, resume=resume, progress_bar=progress_bar, overwrite=overwrite).run()
+    with distributed.session():  # under torchrun: one process of several
+        return Trainer(cfg, resume=resume, progress_bar=progress_bar, overwrite=overwrite).run()
 
 
 def load_model(
