@@ -32,6 +32,7 @@ from charlm.model import State
 
 _control: dist.ProcessGroup | None = None  # gloo group for host-side flags
 _owned = False  # True when charlm created the process group (and so destroys it)
+_vote: tuple[dist.Work, torch.Tensor] | None = None  # the stop vote in flight
 
 
 @dataclass(frozen=True)
@@ -96,14 +97,14 @@ def init(ctx: Context, device: torch.device) -> torch.device:
         dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size)
         _owned = True
     if _control is None:
-        gloo = dist.get_backend() == "gloo"
-        _control = dist.group.WORLD if gloo else dist.new_group(backend="gloo")
+        _control = dist.new_group(backend="gloo")  # its own connections: never behind DDP's
     return device
 
 
 def destroy() -> None:
     """Leave the process group, if charlm made it."""
     global _control, _owned
+    _finish_vote()
     if _owned and dist.is_initialized():
         dist.destroy_process_group()
     _control, _owned = None, False
@@ -118,6 +119,7 @@ def session() -> Iterator[None]:
     """
     try:
         yield
+        _finish_vote()
         if _enabled():
             dist.barrier(group=_control)
     finally:
@@ -158,13 +160,28 @@ def average_(*tensors: torch.Tensor) -> None:
 def agree_stop(signum: int | None, out_of_time: bool) -> tuple[int | None, bool]:
     """Whether any rank got a signal or ran out of time, so that all stop at the same step.
 
-    One all-reduce of two integers on the CPU (gloo), after every step: the clocks and the
-    signal deliveries of the ranks differ, and a rank that stopped alone would hang the rest.
+    Called after every step on every rank. The signal deliveries and the clocks of the ranks
+    differ, and a rank that stopped alone would leave the others waiting forever, so the flags
+    are all-reduced (max) over the CPU gloo group. The all-reduce started after step k is only
+    read after step k+1: no rank ever waits for it, and all stop one step later, together.
     """
+    global _vote
     if _control is None:
         return signum, out_of_time
+    decided = _finish_vote()
     flags = torch.tensor([signum or 0, int(out_of_time)], dtype=torch.int32)
-    dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=_control)
+    _vote = dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=_control, async_op=True), flags
+    return decided
+
+
+def _finish_vote() -> tuple[int | None, bool]:
+    """Wait for the vote in flight (if any) and return its (signal, out of time) outcome."""
+    global _vote
+    if _vote is None:
+        return None, False
+    work, flags = _vote
+    _vote = None
+    work.wait()
     return (int(flags[0]) or None), bool(flags[1])
 
 
