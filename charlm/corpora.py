@@ -77,7 +77,7 @@ CORPORA: dict[str, NamedCorpus] = {
             download_size=31_344_016,
             member="text8",
             license="Wikipedia text (CC BY-SA / GFDL)",
-            description="enwik8's successor cleaned to lowercase a-z and spaces (10^8 chars)",
+            description="Wikipedia (from enwik9) cleaned to lowercase a-z and spaces, 10^8 chars",
         ),
     )
 }
@@ -138,7 +138,8 @@ def _sha256(path: Path) -> str:
 
 def _where_to_put(corpus: NamedCorpus) -> str:
     folders = [str(d) for d in (data_dir(), cache_dir()) if d is not None]
-    return f"download {corpus.url} yourself and put {corpus.file} in {' or '.join(folders)}"
+    unzip = ", unzip it" if corpus.member else ""
+    return f"download {corpus.url}{unzip} and put {corpus.file} in {' or '.join(folders)}"
 
 
 def _verify_download(corpus: NamedCorpus, path: Path) -> None:
