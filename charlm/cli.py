@@ -395,7 +395,7 @@ def corpora_command() -> None:
     from charlm.data import BUILTIN, builtin_text
 
     size = len(builtin_text().encode("utf-8"))
-    click.echo(f"{BUILTIN:<16} {_size(size):>9}  here (ships with Python)")
+    click.echo(f"{BUILTIN:<16} {_size(size):>9}  local: ships with Python")
     click.echo(f"    {corpora.BUILTIN_DESCRIPTION}")
     click.echo(f"    license: {corpora.BUILTIN_LICENSE}")
     for c in corpora.CORPORA.values():
