@@ -137,9 +137,12 @@ def _sha256(path: Path) -> str:
 
 
 def _where_to_put(corpus: NamedCorpus) -> str:
-    folders = [str(d) for d in (data_dir(), cache_dir()) if d is not None]
+    data = data_dir()
+    where = (
+        f"{data} or {cache_dir()}" if data else f"{cache_dir()} (or a folder named by $CHARLM_DATA)"
+    )
     unzip = ", unzip it" if corpus.member else ""
-    return f"download {corpus.url}{unzip} and put {corpus.file} in {' or '.join(folders)}"
+    return f"download {corpus.url}{unzip} and put {corpus.file} in {where}"
 
 
 def _verify_download(corpus: NamedCorpus, path: Path) -> None:

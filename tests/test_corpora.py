@@ -229,3 +229,16 @@ def test_train_cli_unknown_corpus_is_one_line(cache: Path, tmp_path: Path) -> No
         "error: no such file: nosuchcorpus (nor a named corpus: builtin, tinyshakespeare, "
         "enwik8, text8; see `charlm corpora`)"
     ]
+
+
+def test_offline_without_charlm_data_names_the_cache(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(url: str, dest: Path, total: int | None = None) -> None:
+        raise urllib.error.URLError("Network is unreachable")
+
+    monkeypatch.setattr(corpora, "download", offline)
+    with pytest.raises(CharLMError, match="Network is unreachable") as e:
+        corpora.resolve("text8")
+    assert "unzip it and put text8 in " + str(cache) in str(e.value)
+    assert "$CHARLM_DATA" in str(e.value)
