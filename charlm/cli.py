@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import sys
 from dataclasses import MISSING, fields
@@ -230,7 +231,9 @@ _device_option = click.option(
 @click.option("--num-samples", default=1, show_default=True, help="samples drawn as one batch")
 @click.option("--stream", is_flag=True, help="print characters as they are produced (1 sample)")
 @click.option(
-    "--interactive", is_flag=True, help="prompt loop: each line typed is a prefix; Ctrl-D ends"
+    "--interactive",
+    is_flag=True,
+    help="prompt loop: each line typed is a prefix; Ctrl-D ends (line n uses --seed + n)",
 )
 @_device_option
 @_user_errors
@@ -307,18 +310,19 @@ def _interactive(
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing and history for input())
         click.echo("type a prefix and Enter; Ctrl-D (end of input) or Ctrl-C quits", err=True)
-    first = True
+    seed = sampling["seed"]
     try:
-        while True:
+        for n in itertools.count():
             try:
                 line = input("> " if tty else "")
             except EOFError:
                 break
-            if not first:
+            if n:
                 sys.stdout.write("\n")  # a blank line between continuations, as in generate
-            first = False
+            # a seeded session is repeatable, and its lines still get different draws
+            numbered = {**sampling, "seed": None if seed is None else seed + n}
             try:
-                _print_samples(model, vocab, line, length, stream, sampling)
+                _print_samples(model, vocab, line, length, stream, numbered)
             except CharLMError as e:
                 click.echo(f"error: {e}", err=True)
     except KeyboardInterrupt:
