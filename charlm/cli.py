@@ -317,8 +317,8 @@ def _interactive(
                 line = input("> " if tty else "")
             except EOFError:
                 break
-            if n:
-                sys.stdout.write("\n")  # a blank line between continuations, as in generate
+            if n and not tty:  # piped: a blank line between continuations, as in generate
+                sys.stdout.write("\n")
             # a seeded session is repeatable, and its lines still get different draws
             numbered = {**sampling, "seed": None if seed is None else seed + n}
             try:

@@ -162,6 +162,9 @@ def test_interactive_in_a_real_terminal(run: Path, quit_key: bytes) -> None:
         shown = _read_until(fd, b"> ").replace(b"\r\n", b"\n").decode()
         expected = samples(run, "All:", 20, seed=4)[0]
         assert expected in shown
+        os.write(fd, b"First\n")  # the typed line's echo, then its continuation: no blank line
+        shown = _read_until(fd, b"> ").replace(b"\r\n", b"\n").decode()
+        assert shown == "First\n" + layout([samples(run, "First", 20, seed=5)[0]]) + "> "
         os.write(fd, quit_key)
         rest = _read_until(fd, b"\x00", timeout=30)  # everything until the terminal closes
         assert _wait(pid) == 0
