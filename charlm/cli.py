@@ -7,17 +7,23 @@ here as one line on stderr with exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import json
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from charlm import __version__
 from charlm.errors import CharLMError
+
+if TYPE_CHECKING:
+    from charlm.data import Vocab
+    from charlm.model import CharLM
 
 
 def _user_errors(fn):
@@ -85,6 +91,12 @@ def _train_options(fn):
 @click.option("--resume", is_flag=True, help="continue the run in --out from its checkpoint.pt")
 @click.option("--overwrite", is_flag=True, help="start afresh in an --out that holds a run")
 @click.option("--quiet", is_flag=True, help="no progress bar or samples")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="settings from a .json or .toml file (keys: these flags); flags given override it",
+)
 @click.pass_context
 @_user_errors
 def train(
@@ -93,6 +105,7 @@ def train(
     resume: bool,
     overwrite: bool,
     quiet: bool,
+    config_file: Path | None,
     **settings: Any,
 ) -> None:
     """Train a model on CORPUS (a UTF-8 text file; none: the built-in corpus).
@@ -103,6 +116,7 @@ def train(
       charlm train tinyshakespeare.txt --time-budget 180
       charlm train corpus.txt --model rnn --embedding-dim 0 --optimizer sgd --lr 1
       charlm train corpus.txt --resume               # continue an interrupted run
+      charlm train --config run.toml --epochs 2      # settings from a file, flags win
     """
     from charlm import distributed
     from charlm.train import TrainConfig, resume_config
@@ -115,7 +129,10 @@ def train(
     }
     if corpus is not None:
         given["corpus"] = corpus
-    cfg = resume_config(settings["out"], given) if resume else TrainConfig(**{**settings, **given})
+    # precedence: defaults < the config file < flags on the command line
+    given = {**(read_config_file(config_file) if config_file else {}), **given}
+    out = given.get("out", settings["out"])
+    cfg = resume_config(out, given) if resume else TrainConfig(**{**settings, **given})
     result = run_training(cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite)
     if not distributed.detect().is_main:
         sys.exit(result.exit_code)  # under torchrun, rank 0 reports for all
@@ -128,6 +145,69 @@ def train(
         )
         sys.exit(result.exit_code)
     click.echo(f"done ({result.stopped_by}); saved in {cfg.out}")
+
+
+# keys a run's config.json records beside the settings: accepted, so a run can be repeated
+# with `charlm train --config runs/charlm/config.json`, and ignored
+RECORD_KEYS = ("vocab_size", "corpus_source")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Training settings from a .json or .toml file, so a run is a file that can be shared.
+
+    Keys are TrainConfig field names, with dashes or underscores (`hidden-size`, `hidden_size`).
+    """
+    from charlm.train import TrainConfig
+
+    if not path.is_file():
+        raise CharLMError(f"no such config file: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise CharLMError(f"{path}: a config file must end in .json or .toml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CharLMError(f"cannot read {path}: {e}") from None
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CharLMError(f"{path} is not valid JSON: {e}") from None
+    else:
+        try:
+            import tomllib
+        except ModuleNotFoundError:
+            raise CharLMError(
+                f"{path}: TOML config files need Python 3.11 or newer; use a .json file"
+            ) from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise CharLMError(f"{path} is not valid TOML: {e}") from None
+    if not isinstance(data, dict):
+        raise CharLMError(f"{path} must hold one object of settings, got {type(data).__name__}")
+    kinds = {
+        f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in fields(TrainConfig)
+    }
+    unknown = [k for k in data if k.replace("-", "_") not in kinds and k not in RECORD_KEYS]
+    if unknown:
+        raise CharLMError(
+            f"{path}: unknown setting(s): {', '.join(unknown)} (the settings are the options "
+            f"of `charlm train --help`)"
+        )
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in kinds:
+            continue
+        kind = kinds[name]
+        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        wanted = {"int": int, "float": float, "str": str, "bool": bool}[kind]
+        if not isinstance(value, wanted) or (kind == "int" and isinstance(value, bool)):
+            raise CharLMError(f"{path}: {key} must be {kind}, got {value!r}")
+        settings[name] = value
+    return settings
 
 
 _checkpoint_option = click.option(
@@ -152,21 +232,106 @@ _device_option = click.option(
 @click.option("--greedy", is_flag=True, help="always take the likeliest character")
 @click.option("--seed", type=int, default=None, help="same seed, same text")
 @click.option("--num-samples", default=1, show_default=True, help="samples drawn as one batch")
+@click.option("--stream", is_flag=True, help="print characters as they are produced (1 sample)")
+@click.option(
+    "--interactive",
+    is_flag=True,
+    help="prompt loop: each line typed is a prefix; Ctrl-D ends (line n uses --seed + n)",
+)
 @_device_option
 @_user_errors
-def generate(checkpoint_path: str, prefix: str, length: int, device: str, **sampling: Any) -> None:
+def generate(
+    checkpoint_path: str,
+    prefix: str,
+    length: int,
+    device: str,
+    stream: bool,
+    interactive: bool,
+    **sampling: Any,
+) -> None:
     """Continue --prefix with a trained model.
 
+    Each sample starts on a new line with its prefix; samples are separated by a blank line.
+
     \b
-    Example:
+    Examples:
       charlm generate --prefix "ROMEO:" --length 300 --temperature 0.8 --seed 1
+      charlm generate --prefix "ROMEO:" --stream          # watch it being written
+      charlm generate --interactive                       # type prefixes, Ctrl-D to quit
     """
-    from charlm.generate import generate as sample
+    from charlm.generate import check_sampling
     from charlm.train import load_model
 
+    if stream and sampling["num_samples"] != 1:
+        raise CharLMError(
+            f"--stream prints one sample as it is produced, but --num-samples is "
+            f"{sampling['num_samples']}: drop --stream or use --num-samples 1"
+        )
+    check_sampling(
+        length, sampling["temperature"], sampling["top_k"], sampling["top_p"],
+        sampling["num_samples"],
+    )  # fmt: skip
     model, vocab, _ = load_model(checkpoint_path, device)
+    if not interactive:
+        _print_samples(model, vocab, prefix, length, stream, sampling)
+        return
+    # at a terminal the continuation streams (one sample); piped, it prints as in generate
+    _interactive(model, vocab, length, stream or sampling["num_samples"] == 1, sampling)
+
+
+def _print_samples(
+    model: CharLM, vocab: Vocab, prefix: str, length: int, stream: bool, sampling: dict[str, Any]
+) -> None:
+    """Print each sample from a fresh line, prefix first, a blank line between samples."""
+    from charlm.generate import generate as sample
+    from charlm.generate import stream as sample_stream
+
+    out = sys.stdout
+    vocab.encode(prefix)  # a prefix the model cannot read fails before anything is printed
+    if stream:
+        out.write(prefix)
+        out.flush()
+        last = prefix
+        for (char,) in sample_stream(model, vocab, prefix, length, **sampling):
+            out.write(char)
+            out.flush()
+            last = char
+        out.write("" if last.endswith("\n") else "\n")
+        out.flush()
+        return
     texts = sample(model, vocab, prefix, length, **sampling)
-    click.echo("\n\n".join(texts))
+    out.write("\n".join(t if t.endswith("\n") else t + "\n" for t in texts))
+    out.flush()
+
+
+def _interactive(
+    model: CharLM, vocab: Vocab, length: int, stream: bool, sampling: dict[str, Any]
+) -> None:
+    """Read prefixes line by line until end of input or Ctrl-C; a bad prefix is not fatal."""
+    tty = sys.stdin.isatty()
+    if tty:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401  (line editing and history for input())
+        click.echo("type a prefix and Enter; Ctrl-D (end of input) or Ctrl-C quits", err=True)
+    seed = sampling["seed"]
+    try:
+        for n in itertools.count():
+            try:
+                line = input("> " if tty else "")
+            except EOFError:
+                break
+            if n and not tty:  # piped: a blank line between continuations, as in generate
+                sys.stdout.write("\n")
+            # a seeded session is repeatable, and its lines still get different draws
+            numbered = {**sampling, "seed": None if seed is None else seed + n}
+            try:
+                _print_samples(model, vocab, line, length, stream, numbered)
+            except CharLMError as e:
+                click.echo(f"error: {e}", err=True)
+    except KeyboardInterrupt:
+        pass
+    if tty:
+        click.echo("", err=True)
 
 
 @main.group(name="eval")
@@ -217,3 +382,35 @@ def perplexity(
     click.echo(f"chars scored   {result.chars}")
     if result.skipped:
         click.echo(f"chars skipped  {result.skipped} (not in the vocabulary)")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
+
+
+@main.command(name="corpora")
+@_user_errors
+def corpora_command() -> None:
+    """List the named corpora: `charlm train NAME` finds, or downloads once, the text.
+
+    \b
+    A name is looked up in $CHARLM_DATA (if set), then in the cache ($CHARLM_CACHE, default
+    ~/.cache/charlm/corpora); if absent it is downloaded, checked and cached. Offline, put
+    the file in one of those folders yourself.
+    """
+    from charlm import corpora
+    from charlm.data import BUILTIN, builtin_text
+
+    size = len(builtin_text().encode("utf-8"))
+    click.echo(f"{BUILTIN:<16} {_size(size):>9}  local: ships with Python")
+    click.echo(f"    {corpora.BUILTIN_DESCRIPTION}")
+    click.echo(f"    license: {corpora.BUILTIN_LICENSE}")
+    for c in corpora.CORPORA.values():
+        path = corpora.local_path(c)
+        where = f"local: {path}" if path else "not local: downloaded on first use"
+        click.echo(f"{c.name:<16} {_size(c.size):>9}  {where}")
+        click.echo(f"    {c.description}")
+        click.echo(f"    source:  {c.url}")
+        click.echo(f"    license: {c.license}")
+    data = corpora.data_dir()
+    click.echo(f"\nlooked in: $CHARLM_DATA = {data or '(not set)'}; cache {corpora.cache_dir()}")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from charlm import checkpoint, distributed
+from charlm import checkpoint, corpora, distributed
 from charlm.data import BUILTIN, Vocab, load_corpus
 from charlm.errors import CharLMError
 from charlm.evaluate import char_nll
@@ -310,7 +310,7 @@ class Trainer:
             prepare_out(self.out)
         ckpt = checkpoint.load(self.out / checkpoint.LATEST) if resume else None
 
-        corpus = load_corpus(cfg.corpus, cfg.encoding, cfg.errors)
+        corpus = load_corpus(corpora.resolve(cfg.corpus), cfg.encoding, cfg.errors)
         self.vocab = corpus.vocab
         if ckpt is not None and ckpt["vocab"] != self.vocab.chars:
             raise CharLMError(

@@ -1,0 +1,92 @@
+"""The public surface: the Python API example of the README runs as written; --version;
+shell completion."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+import charlm
+from tests.conftest import ROOT, TINY_SHAKESPEARE, run_cli
+
+# The README's "Using charlm from Python" example, verbatim: this test runs exactly this code.
+EXAMPLE = """\
+import charlm
+
+# train: every flag of `charlm train` is a TrainConfig field
+cfg = charlm.TrainConfig(
+    corpus="tinyshakespeare",  # a named corpus, a file, or "builtin"
+    out="runs/api",
+    hidden_size=64,
+    seq_len=32,
+    batch_size=16,
+    max_steps=60,  # a quick demonstration; real runs train for thousands of steps
+    device="cpu",
+)
+result = charlm.train(cfg, progress_bar=False)
+print(f"stopped by {result.stopped_by} at step {result.progress.step}")
+
+# load a checkpoint (a run folder means its best.pt) and continue a prefix
+model, vocab, checkpoint = charlm.load_model("runs/api", device="cpu")
+for text in charlm.generate(model, vocab, "ROMEO:", length=60, num_samples=2, seed=1):
+    print(text)
+
+# score a text under the model
+score = charlm.score_text(model, vocab, "To be, or not to be, that is the question.")
+print(f"perplexity {score.perplexity:.2f}, {score.bits_per_char:.2f} bits per character")
+"""
+
+
+def test_public_names() -> None:
+    for name in ("load_model", "generate", "score_text", "train", "TrainConfig"):
+        assert name in charlm.__all__ and callable(getattr(charlm, name))
+
+
+@pytest.mark.skipif(not TINY_SHAKESPEARE.exists(), reason="tiny Shakespeare not available")
+def test_readme_example_runs(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("CHARLM_DATA", str(TINY_SHAKESPEARE.parent))  # no download in tests
+    monkeypatch.setenv("CHARLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(EXAMPLE, "README example", "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "stopped by max_steps at step 60"
+    assert (tmp_path / "runs" / "api" / "best.pt").exists()
+    samples = out.split("\n", 1)[1].rsplit("\nperplexity", 1)[0]
+    assert samples.startswith("ROMEO:") and samples.count("ROMEO:") >= 2
+    found = re.fullmatch(r"perplexity (\S+), (\S+) bits per character", lines[-1])
+    ppl, bpc = float(found[1]), float(found[2])
+    assert 1 < ppl < 65, "a trained model beats uniform guessing over the 65 characters"
+    assert bpc == pytest.approx(math.log2(ppl), abs=0.01)
+
+
+def test_readme_shows_this_example() -> None:
+    """Once the README has the Python API section, it must hold this exact, tested example."""
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
+    if "charlm.load_model(" not in text:
+        pytest.skip("the README has no Python API example yet")
+    assert EXAMPLE in text
+
+
+def test_version() -> None:
+    proc = run_cli("--version", timeout=120)
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"charlm, version {charlm.__version__}"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'version = "{charlm.__version__}"' in pyproject
+
+
+def test_shell_completion(monkeypatch) -> None:
+    monkeypatch.setenv("_CHARLM_COMPLETE", "bash_source")
+    script = run_cli(timeout=120)
+    assert script.returncode == 0, script.stderr
+    assert "complete -o nosort -F _charlm_completion charlm" in script.stdout
+    # what bash asks when the user types `charlm ge<TAB>`
+    monkeypatch.setenv("_CHARLM_COMPLETE", "bash_complete")
+    monkeypatch.setenv("COMP_WORDS", "charlm ge")
+    monkeypatch.setenv("COMP_CWORD", "1")
+    answer = run_cli(timeout=120)
+    assert answer.stdout.split() == ["plain,generate"]

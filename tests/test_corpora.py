@@ -1,0 +1,244 @@
+"""Named corpora: lookup order, verified and atomic caching, offline messages. Never the network:
+`charlm.corpora.download` is replaced by fakes that write what a server would have sent."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import urllib.error
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from charlm import corpora
+from charlm.cli import main
+from charlm.errors import CharLMError
+from charlm.train import train
+from tests.conftest import TINY_SHAKESPEARE, tiny
+
+needs_shakespeare = pytest.mark.skipif(
+    not TINY_SHAKESPEARE.exists(), reason="tiny Shakespeare not in the shared corpora folder"
+)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache, no $CHARLM_DATA, and a download that fails the test if it is called."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("CHARLM_CACHE", str(folder))
+    monkeypatch.delenv("CHARLM_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def no_network(url: str, dest: Path, total: int | None = None) -> None:
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setattr(corpora, "download", no_network)
+    return folder
+
+
+def serve(monkeypatch: pytest.MonkeyPatch, payload: bytes) -> list[str]:
+    """Make `download` write `payload`; returns the list of URLs it was asked for."""
+    calls: list[str] = []
+
+    def fake(url: str, dest: Path, total: int | None = None) -> None:
+        calls.append(url)
+        Path(dest).write_bytes(payload)
+
+    monkeypatch.setattr(corpora, "download", fake)
+    return calls
+
+
+def zipped(member: str, text: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(member, text)
+    return buf.getvalue()
+
+
+def register(monkeypatch: pytest.MonkeyPatch, **fields) -> corpora.NamedCorpus:
+    """Add a small corpus to the registry, so zip handling is tested without 100 MB files."""
+    entry = corpora.NamedCorpus(
+        **{"url": "https://example.invalid/small.zip", "license": "test", "description": "test"}
+        | fields
+    )
+    monkeypatch.setitem(corpora.CORPORA, entry.name, entry)
+    return entry
+
+
+def test_an_existing_path_wins_over_a_name(cache: Path) -> None:
+    Path("tinyshakespeare").write_text("my own file")
+    assert corpora.resolve("tinyshakespeare") == "tinyshakespeare"
+    assert corpora.resolve("builtin") == "builtin"
+
+
+def test_unknown_name_is_one_line_naming_the_corpora(cache: Path) -> None:
+    with pytest.raises(CharLMError, match="no such file: tinyshakspeare") as e:
+        corpora.resolve("tinyshakspeare")
+    assert "\n" not in str(e.value)
+    for name in ("builtin", "tinyshakespeare", "enwik8", "text8"):
+        assert name in str(e.value)
+
+
+@needs_shakespeare
+def test_charlm_data_is_looked_in_first(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache.mkdir()
+    (cache / "tinyshakespeare.txt").write_text("a stale copy that must not be used")
+    monkeypatch.setenv("CHARLM_DATA", str(TINY_SHAKESPEARE.parent))
+    assert Path(corpora.resolve("tinyshakespeare")) == TINY_SHAKESPEARE
+
+
+@needs_shakespeare
+def test_download_is_verified_cached_and_not_repeated(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = serve(monkeypatch, TINY_SHAKESPEARE.read_bytes())
+    path = Path(corpora.resolve("tinyshakespeare"))
+    assert path == cache / "tinyshakespeare.txt"
+    assert (
+        hashlib.sha256(path.read_bytes()).hexdigest() == corpora.CORPORA["tinyshakespeare"].sha256
+    )
+    assert calls == [corpora.CORPORA["tinyshakespeare"].url]
+    assert Path(corpora.resolve("tinyshakespeare")) == path
+    assert len(calls) == 1, "a cached corpus was downloaded again"
+    assert sorted(p.name for p in cache.iterdir()) == ["tinyshakespeare.txt"]
+
+
+def test_checksum_mismatch_caches_nothing(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    size = corpora.CORPORA["tinyshakespeare"].size
+    serve(monkeypatch, b"x" * size)  # right size, wrong bytes: only the hash can tell
+    with pytest.raises(CharLMError, match="sha256") as e:
+        corpora.resolve("tinyshakespeare")
+    assert "nothing was cached" in str(e.value)
+    assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [urllib.error.URLError("[Errno -3] Temporary failure in name resolution"), TimeoutError()],
+)
+def test_offline_error_says_where_to_put_the_file(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, failure: Exception
+) -> None:
+    monkeypatch.setenv("CHARLM_DATA", str(tmp_path / "data"))
+
+    def offline(url: str, dest: Path, total: int | None = None) -> None:
+        Path(dest).write_bytes(b"half a fi")  # a partial download must not stay behind
+        raise failure
+
+    monkeypatch.setattr(corpora, "download", offline)
+    with pytest.raises(CharLMError) as e:
+        corpora.resolve("tinyshakespeare")
+    message = str(e.value)
+    assert "\n" not in message
+    assert "cannot download tinyshakespeare" in message
+    assert corpora.CORPORA["tinyshakespeare"].url in message
+    assert str(tmp_path / "data") in message and str(cache) in message
+    assert list(cache.iterdir()) == []
+
+
+def test_zipped_corpus_is_extracted(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = b"anarchism originated as a term of abuse " * 50
+    payload = zipped("small", text)
+    register(
+        monkeypatch, name="small", file="small", size=len(text), member="small",
+        sha256=hashlib.sha256(payload).hexdigest(),
+    )  # fmt: skip
+    serve(monkeypatch, payload)
+    path = Path(corpora.resolve("small"))
+    assert path.read_bytes() == text
+    assert sorted(p.name for p in cache.iterdir()) == ["small"], "the zip must not stay behind"
+
+
+def test_size_is_checked_when_no_checksum_is_known(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = zipped("small", b"some text")
+    register(
+        monkeypatch, name="small", file="small", size=9, member="small",
+        download_size=len(payload) + 1,
+    )  # fmt: skip
+    serve(monkeypatch, payload)
+    with pytest.raises(CharLMError, match=f"has {len(payload)} bytes, expected"):
+        corpora.resolve("small")
+    assert list(cache.iterdir()) == []
+
+
+def test_a_zip_without_the_member_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = zipped("other", b"some text")
+    register(monkeypatch, name="small", file="small", size=9, member="small")
+    serve(monkeypatch, payload)
+    with pytest.raises(CharLMError, match="not a zip holding 'small'"):
+        corpora.resolve("small")
+    serve(monkeypatch, b"<html>a captive portal</html>")
+    with pytest.raises(CharLMError, match="not a zip"):
+        corpora.resolve("small")
+    assert list(cache.iterdir()) == []
+
+
+def test_a_local_file_of_the_wrong_size_is_refused(cache: Path) -> None:
+    cache.mkdir()
+    (cache / "tinyshakespeare.txt").write_text("truncated")
+    with pytest.raises(CharLMError, match="has 9 bytes, but tinyshakespeare has 1115394"):
+        corpora.resolve("tinyshakespeare")
+
+
+def test_real_download_function_reads_a_url(tmp_path: Path) -> None:
+    """The real `download` (progress bar, chunks), fed from a file:// URL: no network."""
+    source = tmp_path / "source.txt"
+    source.write_bytes(b"0123456789" * 20_000)
+    dest = tmp_path / "dest"
+    corpora.download(source.as_uri(), dest, total=None)
+    assert dest.read_bytes() == source.read_bytes()
+
+
+@needs_shakespeare
+def test_train_resolves_a_name(tiny_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHARLM_DATA", str(TINY_SHAKESPEARE.parent))
+    cfg = tiny(tiny_config, corpus="tinyshakespeare", max_steps=2, val_fraction=0.01)
+    result = train(cfg, progress_bar=False)
+    config = json.loads((result.out / "config.json").read_text())
+    assert config["corpus"] == "tinyshakespeare"
+    assert Path(config["corpus_source"]) == TINY_SHAKESPEARE
+
+
+@needs_shakespeare
+def test_corpora_command_lists_them_and_where_they_are(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHARLM_DATA", str(TINY_SHAKESPEARE.parent))
+    result = CliRunner().invoke(main, ["corpora"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    by_name = {line.split()[0]: line for line in lines if line and not line.startswith(" ")}
+    assert f"local: {TINY_SHAKESPEARE}" in by_name["tinyshakespeare"]
+    assert "1.1 MB" in by_name["tinyshakespeare"]
+    assert "not local" in by_name["enwik8"] and "not local" in by_name["text8"]
+    assert "local" in by_name["builtin"]
+    for c in corpora.CORPORA.values():
+        assert f"source:  {c.url}" in result.output
+        assert f"license: {c.license}" in result.output
+
+
+def test_train_cli_unknown_corpus_is_one_line(cache: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["train", "nosuchcorpus", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: no such file: nosuchcorpus (nor a named corpus: builtin, tinyshakespeare, "
+        "enwik8, text8; see `charlm corpora`)"
+    ]
+
+
+def test_offline_without_charlm_data_names_the_cache(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(url: str, dest: Path, total: int | None = None) -> None:
+        raise urllib.error.URLError("Network is unreachable")
+
+    monkeypatch.setattr(corpora, "download", offline)
+    with pytest.raises(CharLMError, match="Network is unreachable") as e:
+        corpora.resolve("text8")
+    assert "unzip it and put text8 in " + str(cache) in str(e.value)
+    assert "$CHARLM_DATA" in str(e.value)
