@@ -218,3 +218,22 @@ def perplexity(
     click.echo(f"chars scored   {result.chars}")
     if result.skipped:
         click.echo(f"chars skipped  {result.skipped} (not in the vocabulary)")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--out", default="curves.png", show_default=True, help="image file (.png, .svg, .pdf)"
+)
+@click.option("--dpi", default=120, show_default=True, help="resolution of raster images")
+@_user_errors
+def plot(runs: tuple[Path, ...], out: str, dpi: int) -> None:
+    """Plot perplexity and BPC against epoch and wall time for one or more RUNS.
+
+    \b
+    Example:
+      charlm plot runs/lstm runs/rnn -o curves.png      # needs: pip install charlm[plot]
+    """
+    from charlm.plot import plot_runs
+
+    click.echo(f"wrote {plot_runs(runs, out, dpi)}")
