@@ -182,6 +182,19 @@ def eval_group() -> None:
 @click.option("--skip-unknown", is_flag=True, help="skip characters outside the vocabulary")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="also write a page of the text coloured by surprisal, top-5 predictions on hover",
+)
+@click.option(
+    "--html-max-chars",
+    default=20_000,
+    show_default=True,
+    help="--html shows at most this many characters (from the start)",
+)
 @_device_option
 @_user_errors
 def perplexity(
@@ -192,6 +205,8 @@ def perplexity(
     encoding: str,
     as_json: bool,
     device: str,
+    html_out: Path | None = None,
+    html_max_chars: int = 20_000,
 ) -> None:
     """Perplexity and bits per character of FILE under the model.
 
@@ -200,6 +215,7 @@ def perplexity(
     \b
     Example:
       charlm eval perplexity test.txt --checkpoint runs/charlm --json
+      charlm eval perplexity test.txt --html surprisal.html   # open it in a browser
     """
     from charlm.data import read_text
     from charlm.evaluate import score_text
@@ -207,8 +223,16 @@ def perplexity(
 
     if seq_len <= 0:
         raise CharLMError(f"--seq-len must be > 0, got {seq_len}")
-    model, vocab, _ = load_model(checkpoint_path, device)
-    result = score_text(model, vocab, read_text(file, encoding), seq_len, skip_unknown)
+    if html_out is not None and html_max_chars < 2:
+        raise CharLMError(f"--html-max-chars must be >= 2, got {html_max_chars}")
+    model, vocab, ckpt = load_model(checkpoint_path, device)
+    text = read_text(file, encoding)
+    result = score_text(model, vocab, text, seq_len, skip_unknown)
+    if html_out is not None:
+        from charlm.surprisal import surprisal_page
+
+        surprisal_page(html_out, model, vocab, ckpt, text, file, result, seq_len, html_max_chars)
+        click.echo(f"wrote {html_out}", err=True)
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
