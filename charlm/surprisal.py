@@ -235,7 +235,7 @@ main {{ max-width:1100px; margin:0 auto; padding:8px 24px 48px; }}
 #text .x {{ color:#8a2be2; text-decoration:underline wavy #8a2be2; }}
 {bin_css}
 #tip {{ position:fixed; z-index:10; pointer-events:none; background:#1d232b; color:#f3f4f6;
-  border-radius:8px; padding:10px 12px; font-size:13px; min-width:220px;
+  border-radius:8px; padding:10px 12px; font-size:13px; width:290px;
   box-shadow:0 6px 24px rgba(0,0,0,.25); }}
 #tip .h {{ font-weight:600; margin-bottom:6px; }}
 #tip .ch {{ font-family:ui-monospace,Menlo,Consolas,monospace; background:#39424e;
@@ -298,7 +298,7 @@ data-chars="{chars}">
       hit = hit || mine;
       rows += "<tr" + (mine ? ' class="hit"' : "") + '><td><span class="ch">' +
         esc(show(chars[k])) + '</span></td><td style="width:100%"><div class="bar" style="width:' +
-        Math.max(1, Math.round(p * 100)) + '%"></div></td><td class="p">' +
+        Math.max(2, Math.round(100 * p / top[1][0])) + '%"></div></td><td class="p">' +
         (100 * p).toFixed(1) + "%</td></tr>";
     }}
     return head + rows + "</table>" + (hit ? "" : '<div style="margin-top:4px;opacity:.8">' +
