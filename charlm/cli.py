@@ -261,3 +261,22 @@ def plot(runs: tuple[Path, ...], out: str, dpi: int) -> None:
     from charlm.plot import plot_runs
 
     click.echo(f"wrote {plot_runs(runs, out, dpi)}")
+
+
+@main.command()
+@click.argument("run", default="runs/charlm", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@_user_errors
+def info(run: Path, as_json: bool) -> None:
+    """Model, size, corpus, progress, best validation score and settings of RUN.
+
+    RUN is a run folder (its latest checkpoint is read) or a checkpoint file.
+
+    \b
+    Example:
+      charlm info runs/charlm --json
+    """
+    from charlm.info import format_info, run_info
+
+    facts = run_info(run)
+    click.echo(json.dumps(facts, indent=2) if as_json else format_info(facts))
