@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from charlm.cli import main
 from charlm.evaluate import char_nll
 from charlm.surprisal import EDGES, Surprisal, bin_of, char_predictions, render_html
-from charlm.train import load_model, train
-from tests.conftest import tiny
+from charlm.train import TrainConfig, load_model, train
+from tests.conftest import TEXT
 
 VOID = {"meta", "br", "link", "img", "input", "hr"}
 
@@ -81,18 +81,26 @@ def parse(page: str) -> Page:
     return p
 
 
-@pytest.fixture
-def run(tiny_config) -> str:
-    train(tiny(tiny_config, epochs=1), progress_bar=False)
-    return tiny_config.out
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One tiny trained model for the whole module (the settings of conftest's tiny_config)."""
+    folder = tmp_path_factory.mktemp("surprisal")
+    (folder / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    cfg = TrainConfig(
+        corpus=str(folder / "corpus.txt"), out=str(folder / "run"), hidden_size=32,
+        embedding_dim=16, seq_len=16, batch_size=8, epochs=1, sample_every=0, log_every=5,
+        device="cpu",
+    )  # fmt: skip
+    train(cfg, progress_bar=False)
+    return cfg.out
 
 
 def _eval(run: str, file: Path, *extra: str) -> tuple[dict, Page]:
     out = file.parent / "surprisal.html"
     result = CliRunner().invoke(
         main,
-        ["eval", "perplexity", str(file), "--checkpoint", run, "--json", "--seq-len", "7",
-         "--html", str(out), *extra],
+        ["eval", "perplexity", str(file), "--checkpoint", run, "--json", "--html", str(out),
+         "--seq-len", "7", *extra],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout), parse(out.read_text(encoding="utf-8"))
@@ -136,7 +144,7 @@ def test_unknown_characters_are_shown_but_skipped(run: str, tmp_path: Path) -> N
 
 
 def test_long_texts_are_capped_with_a_note(run: str, corpus: Path) -> None:
-    score, page = _eval(run, corpus, "--html-max-chars", "300")
+    score, page = _eval(run, corpus, "--html-max-chars", "300", "--seq-len", "256")
     text = corpus.read_text(encoding="utf-8")
     assert "".join(page.chars) == text[:300]
     assert int(page.summary["data-chars"]) == 299 < score["chars"]
