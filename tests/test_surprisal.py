@@ -176,7 +176,7 @@ def test_predictions_match_char_nll(run: str, corpus: Path) -> None:
 def test_markup_in_the_text_is_escaped() -> None:
     text = '<script>alert("x")</script> & </pre>\r\n\ttab'
     n = len(text)
-    bits = [None] + [0.25 * i for i in range(1, n)]
+    bits = [None] + [(0.7310585786 * i) % 13 for i in range(1, n)]
     top = [None] + [[("<", 0.5), ("/", 0.2), (">", 0.1), ("&", 0.1), ("\n", 0.05)]] * (n - 1)
     page = render_html(Surprisal(text, bits, top, [True] * n), "a <b>.txt", "about & more")
     parsed = parse(page)
@@ -184,6 +184,10 @@ def test_markup_in_the_text_is_escaped() -> None:
     assert "<script>alert" not in page
     assert json.loads(parsed.blob)["top"][1][0] == "</>&\n"
     assert math.isclose(float(parsed.summary["data-bits-per-char"]), sum(bits[1:]) / (n - 1))
+    shown = json.loads(parsed.blob)["bits"]
+    assert shown[0] is None
+    assert sum(shown[1:]) / (n - 1) == pytest.approx(sum(bits[1:]) / (n - 1), abs=1e-6)
+    assert "\r" not in page  # a raw CR would reach the browser as a newline
 
 
 def test_bins_cover_every_surprisal() -> None:
