@@ -109,6 +109,9 @@ def plot_runs(
         for row, ylabel in enumerate(("perplexity", "bits per character")):
             axes[row][col].set_ylabel(ylabel)
             axes[row][col].grid(True, alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    axes[1][0].xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     axes[0][0].legend(fontsize="small")
     fig.suptitle("charlm learning curves (dashed: training, solid: validation)")
     try:
