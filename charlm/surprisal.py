@@ -366,5 +366,8 @@ def surprisal_page(
         )
     skipped = s.known.count(False)
     if skipped:
-        notes.append(f"{skipped:,} characters outside the model's vocabulary are skipped.")
+        what = "character is" if skipped == 1 else "characters are"
+        notes.append(
+            f"{skipped:,} {what} outside the model's vocabulary: skipped, wavy underlined."
+        )
     return write_html(path, s, os.fspath(source), about, " ".join(notes))
