@@ -346,6 +346,19 @@ def eval_group() -> None:
 @click.option("--skip-unknown", is_flag=True, help="skip characters outside the vocabulary")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="also write a page of the text coloured by surprisal, top-5 predictions on hover",
+)
+@click.option(
+    "--html-max-chars",
+    default=20_000,
+    show_default=True,
+    help="--html shows at most this many characters (from the start)",
+)
 @_device_option
 @_user_errors
 def perplexity(
@@ -356,6 +369,8 @@ def perplexity(
     encoding: str,
     as_json: bool,
     device: str,
+    html_out: Path | None = None,
+    html_max_chars: int = 20_000,
 ) -> None:
     """Perplexity and bits per character of FILE under the model.
 
@@ -364,6 +379,7 @@ def perplexity(
     \b
     Example:
       charlm eval perplexity test.txt --checkpoint runs/charlm --json
+      charlm eval perplexity test.txt --html surprisal.html   # open it in a browser
     """
     from charlm.data import read_text
     from charlm.evaluate import score_text
@@ -371,8 +387,16 @@ def perplexity(
 
     if seq_len <= 0:
         raise CharLMError(f"--seq-len must be > 0, got {seq_len}")
-    model, vocab, _ = load_model(checkpoint_path, device)
-    result = score_text(model, vocab, read_text(file, encoding), seq_len, skip_unknown)
+    if html_out is not None and html_max_chars < 2:
+        raise CharLMError(f"--html-max-chars must be >= 2, got {html_max_chars}")
+    model, vocab, ckpt = load_model(checkpoint_path, device)
+    text = read_text(file, encoding)
+    result = score_text(model, vocab, text, seq_len, skip_unknown)
+    if html_out is not None:
+        from charlm.surprisal import surprisal_page
+
+        surprisal_page(html_out, model, vocab, ckpt, text, file, result, seq_len, html_max_chars)
+        click.echo(f"wrote {html_out}", err=True)
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
@@ -414,3 +438,41 @@ def corpora_command() -> None:
         click.echo(f"    license: {c.license}")
     data = corpora.data_dir()
     click.echo(f"\nlooked in: $CHARLM_DATA = {data or '(not set)'}; cache {corpora.cache_dir()}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--out", default="curves.png", show_default=True, help="image file (.png, .svg, .pdf)"
+)
+@click.option("--dpi", default=120, show_default=True, help="resolution of raster images")
+@_user_errors
+def plot(runs: tuple[Path, ...], out: str, dpi: int) -> None:
+    """Plot perplexity and BPC against epoch and wall time for one or more RUNS.
+
+    \b
+    Example:
+      charlm plot runs/lstm runs/rnn -o curves.png      # needs: pip install charlm[plot]
+    """
+    from charlm.plot import plot_runs
+
+    click.echo(f"wrote {plot_runs(runs, out, dpi)}")
+
+
+@main.command()
+@click.argument("run", default="runs/charlm", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@_user_errors
+def info(run: Path, as_json: bool) -> None:
+    """Model, size, corpus, progress, best validation score and settings of RUN.
+
+    RUN is a run folder (its latest checkpoint is read) or a checkpoint file.
+
+    \b
+    Example:
+      charlm info runs/charlm --json
+    """
+    from charlm.info import format_info, run_info
+
+    facts = run_info(run)
+    click.echo(json.dumps(facts, indent=2) if as_json else format_info(facts))

@@ -1,0 +1,93 @@
+"""What a run is: its model, size, data, progress and settings, read from its checkpoint.
+
+`charlm info RUN` prints this for a person, or (--json) for a script. A run folder is read
+from its latest checkpoint, so the progress shown is where training stands now.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from charlm import checkpoint
+from charlm.errors import CharLMError
+from charlm.train import load_model
+
+
+def run_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The facts about a run folder (or one checkpoint file), as plain JSON-ready data."""
+    path = Path(path)
+    file = path / checkpoint.LATEST if (path / checkpoint.LATEST).is_file() else path
+    model, vocab, ckpt = load_model(file, "cpu")
+    try:
+        settings, progress = dict(ckpt["config"]), dict(ckpt["progress"])
+    except (KeyError, TypeError):
+        raise CharLMError(f"{file}: the checkpoint holds no training settings") from None
+    folder = path if path.is_dir() else path.parent
+    config_json = folder / "config.json"
+    source = None
+    if config_json.is_file():
+        try:
+            source = json.loads(config_json.read_text()).get("corpus_source")
+        except (ValueError, AttributeError):
+            source = None
+    best = progress.get("best_val_loss", math.inf)
+    best_ok = best is not None and math.isfinite(best)
+    return {
+        "checkpoint": os.fspath(checkpoint.resolve(file)),
+        "model": model.cfg.model,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(vocab),
+        "corpus": settings.get("corpus"),
+        "corpus_source": source,
+        "epochs_done": progress.get("epoch", 0),
+        "epochs_planned": settings.get("epochs"),
+        "batches_into_epoch": progress.get("batch", 0),
+        "steps": progress.get("step", 0),
+        "elapsed_s": progress.get("elapsed_s", 0.0),
+        "best_val_ppl": math.exp(best) if best_ok else None,
+        "best_val_bpc": best / math.log(2) if best_ok else None,
+        "settings": settings,
+    }
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    h, m = s // 3600, s % 3600 // 60
+    return f"{h}h {m:02d}m" if h else f"{m}m {s % 60:02d}s" if m else f"{seconds:.1f}s"
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """The report for a person: the headline facts first, then every setting."""
+    s = info["settings"]
+    layers = f"{s['num_layers']} layer{'s' if s['num_layers'] > 1 else ''}"
+    embed = f"embedding {s['embedding_dim']}" if s["embedding_dim"] else "one-hot input"
+    extra = f" (+{info['batches_into_epoch']} batches)" if info["batches_into_epoch"] else ""
+    corpus = info["corpus"]
+    if info["corpus_source"] and info["corpus_source"] != corpus:
+        corpus = f"{corpus} ({info['corpus_source']})"
+    best = (
+        f"perplexity {info['best_val_ppl']:.4f}, {info['best_val_bpc']:.4f} bits per char"
+        if info["best_val_ppl"] is not None
+        else "none (no validation yet)"
+    )
+    lines = [
+        ("checkpoint", info["checkpoint"]),
+        ("model", f"{info['model']}, {layers} of {s['hidden_size']} units, {embed}"),
+        ("parameters", f"{info['parameters']:,}"),
+        ("vocabulary", f"{info['vocab_size']} characters"),
+        ("corpus", corpus),
+        (
+            "trained",
+            f"{info['epochs_done']} of {info['epochs_planned']} epochs{extra}, "
+            f"{info['steps']:,} steps, {_duration(info['elapsed_s'])}",
+        ),
+        ("best val", best),
+    ]
+    width = max(len(k) for k in s) + 2
+    out = [f"{k:<14} {v}" for k, v in lines] + ["settings"]
+    out += [f"  {k:<{width}} {v}" for k, v in s.items()]
+    return "\n".join(out)
