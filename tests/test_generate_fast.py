@@ -1,0 +1,159 @@
+"""The fast sampler (`Stepper` + Gumbel-max) against the model's own forward pass, in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from charlm.data import Vocab
+from charlm.errors import CharLMError
+from charlm.generate import Stepper, generate, next_char_probs, stream
+from charlm.model import CharLM, ModelConfig
+
+VOCAB = Vocab(sorted(set("abcdefghij klmnop\nqrstuvwxyz.,")))
+PREFIX = "hello world"
+
+
+def make_model(kind: str, layers: int = 1, embedding: int = 8, dropout: float = 0.0) -> CharLM:
+    """A small float64 model with weights large enough that its distributions are peaked."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        vocab_size=len(VOCAB), model=kind, hidden_size=24, num_layers=layers,
+        embedding_dim=embedding, dropout=dropout, init="pytorch",
+    )  # fmt: skip
+    model = CharLM(cfg).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4)
+    return model.eval()
+
+
+def forward_logits(model: CharLM, texts: list[str]) -> torch.Tensor:
+    """(T, N, V) logits of a full forward pass over equal-length texts."""
+    ids = torch.stack([torch.from_numpy(VOCAB.encode(t)) for t in texts], dim=1)
+    with torch.no_grad():
+        return model(ids)[0]
+
+
+ALL = [(k, n, e) for k in ("rnn", "lstm", "gru") for n in (1, 2) for e in (0, 8)]
+
+
+@pytest.mark.parametrize(("kind", "layers", "embedding"), ALL)
+def test_step_probabilities_equal_forward(kind: str, layers: int, embedding: int) -> None:
+    model = make_model(kind, layers, embedding)
+    texts = generate(model, VOCAB, PREFIX, 40, num_samples=3, seed=5)
+    assert len({t[len(PREFIX) :] for t in texts}) > 1  # the samples are not copies of each other
+    full = forward_logits(model, texts)  # (T, N, V)
+    ids = torch.stack([torch.from_numpy(VOCAB.encode(t)) for t in texts], dim=1)
+    stepper = Stepper(model, 3)
+    with torch.no_grad():
+        stepper.load_state(model(ids[: len(PREFIX) - 1, :1])[1])  # batch-1 state, copied to 3
+    for t in range(len(PREFIX) - 1, ids.shape[0] - 1):
+        fast = torch.softmax(stepper.step(ids[t]), dim=-1)
+        torch.testing.assert_close(fast, torch.softmax(full[t], dim=-1), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_greedy_is_argmax_of_forward(kind: str) -> None:
+    model = make_model(kind, layers=2)
+    text = generate(model, VOCAB, PREFIX, 30, greedy=True)[0]
+    logits = forward_logits(model, [text])[:, 0]
+    expected = logits[len(PREFIX) - 1 : -1].argmax(dim=-1)
+    assert VOCAB.decode(expected.numpy()) == text[len(PREFIX) :]
+
+
+def test_same_seed_same_text_and_stream_matches_generate() -> None:
+    model = make_model("lstm")
+    a = generate(model, VOCAB, PREFIX, 150, temperature=1.5, num_samples=2, seed=3)
+    b = generate(model, VOCAB, PREFIX, 150, temperature=1.5, num_samples=2, seed=3)
+    c = generate(model, VOCAB, PREFIX, 150, temperature=1.5, num_samples=2, seed=4)
+    assert a == b and a != c
+    pieces = ["", ""]
+    for chars in stream(model, VOCAB, PREFIX, 150, temperature=1.5, num_samples=2, seed=3):
+        pieces = [p + ch for p, ch in zip(pieces, chars, strict=True)]
+    assert [PREFIX + p for p in pieces] == a
+    # a longer sample with the same seed continues the shorter one
+    longer = generate(model, VOCAB, PREFIX, 300, temperature=1.5, num_samples=2, seed=3)
+    assert [t[: len(a[0])] for t in longer] == a
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.0, 2.0])
+def test_sampling_follows_the_distribution(temperature: float) -> None:
+    """4000 samples of one step: frequencies match softmax(logits / T) within 5 sigma."""
+    model = make_model("gru")
+    n = 4000
+    texts = generate(model, VOCAB, PREFIX, 1, temperature=temperature, num_samples=n, seed=0)
+    counts = np.bincount(VOCAB.encode("".join(t[-1] for t in texts)), minlength=len(VOCAB))
+    p = torch.softmax(forward_logits(model, [PREFIX])[-1, 0] / temperature, -1).numpy()
+    sigma = np.sqrt(p * (1 - p) / n) + 1e-3
+    assert np.all(np.abs(counts / n - p) < 5 * sigma), (counts / n, p)
+
+
+def sampled_with_logits(model: CharLM, texts: list[str]) -> list[tuple[int, torch.Tensor]]:
+    """(sampled id, forward logits before it) for every generated character of every text."""
+    full = forward_logits(model, texts)
+    pairs = []
+    for j, text in enumerate(texts):
+        ids = VOCAB.encode(text)
+        for t in range(len(PREFIX), len(text)):
+            pairs.append((int(ids[t]), full[t - 1, j]))
+    return pairs
+
+
+def test_top_k_is_respected() -> None:
+    model = make_model("lstm", layers=2)
+    texts = generate(model, VOCAB, PREFIX, 60, temperature=2.0, top_k=3, num_samples=8, seed=1)
+    ranks = [int((logits > logits[i]).sum()) for i, logits in sampled_with_logits(model, texts)]
+    assert max(ranks) <= 2  # always among the 3 likeliest
+    assert len(set(ranks)) == 3  # and not always the likeliest
+    greedy = generate(model, VOCAB, PREFIX, 60, greedy=True)
+    assert generate(model, VOCAB, PREFIX, 60, top_k=1, seed=9) == greedy
+
+
+@pytest.mark.parametrize("top_k", [None, 5])
+def test_top_p_is_respected(top_k: int | None) -> None:
+    model = make_model("rnn", layers=2)
+    texts = generate(
+        model, VOCAB, PREFIX, 60, temperature=1.5, top_p=0.6, top_k=top_k, num_samples=8, seed=2
+    )
+    outside, inside_but_not_top = 0, 0
+    for i, logits in sampled_with_logits(model, texts):
+        allowed = next_char_probs(logits[None], 1.5, top_k, 0.6)[0] > 0
+        outside += not allowed[i]
+        inside_but_not_top += bool(allowed[i]) and i != int(logits.argmax())
+    assert outside == 0
+    assert inside_but_not_top > 0
+
+
+def test_dropout_model_in_training_mode_samples_like_eval() -> None:
+    model = make_model("lstm", layers=2, dropout=0.5).train()
+    text = generate(model, VOCAB, PREFIX, 30, greedy=True)[0]
+    assert model.training  # restored
+    model.eval()
+    assert generate(model, VOCAB, PREFIX, 30, greedy=True)[0] == text
+
+
+def test_edges() -> None:
+    model = make_model("gru")
+    assert generate(model, VOCAB, PREFIX, 0, num_samples=2) == [PREFIX, PREFIX]
+    (text,) = generate(model, VOCAB, "", 20, seed=0)
+    assert len(text) == 20
+    (one,) = generate(model, VOCAB, "h", 5, greedy=True)
+    assert len(one) == 6
+    with pytest.raises(CharLMError, match="--top-k"):
+        generate(model, VOCAB, PREFIX, 5, top_k=0)
+    with pytest.raises(CharLMError, match="not in the model's vocabulary"):
+        generate(model, VOCAB, "HELLO", 5)
+
+
+def test_float32_model_close_to_forward() -> None:
+    """The default dtype: equal to the forward pass up to float32 rounding."""
+    model = make_model("lstm", layers=2).float()
+    texts = generate(model, VOCAB, PREFIX, 30, num_samples=2, seed=0)
+    full = forward_logits(model, texts)
+    ids = torch.stack([torch.from_numpy(VOCAB.encode(t)) for t in texts], dim=1)
+    stepper = Stepper(model, 2)
+    for t in range(ids.shape[0] - 1):
+        fast = torch.softmax(stepper.step(ids[t]), dim=-1)
+        torch.testing.assert_close(fast, torch.softmax(full[t], dim=-1), rtol=0, atol=1e-5)
