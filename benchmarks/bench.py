@@ -40,11 +40,11 @@ sys.path.insert(0, str(ROOT))  # this checkout's charlm, installed or not
 from charlm.data import load_corpus  # noqa: E402
 from charlm.generate import generate  # noqa: E402
 from charlm.model import CharLM, ModelConfig  # noqa: E402
-from charlm.train import Trainer, TrainConfig  # noqa: E402
+from charlm.train import TrainConfig, Trainer  # noqa: E402
 
-DEFAULT_CORPUS = Path(
-    os.environ.get("CHARLM_DATA", ROOT.parent / "shared" / "corpora")
-) / "tinyshakespeare.txt"
+DEFAULT_CORPUS = (
+    Path(os.environ.get("CHARLM_DATA", ROOT.parent / "shared" / "corpora")) / "tinyshakespeare.txt"
+)
 
 
 @dataclass
@@ -142,6 +142,7 @@ def zipf_corpus(path: Path, n_chars: int, vocab: int = 1000, seed: int = 0) -> P
 
 def charlm_train_rate(corpus: Path, work: Path, steps: int, **settings) -> Callable[[], float]:
     """chars/s of `steps` steps of charlm's own Trainer.run (its timer: training steps only)."""
+
     def measure() -> float:
         cfg = TrainConfig(
             corpus=str(corpus),
@@ -413,7 +414,9 @@ def load_in_child(path: Path) -> dict:
 def corpus_rows(args: argparse.Namespace, work: Path) -> list[Row]:
     """Prepare 10 MB / 100 MB / 1 GB copies of the corpus: speed, memory, start-up from cache."""
     seed = Path(args.corpus).read_bytes()
-    sizes = (10,) if args.quick else (10, 100, 1000)
+    sizes = [int(mb) for mb in args.sizes.split(",")] if args.sizes else [10]
+    if not args.sizes and not args.quick:
+        sizes = [10, 100, 1000]
     rows = []
     for mb in sizes:
         folder = work / f"big{mb}"
@@ -564,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="an English text")
     ap.add_argument("--rounds", type=int, default=0, help="alternations per row (default 3/1)")
     ap.add_argument("--only", default="", help="comma-separated: train,generate,corpus,cuda")
+    ap.add_argument("--sizes", default="", help="corpus rows in MB (default 10,100,1000; quick 10)")
     ap.add_argument("--learning", action="store_true", help="run the learning curve instead")
     ap.add_argument("--budget", type=float, default=180.0, help="--learning: seconds")
     args = ap.parse_args(argv)
