@@ -36,9 +36,9 @@ def test_zipf_corpus_has_exactly_the_asked_vocabulary(tmp_path):
     assert counts[0] > 10 * counts[-1]  # Zipf-like: a few frequent, many rare
 
 
-def test_side_by_side_takes_the_median_round():
+def test_side_by_side_drops_the_warm_up_and_takes_the_median_round():
     bench = load_bench()
-    ours, ref = iter([10.0, 30.0, 20.0]), iter([10.0, 10.0, 10.0])
+    ours, ref = iter([99.0, 10.0, 30.0, 20.0]), iter([1.0, 10.0, 10.0, 10.0])  # 1st: warm-up
     a, b, ratio = bench.side_by_side(lambda: next(ours), lambda: next(ref), rounds=3)
     assert (a, b, ratio) == (20.0, 10.0, 2.0)
 
