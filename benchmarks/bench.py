@@ -213,7 +213,7 @@ def textbook_rnn(ids: np.ndarray, V: int, H: int, T: int, B: int, steps: int, de
             with torch.no_grad():
                 for p in params:
                     p -= 1.0 * p.grad
-            total += float(loss) * Y.numel()  # the textbook's metric.add
+            total += loss.item() * Y.numel()  # the textbook's metric.add
         _sync(device)
         return steps * T * B / (time.perf_counter() - t0)
 
@@ -525,7 +525,8 @@ def fmt(x: float | None, unit: str = "") -> str:
     return f"{x:,.0f}"
 
 
-def table(rows: list[Row]) -> str:
+def table(rows: list[Row], markdown: bool = False) -> str:
+    """The results as aligned text for the terminal, or as a Markdown table for RESULTS.md."""
     head = ("row", "charlm", "reference", "ratio", "target", "pass", "GFLOP/s (ref)", "% peak")
     lines = [head]
     for r in rows:
@@ -546,6 +547,11 @@ def table(rows: list[Row]) -> str:
                 gf,
                 "-" if r.pct_peak is None else f"{r.pct_peak:.0f}%",
             )
+        )
+    if markdown:
+        return "\n".join(
+            ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            + ["| " + " | ".join(line) + " |" for line in lines[1:]]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = [" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
@@ -573,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="an English text")
     ap.add_argument("--rounds", type=int, default=0, help="alternations per row (default 3/1)")
     ap.add_argument("--only", default="", help="comma-separated: train,generate,corpus,cuda")
+    ap.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     ap.add_argument("--sizes", default="", help="corpus rows in MB (default 10,100,1000; quick 10)")
     ap.add_argument("--learning", action="store_true", help="run the learning curve instead")
     ap.add_argument("--budget", type=float, default=180.0, help="--learning: seconds")
@@ -601,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows += cuda_rows(args, work)
             print(table(rows))
             result = {"machine": info, "matmul_gflops": peak, "rows": [asdict(r) for r in rows]}
+            if args.markdown:
+                args.markdown.write_text(table(rows, markdown=True) + "\n")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
     return 0

@@ -22,6 +22,7 @@ BENCH = ROOT / "benchmarks" / "bench.py"
 def load_bench():
     spec = importlib.util.spec_from_file_location("bench", BENCH)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
 
