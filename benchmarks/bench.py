@@ -116,6 +116,7 @@ def ratio_row(
     rounds: int,
 ) -> Row:
     a, b, ratio = side_by_side(ours, ref, rounds)
+    print(f"  {name}: {a:,.0f} vs {b:,.0f} chars/s = {ratio:.2f}x", flush=True)
     gf = a * flops_per_char / 1e9
     return Row(
         name=name,
