@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -412,9 +413,11 @@ print(json.dumps({"seconds": seconds, "rss_before_mb": before / 1024, "peak_rss_
 def load_in_child(path: Path) -> dict:
     """load_corpus(path) in a fresh process: its time and the process's peak RSS (ru_maxrss)."""
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(ROOT)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [sys.executable, "-c", CHILD, str(path), str(ROOT)], capture_output=True, text=True
+    )
+    if out.returncode != 0:  # e.g. killed for memory: a failed row, not a failed benchmark
+        tail = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]
+        return {"seconds": math.inf, "peak_rss_mb": math.inf, "error": tail}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -458,9 +461,7 @@ def corpus_rows(args: argparse.Namespace, work: Path) -> list[Row]:
                 extra={"size_mb": mb, "peak_rss_mb": second["peak_rss_mb"]},
             )
         )
-        for p in folder.iterdir():
-            p.unlink()
-        folder.rmdir()
+        shutil.rmtree(folder)  # the file, and a cache if load_corpus wrote one beside it
     return rows
 
 
