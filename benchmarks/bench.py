@@ -491,7 +491,7 @@ class CurveTrainer(Trainer):
 def learning(args: argparse.Namespace, work: Path) -> dict:
     """`charlm train CORPUS --time-budget 180` with every other setting at its default."""
     budget = args.budget
-    marks = [m for m in (15, 30, 45, 60, 90, 120, 150) if m < budget]
+    marks = [m for m in (30, 60, 90, 120, 150) if m < budget]
     cfg = TrainConfig(corpus=str(args.corpus), out=str(work / "learn"), time_budget=budget)
     trainer = CurveTrainer(cfg, marks)
     load = os.getloadavg()
