@@ -81,7 +81,7 @@ class TrainConfig:
     lr_step_size: int = _opt(1000, "step schedule: steps between decays")
     lr_gamma: float = _opt(0.5, "step schedule: decay factor")
     # length of the run
-    epochs: int = _opt(5, "passes over the training text")
+    epochs: int = _opt(7, "passes over the training text (and the span of the LR schedule)")
     max_steps: int = _opt(0, "stop after this many steps in all (0: no limit)")
     time_budget: float = _opt(0.0, "stop after this many seconds of training (0: no limit)")
     # bookkeeping
