@@ -38,7 +38,7 @@ class TanhRecurrence(torch.autograd.Function):
         Hs = torch.empty_like(A)
         H = H0
         for t in range(A.shape[0]):
-            H = torch.tanh(torch.addmm(A[t], H, W_hh), out=Hs[t])
+            H = torch.addmm(A[t], H, W_hh, out=Hs[t]).tanh_()  # written in place: no temporaries
         ctx.save_for_backward(W_hh, H0, Hs)
         return Hs
 
@@ -46,15 +46,18 @@ class TanhRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dHs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         W_hh, H0, Hs = ctx.saved_tensors
-        T, B, H = Hs.shape
-        dA = dHs * (1 - Hs * Hs)  # the direct part; the recurrent part is added step by step
+        T, H = Hs.shape[0], Hs.shape[2]
+        tanh_grad = 1 - Hs * Hs  # (T, B, H): d tanh(a) / da = 1 - tanh(a)^2, for all steps at once
         W_hh_T = W_hh.t()
+        dA = torch.empty_like(Hs)  # dL/dA_t, filled from the last step back
+        torch.mul(dHs[-1], tanh_grad[-1], out=dA[-1])
         for t in range(T - 1, 0, -1):
-            # dH_{t-1} = dA_t W_hh^T; then through tanh: dA_{t-1} += dH_{t-1} * (1 - H_{t-1}^2)
-            dA[t - 1].addcmul_(dA[t] @ W_hh_T, 1 - Hs[t - 1] * Hs[t - 1])
+            # dH_{t-1} = dHs_{t-1} + dA_t W_hh^T  (from the output, and from step t)
+            # dA_{t-1} = dH_{t-1} * (1 - H_{t-1}^2)
+            torch.addmm(dHs[t - 1], dA[t], W_hh_T, out=dA[t - 1]).mul_(tanh_grad[t - 1])
         dH0 = dA[0] @ W_hh_T
-        H_prev = torch.cat([H0.unsqueeze(0), Hs[:-1]])  # (T, B, H): the H_{t-1} of every step
-        dW_hh = H_prev.reshape(T * B, H).t() @ dA.reshape(T * B, H)
+        # dW_hh = sum_t H_{t-1}^T dA_t: one matmul over steps 1..T-1, plus step 0's H0^T dA_0
+        dW_hh = torch.addmm(H0.t() @ dA[0], Hs[:-1].reshape(-1, H).t(), dA[1:].reshape(-1, H))
         return dA, dW_hh, dH0
 
 

@@ -53,7 +53,7 @@ class TrainConfig:
     # model
     model: str = _opt("lstm", "recurrent cell: hand-written rnn, or nn.LSTM / nn.GRU", MODELS)
     embedding_dim: int = _opt(64, "learned embedding size; 0 = one-hot input")
-    hidden_size: int = _opt(512, "hidden units per layer")
+    hidden_size: int = _opt(384, "hidden units per layer")
     num_layers: int = _opt(1, "stacked recurrent layers")
     dropout: float = _opt(0.0, "dropout between layers")
     init: str = _opt("auto", "weight init (auto: textbook for rnn, pytorch otherwise)", INITS)
@@ -74,12 +74,16 @@ class TrainConfig:
     lr: float = _opt(3e-3, "learning rate")
     weight_decay: float = _opt(0.0, "weight decay")
     clip: float = _opt(1.0, "clip the global gradient norm to this (0: no clipping)")
-    lr_schedule: str = _opt("cosine", "learning-rate schedule over the run", SCHEDULES)
+    lr_schedule: str = _opt(
+        "cosine",
+        "learning-rate schedule over --epochs (or --max-steps); --time-budget only stops the run",
+        SCHEDULES,
+    )
     warmup_steps: int = _opt(0, "linear warm-up steps")
     lr_step_size: int = _opt(1000, "step schedule: steps between decays")
     lr_gamma: float = _opt(0.5, "step schedule: decay factor")
     # length of the run
-    epochs: int = _opt(5, "passes over the training text")
+    epochs: int = _opt(7, "passes over the training text (and the span of the LR schedule)")
     max_steps: int = _opt(0, "stop after this many steps in all (0: no limit)")
     time_budget: float = _opt(0.0, "stop after this many seconds of training (0: no limit)")
     # bookkeeping

@@ -1,0 +1,638 @@
+"""charlm against plain PyTorch, side by side in one run: training, generation, big corpora.
+
+    python benchmarks/bench.py                 # every row (the 1 GB corpus row takes minutes)
+    python benchmarks/bench.py --quick         # small sizes, well under a minute (CI)
+    python benchmarks/bench.py --json out.json --corpus tinyshakespeare.txt
+    python benchmarks/bench.py --learning      # learning curve of `charlm train --time-budget 180`
+
+Every speed target is a ratio of two loops measured in the same process, alternating
+charlm / reference round by round (the median round counts), so a busy or slow machine moves
+both sides together. The reference loops are written here in plain PyTorch, the way a tutorial
+writes them. FLOP/s columns count the useful matmul work of a character (3x the forward matmuls
+for training) against the machine's own measured matmul rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's charlm, installed or not
+
+from charlm.data import load_corpus  # noqa: E402
+from charlm.generate import generate  # noqa: E402
+from charlm.model import CharLM, ModelConfig  # noqa: E402
+from charlm.train import MODEL_FIELDS, TrainConfig, Trainer  # noqa: E402
+
+DEFAULT_CORPUS = (
+    Path(os.environ.get("CHARLM_DATA", ROOT.parent / "shared" / "corpora")) / "tinyshakespeare.txt"
+)
+
+
+@dataclass
+class Row:
+    """One line of the table. Ratio rows compare charlm with a reference; others a value."""
+
+    name: str
+    target: str  # e.g. ">= 3x", ">= 100 MB/s"
+    charlm: float | None = None  # chars/s (or the row's unit)
+    reference: float | None = None
+    unit: str = "chars/s"
+    ratio: float | None = None
+    passed: bool | None = None
+    gflops: float | None = None  # charlm's achieved GFLOP/s
+    ref_gflops: float | None = None
+    pct_peak: float | None = None  # charlm's GFLOP/s as % of the measured matmul rate
+    extra: dict = field(default_factory=dict)
+    skipped: str | None = None
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+def matmul_rate(seconds: float = 1.0, n: int = 1024, device: str = "cpu") -> float:
+    """GFLOP/s of a large square float32 matmul: the ceiling the FLOP/s columns compare to."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        _sync(device)
+        best = max(best, 5 * 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def side_by_side(
+    ours: Callable[[], float], ref: Callable[[], float], rounds: int
+) -> tuple[float, float, float]:
+    """Median charlm rate, median reference rate, median of the per-round ratios.
+
+    With several rounds, one more goes first untimed, so that neither side pays the warm-up.
+    """
+    if rounds > 1:
+        ours(), ref()
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(ours())
+        b.append(ref())
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return statistics.median(a), statistics.median(b), statistics.median(ratios)
+
+
+def ratio_row(
+    name: str,
+    ours: Callable[[], float],
+    ref: Callable[[], float],
+    target: float,
+    flops_per_char: float,
+    peak: float,
+    rounds: int,
+) -> Row:
+    a, b, ratio = side_by_side(ours, ref, rounds)
+    print(f"  {name}: {a:,.0f} vs {b:,.0f} chars/s = {ratio:.2f}x", flush=True)
+    gf = a * flops_per_char / 1e9
+    return Row(
+        name=name,
+        target=f">= {target:g}x",
+        charlm=a,
+        reference=b,
+        ratio=ratio,
+        passed=ratio >= target,
+        gflops=gf,
+        ref_gflops=b * flops_per_char / 1e9,
+        pct_peak=100 * gf / peak if peak else None,
+    )
+
+
+# --- corpora ---------------------------------------------------------------------------------
+
+
+def zipf_corpus(path: Path, n_chars: int, vocab: int = 1000, seed: int = 0) -> Path:
+    """A text of `vocab` distinct CJK characters with Zipf-like frequencies (each at least once)."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, vocab + 1)
+    ids = np.concatenate([np.arange(vocab), rng.choice(vocab, n_chars - vocab, p=p / p.sum())])
+    path.write_text("".join(chr(0x4E00 + i) for i in ids), encoding="utf-8")
+    return path
+
+
+# --- charlm's side: the real training loop ---------------------------------------------------
+
+
+def charlm_train_rate(corpus: Path, work: Path, steps: int, **settings) -> Callable[[], float]:
+    """chars/s of `steps` steps of charlm's own Trainer.run (its timer: training steps only)."""
+
+    def measure() -> float:
+        cfg = TrainConfig(
+            corpus=str(corpus),
+            out=tempfile.mkdtemp(prefix="run", dir=work),
+            val_fraction=0.0,
+            sample_every=0,
+            epochs=10**6,
+            max_steps=steps,
+            **settings,
+        )
+        trainer = Trainer(cfg, progress_bar=False)
+        result = trainer.run()
+        return steps * cfg.seq_len * cfg.batch_size / result.progress.elapsed_s
+
+    return measure
+
+
+# --- the plain PyTorch references ------------------------------------------------------------
+
+
+def stream_batches(ids: np.ndarray, T: int, B: int, device: str):
+    """word_language_model's batchify: B parallel streams, windows of T in order, forever."""
+    n = (len(ids) - 1) // B
+    data = torch.from_numpy(np.asarray(ids[: n * B + 1], dtype=np.int64))
+    X_all = data[:-1].view(B, n).t().contiguous()  # (n, B)
+    Y_all = data[1:].view(B, n).t().contiguous()
+    while True:
+        for i in range(0, n - T + 1, T):
+            yield X_all[i : i + T].to(device), Y_all[i : i + T].to(device)
+
+
+def textbook_rnn(ids: np.ndarray, V: int, H: int, T: int, B: int, steps: int, device: str):
+    """Dive into Deep Learning's RNN from scratch: one-hot per step, a Python loop per step."""
+
+    def measure() -> float:
+        def param(*shape: int) -> torch.Tensor:
+            return (torch.randn(*shape, device=device) * 0.01).requires_grad_()
+
+        W_xh, W_hh, b_h = param(V, H), param(H, H), torch.zeros(H, device=device).requires_grad_()
+        W_hq, b_q = param(H, V), torch.zeros(V, device=device).requires_grad_()
+        params = [W_xh, W_hh, b_h, W_hq, b_q]
+        batches = stream_batches(ids, T, B, device)
+        state = torch.zeros(B, H, device=device)
+        total = 0.0
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            X, Y = next(batches)
+            state = state.detach()
+            inputs = F.one_hot(X, V).float()  # (T, B, V)
+            outputs = []
+            for X_t in inputs:
+                state = torch.tanh(X_t @ W_xh + state @ W_hh + b_h)
+                outputs.append(state @ W_hq + b_q)
+            loss = F.cross_entropy(torch.cat(outputs), Y.reshape(-1))
+            for p in params:
+                p.grad = None
+            loss.backward()
+            norm = torch.sqrt(sum(torch.sum(p.grad**2) for p in params))
+            if norm > 1.0:  # the textbook's grad_clipping
+                for p in params:
+                    p.grad[:] *= 1.0 / norm
+            with torch.no_grad():
+                for p in params:
+                    p -= 1.0 * p.grad
+            total += loss.item() * Y.numel()  # the textbook's metric.add
+        _sync(device)
+        return steps * T * B / (time.perf_counter() - t0)
+
+    return measure
+
+
+class PlainLM(nn.Module):
+    """nn.Embedding -> nn.RNN / nn.LSTM / nn.GRU -> nn.Linear: the tutorial model."""
+
+    def __init__(self, cell: str, V: int, E: int, H: int) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(V, E)
+        self.rnn = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell](E, H)
+        self.out = nn.Linear(H, V)
+
+    def forward(self, X, state=None):
+        Hs, state = self.rnn(self.emb(X), state)
+        return self.out(Hs), state
+
+
+def plain_loop(
+    cell: str,
+    ids: np.ndarray,
+    V: int,
+    E: int,
+    H: int,
+    T: int,
+    B: int,
+    steps: int,
+    device: str,
+    optimizer: str = "adam",
+    lr: float = 3e-3,
+    amp: bool = False,
+):
+    """The plain PyTorch training loop (word_language_model style) at charlm's settings."""
+
+    def detach(s):
+        return tuple(x.detach() for x in s) if isinstance(s, tuple) else s.detach()
+
+    def measure() -> float:
+        model = PlainLM(cell, V, E, H).to(device)
+        if optimizer == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        else:
+            opt = torch.optim.Adam(model.parameters(), lr=lr)
+        batches = stream_batches(ids, T, B, device)
+        state = None
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            X, Y = next(batches)
+            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=amp):
+                logits, state = model(X, state)
+                loss = F.cross_entropy(logits.reshape(-1, V).float(), Y.reshape(-1))
+            state = detach(state)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        _sync(device)
+        return steps * T * B / (time.perf_counter() - t0)
+
+    return measure
+
+
+def plain_generate(V: int, E: int, H: int, length: int, device: str):
+    """Sampling with nn.LSTM one step at a time (batch 1, seq 1), as tutorials do."""
+
+    def measure() -> float:
+        model = PlainLM("lstm", V, E, H).to(device).eval()
+        x = torch.zeros(1, 1, dtype=torch.long, device=device)
+        state, out = None, []
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(length):
+                logits, state = model(x, state)
+                probs = torch.softmax(logits[0, 0] / 0.8, dim=-1)
+                nxt = int(torch.multinomial(probs, 1))
+                out.append(nxt)
+                x.fill_(nxt)
+        return length / (time.perf_counter() - t0)
+
+    return measure
+
+
+def charlm_generate(model: CharLM, vocab, length: int, num_samples: int):
+    def measure() -> float:
+        t0 = time.perf_counter()
+        generate(model, vocab, "\n", length, num_samples=num_samples, temperature=0.8, seed=0)
+        return length * num_samples / (time.perf_counter() - t0)
+
+    return measure
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+
+def training_rows(
+    args: argparse.Namespace, work: Path, peak: float, device: str, amp: bool
+) -> list[Row]:
+    q = args.quick
+    suffix = f" [{device}{' amp' if amp else ''}]"
+    common = {"device": device, "amp": amp}
+    rows = []
+
+    V, H, T, B = 1000, 256, 35, 32
+    cjk = zipf_corpus(work / "cjk.txt", 60_000 if q else 400_000)
+    ids = load_corpus(cjk).ids
+    steps = 8 if q else 40
+    sgd = {"optimizer": "sgd", "lr": 1.0, "clip": 1.0, "lr_schedule": "constant"}
+    rnn_flops = 6 * (H * H + H * V)  # recurrence + output layer; one-hot input is a row lookup
+    rows.append(
+        ratio_row(
+            f"rnn one-hot V=1000 H=256 vs textbook loop{suffix}",
+            charlm_train_rate(
+                cjk, work, steps, model="rnn", embedding_dim=0, hidden_size=H, seq_len=T,
+                batch_size=B, sampler="consecutive", **sgd, **common,
+            ),
+            textbook_rnn(ids, V, H, T, B, steps, device),
+            3.0, rnn_flops, peak, args.rounds,
+        )
+    )  # fmt: skip
+    E = 64
+    rows.append(
+        ratio_row(
+            f"rnn emb 64 H=256 vs nn.RNN{suffix}",
+            charlm_train_rate(
+                cjk, work, steps, model="rnn", embedding_dim=E, hidden_size=H, seq_len=T,
+                batch_size=B, sampler="consecutive", init="pytorch", **sgd, **common,
+            ),
+            plain_loop("rnn", ids, V, E, H, T, B, steps, device, "sgd", 1.0, amp),
+            0.9, 6 * (E * H + H * H + H * V), peak, args.rounds,
+        )
+    )  # fmt: skip
+
+    text_ids = load_corpus(args.corpus).ids
+    V, E, H, T, B = int(text_ids.max()) + 1, 64, 512, 128, 32
+    steps = 3 if q else 12
+    for cell, gates in (("lstm", 4), ("gru", 3)):
+        rows.append(
+            ratio_row(
+                f"{cell} emb 64 H=512 T=128 B=32 vs nn.{cell.upper()} loop{suffix}",
+                charlm_train_rate(
+                    Path(args.corpus), work, steps, model=cell, embedding_dim=E, hidden_size=H,
+                    seq_len=T, batch_size=B, sampler="consecutive", optimizer="adam", lr=3e-3,
+                    clip=1.0, **common,
+                ),
+                plain_loop(cell, text_ids, V, E, H, T, B, steps, device, "adam", 3e-3, amp),
+                0.95, 6 * (gates * H * (E + H) + H * V), peak, args.rounds,
+            )
+        )  # fmt: skip
+    return rows
+
+
+def generation_rows(args: argparse.Namespace, peak: float, device: str) -> list[Row]:
+    corpus = load_corpus(args.corpus)
+    torch.manual_seed(0)
+    defaults = TrainConfig()  # the model `charlm train` makes by default
+    cfg = ModelConfig(len(corpus.vocab), **{k: getattr(defaults, k) for k in MODEL_FIELDS})
+    model = CharLM(cfg).to(device)
+    V, E, H = cfg.vocab_size, cfg.embedding_dim, cfg.hidden_size
+    flops = 2 * (4 * H * (E + H) + H * V)
+    length = 100 if args.quick else 500
+    suffix = f" [{device}]"
+    single = charlm_generate(model, corpus.vocab, length, 1)
+    rows = [
+        ratio_row(
+            f"generate 1 stream vs nn.LSTM step loop{suffix}",
+            single, plain_generate(V, E, H, length, device), 5.0, flops, peak, args.rounds,
+        ),
+        ratio_row(
+            f"generate 32 streams (aggregate) vs 1 stream{suffix}",
+            charlm_generate(model, corpus.vocab, length, 32), single, 10.0, flops, peak,
+            args.rounds,
+        ),
+    ]  # fmt: skip
+    rows[1].ref_gflops = None
+    return rows
+
+
+CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[2])
+from charlm.data import load_corpus
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+corpus = load_corpus(sys.argv[1])
+seconds = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": seconds, "rss_before_mb": before / 1024, "peak_rss_mb": peak / 1024,
+                  "chars": int(len(corpus.ids)), "vocab": len(corpus.vocab)}))
+"""
+
+
+def load_in_child(path: Path) -> dict:
+    """load_corpus(path) in a fresh process: its time and the process's peak RSS (ru_maxrss)."""
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(ROOT)], capture_output=True, text=True
+    )
+    if out.returncode != 0:  # e.g. killed for memory: a failed row, not a failed benchmark
+        tail = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]
+        return {"seconds": math.inf, "peak_rss_mb": math.inf, "error": tail}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def corpus_rows(args: argparse.Namespace, work: Path) -> list[Row]:
+    """Prepare 10 MB / 100 MB / 1 GB copies of the corpus: speed, memory, start-up from cache."""
+    seed = Path(args.corpus).read_bytes()
+    sizes = [int(mb) for mb in args.sizes.split(",")] if args.sizes else [10]
+    if not args.sizes and not args.quick:
+        sizes = [10, 100, 1000]
+    rows = []
+    for mb in sizes:
+        folder = work / f"big{mb}"
+        folder.mkdir()
+        path = folder / f"corpus{mb}mb.txt"
+        with open(path, "wb") as f:
+            written, want = 0, mb * 1_000_000
+            while written < want:
+                piece = seed[: want - written]
+                f.write(piece)
+                written += len(piece)
+        first = load_in_child(path)
+        second = load_in_child(path)
+        mb_s = mb / first["seconds"]
+        rows.append(
+            Row(
+                name=f"load_corpus {mb} MB: first call",
+                target=">= 100 MB/s, peak RSS < 1.5 GB",
+                charlm=mb_s,
+                unit="MB/s",
+                passed=mb_s >= 100 and first["peak_rss_mb"] < 1536,
+                extra={"size_mb": mb, "first": first, "second": second},
+            )
+        )
+        rows.append(
+            Row(
+                name=f"load_corpus {mb} MB: second call (cache)",
+                target="< 3 s",
+                charlm=second["seconds"],
+                unit="s",
+                passed=second["seconds"] < 3,
+                extra={"size_mb": mb, "peak_rss_mb": second["peak_rss_mb"]},
+            )
+        )
+        shutil.rmtree(folder)  # the file, and a cache if load_corpus wrote one beside it
+    return rows
+
+
+# --- the learning curve ----------------------------------------------------------------------
+
+
+class CurveTrainer(Trainer):
+    """A Trainer that also validates at fixed training times (validation time not counted)."""
+
+    def __init__(self, cfg: TrainConfig, marks: list[float]) -> None:
+        super().__init__(cfg, progress_bar=False)
+        self.marks, self.curve = list(marks), []
+
+    def _stop_reason(self, interrupts):
+        if self.marks and self.p.elapsed_s >= self.marks[0]:
+            self.marks.pop(0)
+            t = time.perf_counter()
+            val = self.validate()
+            self.curve.append({"elapsed_s": self.p.elapsed_s, "step": self.p.step, "val": val})
+            print(f"  {self.p.elapsed_s:6.1f} s  step {self.p.step:5d}  val {val:.4f}", flush=True)
+            spent = time.perf_counter() - t  # the loop adds it to the next step: take it back
+            self.p.elapsed_s -= spent
+            self.p.epoch_time_s -= spent
+        return super()._stop_reason(interrupts)
+
+
+def learning(args: argparse.Namespace, work: Path) -> dict:
+    """`charlm train CORPUS --time-budget 180` with every other setting at its default."""
+    budget = args.budget
+    marks = [m for m in (30, 60, 90, 120, 150) if m < budget]
+    cfg = TrainConfig(corpus=str(args.corpus), out=str(work / "learn"), time_budget=budget)
+    trainer = CurveTrainer(cfg, marks)
+    load = os.getloadavg()
+    result = trainer.run()
+    final = result.last_row["val_loss"]
+    trainer.curve.append({"elapsed_s": result.progress.elapsed_s, "step": result.progress.step,
+                          "val": final})  # fmt: skip
+    at60 = min((c["val"] for c in trainer.curve if c["elapsed_s"] <= 61), default=None)
+    out = {
+        "config": asdict(cfg),
+        "curve": trainer.curve,
+        "val_at_60s": at60,
+        "val_final": final,
+        "targets": {"60s <= 1.886": at60 is not None and at60 <= 1.886,
+                    f"{budget:g}s <= 1.50": final <= 1.50},
+        "loadavg_start": load,
+        "loadavg_end": os.getloadavg(),
+    }  # fmt: skip
+    print(json.dumps({k: v for k, v in out.items() if k not in ("config", "curve")}, indent=1))
+    return out
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def fmt(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    if unit == "s":
+        return f"{x:.2f} s"
+    if unit == "MB/s":
+        return f"{x:.0f} MB/s"
+    return f"{x:,.0f}"
+
+
+def table(rows: list[Row], markdown: bool = False) -> str:
+    """The results as aligned text for the terminal, or as a Markdown table for RESULTS.md."""
+    head = ("row", "charlm", "reference", "ratio", "target", "pass", "GFLOP/s (ref)", "% peak")
+    lines = [head]
+    for r in rows:
+        if r.skipped:
+            lines.append((r.name, "-", "-", "-", r.target, "skip", "-", r.skipped))
+            continue
+        gf = "-" if r.gflops is None else f"{r.gflops:.1f}"
+        if r.ref_gflops is not None:
+            gf += f" ({r.ref_gflops:.1f})"
+        lines.append(
+            (
+                r.name,
+                fmt(r.charlm, r.unit),
+                fmt(r.reference, r.unit),
+                "-" if r.ratio is None else f"{r.ratio:.2f}x",
+                r.target,
+                "PASS" if r.passed else "FAIL",
+                gf,
+                "-" if r.pct_peak is None else f"{r.pct_peak:.0f}%",
+            )
+        )
+    if markdown:
+        return "\n".join(
+            ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            + ["| " + " | ".join(line) + " |" for line in lines[1:]]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = [" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
+    out.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def machine() -> dict:
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "loadavg": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, for CI (< 1 minute)")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="an English text")
+    ap.add_argument("--rounds", type=int, default=0, help="alternations per row (default 3/1)")
+    ap.add_argument("--only", default="", help="comma-separated: train,generate,corpus,cuda")
+    ap.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    ap.add_argument("--sizes", default="", help="corpus rows in MB (default 10,100,1000; quick 10)")
+    ap.add_argument("--learning", action="store_true", help="run the learning curve instead")
+    ap.add_argument("--budget", type=float, default=180.0, help="--learning: seconds")
+    args = ap.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    if not args.corpus.exists():
+        ap.error(f"no corpus at {args.corpus} (pass --corpus PATH, or set CHARLM_DATA)")
+    only = set(filter(None, args.only.split(","))) or {"train", "generate", "corpus", "cuda"}
+    info = machine()
+    print(" ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+    with tempfile.TemporaryDirectory(prefix="charlm-bench-") as tmp:
+        work = Path(tmp)
+        if args.learning:
+            result = {"machine": info, "learning": learning(args, work)}
+        else:
+            peak = matmul_rate(0.3 if args.quick else 1.0)
+            print(f"matmul rate: {peak:.1f} GFLOP/s (float32, 1024^3)", flush=True)
+            rows: list[Row] = []
+            if "train" in only:
+                rows += training_rows(args, work, peak, "cpu", amp=False)
+            if "generate" in only:
+                rows += generation_rows(args, peak, "cpu")
+            if "corpus" in only:
+                rows += corpus_rows(args, work)
+            if "cuda" in only:
+                rows += cuda_rows(args, work)
+            print(table(rows))
+            result = {"machine": info, "matmul_gflops": peak, "rows": [asdict(r) for r in rows]}
+            if args.markdown:
+                args.markdown.write_text(table(rows, markdown=True) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    return 0
+
+
+def cuda_rows(args: argparse.Namespace, work: Path) -> list[Row]:
+    """The training and generation rows again on the GPU, and training with --amp."""
+    if not torch.cuda.is_available():
+        return [Row(name="cuda rows", target="-", skipped="no CUDA device")]
+    peak = matmul_rate(1.0, 4096, "cuda")
+    rows = training_rows(args, work, peak, "cuda", amp=False)
+    rows += training_rows(args, work, peak, "cuda", amp=True)
+    rows += generation_rows(args, peak, "cuda")
+    return rows
+
+
+def _json_default(x: object) -> object:
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return str(x)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

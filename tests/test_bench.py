@@ -1,0 +1,101 @@
+"""benchmarks/bench.py keeps working: its quick mode runs and its table and JSON hold every row.
+
+No timing is asserted: the numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, TINY_SHAKESPEARE
+
+BENCH = ROOT / "benchmarks" / "bench.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zipf_corpus_has_exactly_the_asked_vocabulary(tmp_path):
+    bench = load_bench()
+    path = bench.zipf_corpus(tmp_path / "z.txt", 5000, vocab=300)
+    text = path.read_text(encoding="utf-8")
+    assert len(text) == 5000
+    assert len(set(text)) == 300
+    counts = sorted((text.count(c) for c in set(text)), reverse=True)
+    assert counts[0] > 10 * counts[-1]  # Zipf-like: a few frequent, many rare
+
+
+def test_side_by_side_drops_the_warm_up_and_takes_the_median_round():
+    bench = load_bench()
+    ours, ref = iter([99.0, 10.0, 30.0, 20.0]), iter([1.0, 10.0, 10.0, 10.0])  # 1st: warm-up
+    a, b, ratio = bench.side_by_side(lambda: next(ours), lambda: next(ref), rounds=3)
+    assert (a, b, ratio) == (20.0, 10.0, 2.0)
+
+
+def test_table_marks_pass_fail_and_skip():
+    bench = load_bench()
+    rows = [
+        bench.Row("fast", ">= 2x", 300.0, 100.0, ratio=3.0, passed=True, gflops=1.0),
+        bench.Row("slow", ">= 2x", 100.0, 100.0, ratio=1.0, passed=False),
+        bench.Row("gpu", "-", skipped="no CUDA device"),
+    ]
+    lines = bench.table(rows).splitlines()
+    assert lines[0].startswith("row")
+    assert "PASS" in lines[2] and "3.00x" in lines[2]
+    assert "FAIL" in lines[3]
+    assert "skip" in lines[4] and "no CUDA device" in lines[4]
+
+
+@pytest.mark.skipif(not TINY_SHAKESPEARE.exists(), reason="tiny Shakespeare not found")
+def test_quick_mode_prints_the_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ["--quick", "--json", str(out), "--corpus", str(TINY_SHAKESPEARE)]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    names = [r["name"] for r in result["rows"]]
+    expected = [
+        "rnn one-hot V=1000 H=256 vs textbook loop",
+        "rnn emb 64 H=256 vs nn.RNN",
+        "lstm emb 64",
+        "gru emb 64",
+        "generate 1 stream",
+        "generate 32 streams",
+        "load_corpus 10 MB: first call",
+        "load_corpus 10 MB: second call",
+    ]
+    for prefix in expected:
+        assert any(n.startswith(prefix) for n in names), (prefix, names)
+        assert prefix in proc.stdout
+    assert not any("1000 MB" in n for n in names)  # the 1 GB row stays out of --quick
+    assert result["matmul_gflops"] > 0
+    for row in result["rows"]:
+        if row["skipped"]:
+            continue
+        assert row["charlm"] > 0 and isinstance(row["passed"], bool)
+        if row["ratio"] is not None:
+            assert row["ratio"] == pytest.approx(row["charlm"] / row["reference"], rel=1e-9)
+    cuda_rows = [r for r in result["rows"] if "cuda" in r["name"]]
+    assert cuda_rows, "CUDA rows are listed (run, or skipped without a device)"
+    assert result["machine"]["torch"]
+    assert Path(out).stat().st_size > 0
