@@ -65,9 +65,14 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = [line for line in str(e).splitlines() if "GLOBAL" in line]
+        if not detail:  # the safe unpickler choked on bytes that are no pickle: a damaged file
+            raise CharLMError(
+                f"{path} is not a readable checkpoint (truncated or corrupt?)"
+            ) from None
         raise CharLMError(
             f"refusing to load {path}: it holds objects other than plain data, which could run "
-            f"code ({str(e).splitlines()[0][:120]})"
+            f"code ({detail[0].strip()[:120]})"
         ) from None
     except Exception as e:  # a damaged file can fail inside the unpickler in many ways
         raise CharLMError(

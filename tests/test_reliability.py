@@ -212,3 +212,10 @@ def test_signal_then_resume_equals_an_uninterrupted_run(corpus, tmp_path, sample
     wb = torch.load(stopped / checkpoint.LATEST, weights_only=True)["model"]
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-6), k
+
+
+def test_random_bytes_are_a_corrupt_file_not_an_exploit(tmp_path):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(CharLMError, match="truncated or corrupt"):
+        checkpoint.load(path)
