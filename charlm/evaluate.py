@@ -6,6 +6,7 @@ Perplexity = exp(mean NLL in nats); bits per character = mean NLL / ln 2.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,42 @@ class Score:
 
 
 @torch.no_grad()
+def _windows(
+    model: CharLM, ids: np.ndarray, seq_len: int, streams: int, rank: int, world_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(NLL, valid) of each window, both (w, S): the streams side by side, state carried.
+
+    Windows are gathered from `ids` one at a time, so a memmapped corpus is never loaded whole.
+    """
+    device = model.W_hq.device
+    n = len(ids)
+    streams = max(1, min(streams, n // 2))
+    length = -(-n // streams)  # ceil: the last stream is shorter; its overhang is masked out
+    starts = (length * np.arange(streams))[rank * streams // world_size :][
+        : (rank + 1) * streams // world_size - rank * streams // world_size
+    ]  # this rank's streams, the same cut as one process makes
+    if len(starts) == 0:
+        return
+    was_training = model.training
+    model.eval()
+    state = None
+    try:
+        for t in range(0, length - 1, seq_len):
+            w = min(seq_len, length - 1 - t)
+            pos = starts[None, :] + np.arange(t, t + w + 1)[:, None]  # (w+1, S)
+            window = np.asarray(ids[np.minimum(pos, n - 1)], dtype=np.int64)
+            M = torch.from_numpy(window).to(device)
+            logits, state = model(M[:-1], state)
+            state = detach_state(state)
+            nll = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), M[1:].reshape(-1), reduction="none"
+            ).view(w, -1)
+            yield nll, torch.from_numpy(pos[1:] < n).to(device)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
 def char_nll(
     model: CharLM,
     ids: np.ndarray,
@@ -64,38 +101,35 @@ def char_nll(
     With several processes, rank r of `world_size` scores only its share of the streams (the
     same cut as one process makes), so the ranks' sums add up to the single-process result.
     """
-    device = model.W_hq.device
-    n = len(ids)
-    streams = max(1, min(streams, n // 2))
-    length = -(-n // streams)  # ceil: the last stream is padded and the padding masked out
-    padded = np.zeros(streams * length, dtype=np.int64)
-    padded[:n] = ids
-    M = torch.from_numpy(padded.reshape(streams, length).T.copy()).to(device)  # (L, S)
-    valid = n > torch.arange(streams * length, device=device).view(streams, length).T
-    mine = slice(rank * streams // world_size, (rank + 1) * streams // world_size)
-    M, valid = M[:, mine], valid[:, mine]  # (L, S) -> this rank's streams
-    if M.shape[1] == 0:
-        return torch.empty(0, device=device)
-    was_training = model.training
-    model.eval()
-    state = None
-    out = torch.empty(length - 1, M.shape[1], device=device)
-    for t in range(0, length - 1, seq_len):
-        X, Y = M[t : t + seq_len], M[t + 1 : t + 1 + seq_len]
-        X = X[: len(Y)]
-        logits, state = model(X, state)
-        state = detach_state(state)
-        out[t : t + len(Y)] = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), Y.reshape(-1), reduction="none"
-        ).view(Y.shape)
-    model.train(was_training)
-    return out.T[valid.T[:, 1:]]  # stream by stream = text order, padding dropped
+    pieces = list(_windows(model, ids, seq_len, streams, rank, world_size))
+    if not pieces:
+        return torch.empty(0, device=model.W_hq.device)
+    nll = torch.cat([p[0] for p in pieces])  # (L-1, S)
+    valid = torch.cat([p[1] for p in pieces])
+    return nll.T[valid.T]  # stream by stream = text order, the overhang dropped
+
+
+@torch.no_grad()
+def nll_sum(
+    model: CharLM,
+    ids: np.ndarray,
+    seq_len: int = 256,
+    streams: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[float, int]:
+    """(summed NLL, characters scored): `char_nll` without keeping a value per character."""
+    total, count = 0.0, 0
+    for nll, valid in _windows(model, ids, seq_len, streams, rank, world_size):
+        total += float(nll[valid].double().sum())
+        count += int(valid.sum())
+    return total, count
 
 
 def score(model: CharLM, ids: np.ndarray, seq_len: int = 256, streams: int = 1) -> Score:
     """Mean NLL of a text (see `char_nll`)."""
-    nll = char_nll(model, ids, seq_len, streams)
-    return Score(nll=float(nll.double().mean()), chars=len(nll))
+    total, count = nll_sum(model, ids, seq_len, streams)
+    return Score(nll=total / count, chars=count)
 
 
 def score_text(

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from charlm import checkpoint, corpora, distributed
 from charlm.data import BUILTIN, Vocab, load_corpus
 from charlm.errors import CharLMError
-from charlm.evaluate import char_nll
+from charlm.evaluate import nll_sum
 from charlm.generate import generate
 from charlm.model import INITS, MODELS, CharLM, ModelConfig, detach_state
 from charlm.samplers import SAMPLERS
@@ -442,13 +442,12 @@ class Trainer:
             return None
         # each rank scores its share of the validation streams; the sums are added up
         cfg, ctx = self.cfg, self.dist
-        nll = char_nll(
+        nll, count = nll_sum(
             self.model, self.val_ids, cfg.seq_len, cfg.batch_size, ctx.rank, ctx.world_size
         )
-        total = torch.stack(
-            [nll.double().sum(), torch.tensor(len(nll), dtype=torch.float64, device=nll.device)]
+        total = distributed.all_reduce_sum(
+            torch.tensor([nll, count], dtype=torch.float64, device=self.device)
         )
-        total = distributed.all_reduce_sum(total)
         return float(total[0] / total[1])
 
     def _end_epoch(self, loss_sum: torch.Tensor, grad_sum: torch.Tensor, partial: bool) -> dict:

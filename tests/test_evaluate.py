@@ -66,3 +66,14 @@ def test_unknown_characters_listed_or_skipped(model):
     assert result.skipped == 1 and result.chars == len("the uick fox") - 1
     direct = score(model, np.asarray(VOCAB.encode("the uick fox")))
     assert result.nll == pytest.approx(direct.nll)
+
+
+def test_scoring_reads_a_memmap_without_loading_it(model, tmp_path):
+    ids = VOCAB.encode(TEXT)
+    path = tmp_path / "ids.u8"
+    ids.astype(np.uint8).tofile(path)
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    assert score(model, mm, seq_len=11, streams=3).nll == pytest.approx(
+        score(model, ids, seq_len=11, streams=3).nll, abs=1e-9
+    )
+    assert score(model, ids, 11, 3).chars == len(char_nll(model, ids, 11, 3))
