@@ -201,7 +201,7 @@ def test_train_resolves_a_name(tiny_config, monkeypatch: pytest.MonkeyPatch) -> 
     result = train(cfg, progress_bar=False)
     config = json.loads((result.out / "config.json").read_text())
     assert config["corpus"] == "tinyshakespeare"
-    assert Path(config["corpus_source"]) == TINY_SHAKESPEARE
+    assert Path(config["corpus_source"]).resolve() == TINY_SHAKESPEARE.resolve()
 
 
 @needs_shakespeare
