@@ -67,8 +67,9 @@ def format_info(info: dict[str, Any]) -> str:
     embed = f"embedding {s['embedding_dim']}" if s["embedding_dim"] else "one-hot input"
     extra = f" (+{info['batches_into_epoch']} batches)" if info["batches_into_epoch"] else ""
     corpus = info["corpus"]
-    if info["corpus_source"] and info["corpus_source"] != corpus:
-        corpus = f"{corpus} ({info['corpus_source']})"
+    source = info["corpus_source"]
+    if source and source != corpus:  # the built-in corpus's source already begins with its name
+        corpus = source if source.startswith(corpus) else f"{corpus} ({source})"
     best = (
         f"perplexity {info['best_val_ppl']:.4f}, {info['best_val_bpc']:.4f} bits per char"
         if info["best_val_ppl"] is not None
