@@ -45,10 +45,10 @@ class Score:
 
 
 @torch.no_grad()
-def _windows(
+def windows(
     model: CharLM, ids: np.ndarray, seq_len: int, streams: int, rank: int, world_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(NLL, valid) of each window, both (w, S): the streams side by side, state carried.
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(logits (w, S, V), NLL (w, S), valid (w, S)) of each window, the state carried.
 
     Windows are gathered from `ids` one at a time, so a memmapped corpus is never loaded whole.
     """
@@ -72,10 +72,11 @@ def _windows(
             M = torch.from_numpy(window).to(device)
             logits, state = model(M[:-1], state)
             state = detach_state(state)
+            logits = logits.float()
             nll = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), M[1:].reshape(-1), reduction="none"
+                logits.reshape(-1, logits.shape[-1]), M[1:].reshape(-1), reduction="none"
             ).view(w, -1)
-            yield nll, torch.from_numpy(pos[1:] < n).to(device)
+            yield logits, nll, torch.from_numpy(pos[1:] < n).to(device)
     finally:
         model.train(was_training)
 
@@ -101,11 +102,11 @@ def char_nll(
     With several processes, rank r of `world_size` scores only its share of the streams (the
     same cut as one process makes), so the ranks' sums add up to the single-process result.
     """
-    pieces = list(_windows(model, ids, seq_len, streams, rank, world_size))
+    pieces = list(windows(model, ids, seq_len, streams, rank, world_size))
     if not pieces:
         return torch.empty(0, device=model.W_hq.device)
-    nll = torch.cat([p[0] for p in pieces])  # (L-1, S)
-    valid = torch.cat([p[1] for p in pieces])
+    nll = torch.cat([p[1] for p in pieces])  # (L-1, S)
+    valid = torch.cat([p[2] for p in pieces])
     return nll.T[valid.T]  # stream by stream = text order, the overhang dropped
 
 
@@ -120,7 +121,7 @@ def nll_sum(
 ) -> tuple[float, int]:
     """(summed NLL, characters scored): `char_nll` without keeping a value per character."""
     total, count = 0.0, 0
-    for nll, valid in _windows(model, ids, seq_len, streams, rank, world_size):
+    for _, nll, valid in windows(model, ids, seq_len, streams, rank, world_size):
         total += float(nll[valid].double().sum())
         count += int(valid.sum())
     return total, count

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from charlm.data import Vocab
 from charlm.errors import CharLMError
-from charlm.evaluate import Score
-from charlm.model import CharLM, detach_state
+from charlm.evaluate import Score, windows
+from charlm.model import CharLM
 
 # bin edges in bits; the last bin is everything from the last edge up
 EDGES = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0)
@@ -52,26 +51,14 @@ def char_predictions(
     Same windows and carried state as `evaluate.char_nll` with one stream, so the NLLs are the
     ones `score` averages. Shapes: (n-1,), (n-1, k), (n-1, k).
     """
-    device = model.W_hq.device
-    M = torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(device).view(-1, 1)  # (n, 1)
-    n = len(M)
     k = min(k, model.cfg.vocab_size)
-    nll = torch.empty(n - 1, device=device)
-    top_p = torch.empty(n - 1, k, device=device)
-    top_i = torch.empty(n - 1, k, dtype=torch.int64, device=device)
-    was_training = model.training
-    model.eval()
-    state = None
-    for t in range(0, n - 1, seq_len):
-        X, Y = M[t : t + seq_len], M[t + 1 : t + 1 + seq_len]
-        X = X[: len(Y)]
-        logits, state = model(X, state)
-        state = detach_state(state)
-        logits = logits.reshape(-1, logits.shape[-1]).float()  # (T, V)
-        nll[t : t + len(Y)] = F.cross_entropy(logits, Y.reshape(-1), reduction="none")
-        p, i = logits.softmax(-1).topk(k, dim=-1)
-        top_p[t : t + len(Y)], top_i[t : t + len(Y)] = p, i
-    model.train(was_training)
+    nll, top_p, top_i = [], [], []
+    for logits, window_nll, _ in windows(model, ids, seq_len, streams=1, rank=0, world_size=1):
+        p, i = logits[:, 0].softmax(-1).topk(k, dim=-1)
+        nll.append(window_nll[:, 0])
+        top_p.append(p)
+        top_i.append(i)
+    nll, top_i, top_p = torch.cat(nll), torch.cat(top_i), torch.cat(top_p)
     return nll.cpu(), top_i.cpu(), top_p.cpu()
 
 
