@@ -234,6 +234,11 @@ _device_option = click.option(
 @click.option("--num-samples", default=1, show_default=True, help="samples drawn as one batch")
 @click.option("--stream", is_flag=True, help="print characters as they are produced (1 sample)")
 @click.option(
+    "--amp",
+    is_flag=True,
+    help="several samples: bfloat16 matmuls (faster on GPUs and CPUs with AVX512-BF16/AMX)",
+)
+@click.option(
     "--interactive",
     is_flag=True,
     help="prompt loop: each line typed is a prefix; Ctrl-D ends (line n uses --seed + n)",
@@ -257,6 +262,7 @@ def generate(
     Examples:
       charlm generate --prefix "ROMEO:" --length 300 --temperature 0.8 --seed 1
       charlm generate --prefix "ROMEO:" --stream          # watch it being written
+      charlm generate --num-samples 64 --amp              # many samples, fast
       charlm generate --interactive                       # type prefixes, Ctrl-D to quit
     """
     from charlm.generate import check_sampling

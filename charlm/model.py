@@ -37,8 +37,11 @@ class TanhRecurrence(torch.autograd.Function):
     def forward(ctx, A: torch.Tensor, W_hh: torch.Tensor, H0: torch.Tensor) -> torch.Tensor:
         Hs = torch.empty_like(A)
         H = H0
-        for t in range(A.shape[0]):
-            H = torch.addmm(A[t], H, W_hh, out=Hs[t]).tanh_()  # written in place: no temporaries
+        # in full precision even under --amp: the small per-step matmuls gain little from
+        # bfloat16, casting at every step would cost more than it saves, and H_t stays exact
+        with torch.autocast(A.device.type, enabled=False):
+            for t in range(A.shape[0]):
+                H = torch.addmm(A[t], H, W_hh, out=Hs[t]).tanh_()  # in place: no temporaries
         ctx.save_for_backward(W_hh, H0, Hs)
         return Hs
 
@@ -78,7 +81,8 @@ class RNNLayer(nn.Module):
         else:
             T, B, d = X.shape
             A = torch.addmm(self.b_h, X.reshape(T * B, d), self.W_xh).view(T, B, -1)
-        return TanhRecurrence.apply(A, self.W_hh, H0)
+        # under --amp, A from dense input is bfloat16; the recurrence runs in full precision
+        return TanhRecurrence.apply(A.to(self.W_hh.dtype), self.W_hh, H0)
 
 
 class ScratchRNN(nn.Module):

@@ -93,7 +93,9 @@ class TrainConfig:
     sample_length: int = _opt(200, "characters per training sample")
     save_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)")
     log_every: int = _opt(20, "steps between progress-bar updates and NaN checks")
-    amp: bool = _opt(False, "bfloat16 autocast (CUDA)")
+    amp: bool = _opt(
+        False, "bfloat16 autocast: faster on GPUs and on CPUs with AVX512-BF16/AMX (see README)"
+    )
     compile: bool = _opt(False, "torch.compile the model")
 
 

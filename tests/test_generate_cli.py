@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from charlm.cli import main
@@ -45,6 +46,23 @@ def samples(run: Path, prefix: str, length: int, **kwargs) -> list[str]:
 def layout(texts: list[str]) -> str:
     """The documented layout: each sample from a fresh line, a blank line between samples."""
     return "\n".join(t if t.endswith("\n") else t + "\n" for t in texts)
+
+
+def test_amp_flag_reaches_the_sampler(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    original = gen_module.Stepper
+
+    def spy(*args, **kwargs):
+        stepper = original(*args, **kwargs)
+        seen.append(stepper.table.dtype)
+        return stepper
+
+    monkeypatch.setattr(gen_module, "Stepper", spy)
+    result = cli("--checkpoint", str(run), "--prefix", "All:", "--length", "30",
+                 "--num-samples", "4", "--seed", "7", "--amp")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output == layout(samples(run, "All:", 30, num_samples=4, seed=7, amp=True))
+    assert seen[0] == torch.bfloat16
 
 
 def test_samples_start_on_new_lines_separated_by_blank_lines(run: Path) -> None:
@@ -165,6 +183,9 @@ def test_interactive_in_a_real_terminal(run: Path, quit_key: bytes) -> None:
         os.write(fd, b"First\n")  # the typed line's echo, then its continuation: no blank line
         shown = _read_until(fd, b"> ").replace(b"\r\n", b"\n").decode()
         assert shown == "First\n" + layout([samples(run, "First", 20, seed=5)[0]]) + "> "
+        # let the child reach its read: CPython's readline loses a SIGINT that lands between
+        # printing the prompt and blocking in select() (it then waits for the next key)
+        time.sleep(0.5)
         os.write(fd, quit_key)
         rest = _read_until(fd, b"\x00", timeout=30)  # everything until the terminal closes
         assert _wait(pid) == 0

@@ -39,19 +39,59 @@ def forward_logits(model: CharLM, texts: list[str]) -> torch.Tensor:
 ALL = [(k, n, e) for k in ("rnn", "lstm", "gru") for n in (1, 2) for e in (0, 8)]
 
 
+@pytest.fixture
+def three_threads():
+    """One stream splits each matmul into a column block per thread: make that 3 blocks."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield
+    torch.set_num_threads(before)
+
+
+def assert_steps_follow_forward(
+    model: CharLM, texts: list[str], atol: float, amp: bool = False
+) -> Stepper:
+    """Step through `texts` after the prefix: every distribution equals the forward pass's."""
+    full = forward_logits(model, texts)  # (T, N, V)
+    ids = torch.stack([torch.from_numpy(VOCAB.encode(t)) for t in texts], dim=1)
+    stepper = Stepper(model, len(texts), amp=amp)
+    with torch.no_grad():
+        stepper.load_state(model(ids[: len(PREFIX) - 1, :1])[1])  # batch-1 state, copied to N
+    for t in range(len(PREFIX) - 1, ids.shape[0] - 1):
+        fast = torch.softmax(stepper.step(ids[t]), dim=-1)
+        torch.testing.assert_close(fast, torch.softmax(full[t], dim=-1), rtol=0, atol=atol)
+    return stepper
+
+
 @pytest.mark.parametrize(("kind", "layers", "embedding"), ALL)
 def test_step_probabilities_equal_forward(kind: str, layers: int, embedding: int) -> None:
     model = make_model(kind, layers, embedding)
     texts = generate(model, VOCAB, PREFIX, 40, num_samples=3, seed=5)
     assert len({t[len(PREFIX) :] for t in texts}) > 1  # the samples are not copies of each other
-    full = forward_logits(model, texts)  # (T, N, V)
-    ids = torch.stack([torch.from_numpy(VOCAB.encode(t)) for t in texts], dim=1)
-    stepper = Stepper(model, 3)
-    with torch.no_grad():
-        stepper.load_state(model(ids[: len(PREFIX) - 1, :1])[1])  # batch-1 state, copied to 3
-    for t in range(len(PREFIX) - 1, ids.shape[0] - 1):
-        fast = torch.softmax(stepper.step(ids[t]), dim=-1)
-        torch.testing.assert_close(fast, torch.softmax(full[t], dim=-1), rtol=0, atol=1e-10)
+    assert_steps_follow_forward(model, texts, atol=1e-10)
+
+
+@pytest.mark.parametrize(("kind", "layers", "embedding"), ALL)
+def test_one_stream_split_over_threads_equals_forward(
+    kind: str, layers: int, embedding: int, three_threads: None
+) -> None:
+    model = make_model(kind, layers, embedding)
+    texts = generate(model, VOCAB, PREFIX, 40, seed=5)
+    stepper = assert_steps_follow_forward(model, texts, atol=1e-10)
+    affine = stepper.layers[0][0][0]
+    assert affine[2].shape[0] == 3  # the weights are held as 3 column blocks
+
+
+@pytest.mark.parametrize(("kind", "layers"), [("rnn", 2), ("lstm", 2), ("gru", 2), ("lstm", 1)])
+def test_amp_streams_use_bfloat16_matmuls_and_stay_close(kind: str, layers: int) -> None:
+    model = make_model(kind, layers).float()
+    texts = generate(model, VOCAB, PREFIX, 40, num_samples=3, seed=5, amp=True)
+    assert len({t[len(PREFIX) :] for t in texts}) > 1
+    stepper = assert_steps_follow_forward(model, texts, atol=3e-2, amp=True)
+    assert stepper.table.dtype == torch.bfloat16 and stepper.Zm.dtype == torch.bfloat16
+    assert stepper.Z.dtype == stepper.c.dtype == stepper.logits.dtype == torch.float32
+    # one stream gains nothing from bfloat16 (a matrix-vector product): it stays in float32
+    assert Stepper(model, 1, amp=True).table.dtype == torch.float32
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
