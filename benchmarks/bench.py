@@ -9,7 +9,9 @@ Every speed target is a ratio of two loops measured in the same process, alterna
 charlm / reference round by round (the median round counts), so a busy or slow machine moves
 both sides together. The reference loops are written here in plain PyTorch, the way a tutorial
 writes them. FLOP/s columns count the useful matmul work of a character (3x the forward matmuls
-for training) against the machine's own measured matmul rate.
+for training) against the machine's own measured matmul rate. Rows marked amp run charlm with
+--amp (bfloat16 matmuls) and compare with the bfloat16 matmul rate; their nn.* references run
+under the same autocast, the textbook loop as the textbook writes it (float32).
 """
 
 from __future__ import annotations
@@ -69,9 +71,12 @@ class Row:
 # --- measuring -------------------------------------------------------------------------------
 
 
-def matmul_rate(seconds: float = 1.0, n: int = 1024, device: str = "cpu") -> float:
-    """GFLOP/s of a large square float32 matmul: the ceiling the FLOP/s columns compare to."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_rate(
+    seconds: float = 1.0, n: int = 1024, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
+    """GFLOP/s of a large square matmul: the ceiling the FLOP/s columns compare to."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     best, deadline = 0.0, time.perf_counter() + seconds
@@ -301,10 +306,12 @@ def plain_generate(V: int, E: int, H: int, length: int, device: str):
     return measure
 
 
-def charlm_generate(model: CharLM, vocab, length: int, num_samples: int):
+def charlm_generate(model: CharLM, vocab, length: int, num_samples: int, amp: bool = False):
     def measure() -> float:
         t0 = time.perf_counter()
-        generate(model, vocab, "\n", length, num_samples=num_samples, temperature=0.8, seed=0)
+        generate(
+            model, vocab, "\n", length, num_samples=num_samples, temperature=0.8, seed=0, amp=amp
+        )
         return length * num_samples / (time.perf_counter() - t0)
 
     return measure
@@ -329,7 +336,7 @@ def training_rows(
     rnn_flops = 6 * (H * H + H * V)  # recurrence + output layer; one-hot input is a row lookup
     rows.append(
         ratio_row(
-            f"rnn one-hot V=1000 H=256 vs textbook loop{suffix}",
+            f"rnn one-hot V=1000 H=256 vs textbook loop (float32){suffix}",
             charlm_train_rate(
                 cjk, work, steps, model="rnn", embedding_dim=0, hidden_size=H, seq_len=T,
                 batch_size=B, sampler="consecutive", **sgd, **common,
@@ -370,7 +377,9 @@ def training_rows(
     return rows
 
 
-def generation_rows(args: argparse.Namespace, peak: float, device: str) -> list[Row]:
+def generation_rows(
+    args: argparse.Namespace, peak: float, device: str, peak_bf16: float | None = None
+) -> list[Row]:
     corpus = load_corpus(args.corpus)
     torch.manual_seed(0)
     defaults = TrainConfig()  # the model `charlm train` makes by default
@@ -392,7 +401,16 @@ def generation_rows(args: argparse.Namespace, peak: float, device: str) -> list[
             args.rounds,
         ),
     ]  # fmt: skip
-    rows[1].ref_gflops = None
+    if peak_bf16:  # the same, with --amp (bfloat16 matmuls for the 32 streams)
+        rows.append(
+            ratio_row(
+                f"generate 32 streams --amp (aggregate) vs 1 stream{suffix}",
+                charlm_generate(model, corpus.vocab, length, 32, amp=True), single, 10.0, flops,
+                peak_bf16, args.rounds,
+            )
+        )  # fmt: skip
+    for row in rows[1:]:
+        row.ref_gflops = None
     return rows
 
 
@@ -400,18 +418,29 @@ CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[2])
 from charlm.data import load_corpus
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def peak_mb():
+    # VmHWM: this process's own peak RSS. ru_maxrss would also count the parent's RSS at fork
+    # time, which Linux carries across exec.
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+before = peak_mb()
 t = time.perf_counter()
 corpus = load_corpus(sys.argv[1])
 seconds = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "rss_before_mb": before / 1024, "peak_rss_mb": peak / 1024,
+print(json.dumps({"seconds": seconds, "rss_before_mb": before, "peak_rss_mb": peak_mb(),
                   "chars": int(len(corpus.ids)), "vocab": len(corpus.vocab)}))
 """
 
 
 def load_in_child(path: Path, cache: Path) -> dict:
-    """load_corpus(path) in a fresh process: its time and the process's peak RSS (ru_maxrss)."""
+    """load_corpus(path) in a fresh process: its time and the process's peak RSS."""
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), str(ROOT)],
         capture_output=True,
@@ -503,7 +532,9 @@ def learning(args: argparse.Namespace, work: Path) -> dict:
     """`charlm train CORPUS --time-budget 180` with every other setting at its default."""
     budget = args.budget
     marks = [m for m in (30, 60, 90, 120, 150) if m < budget]
-    cfg = TrainConfig(corpus=str(args.corpus), out=str(work / "learn"), time_budget=budget)
+    cfg = TrainConfig(
+        corpus=str(args.corpus), out=str(work / "learn"), time_budget=budget, amp=args.amp
+    )
     trainer = CurveTrainer(cfg, marks)
     load = os.getloadavg()
     result = trainer.run()
@@ -591,16 +622,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="an English text")
     ap.add_argument("--rounds", type=int, default=0, help="alternations per row (default 3/1)")
-    ap.add_argument("--only", default="", help="comma-separated: train,generate,corpus,cuda")
+    ap.add_argument(
+        "--only", default="", help="comma-separated: train,generate,corpus,cuda,amp (CPU bfloat16)"
+    )
     ap.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     ap.add_argument("--sizes", default="", help="corpus rows in MB (default 10,100,1000; quick 10)")
     ap.add_argument("--learning", action="store_true", help="run the learning curve instead")
     ap.add_argument("--budget", type=float, default=180.0, help="--learning: seconds")
+    ap.add_argument("--amp", action="store_true", help="--learning: train with --amp")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if not args.corpus.exists():
         ap.error(f"no corpus at {args.corpus} (pass --corpus PATH, or set CHARLM_DATA)")
-    only = set(filter(None, args.only.split(","))) or {"train", "generate", "corpus", "cuda"}
+    only = set(filter(None, args.only.split(","))) or {"train", "generate", "corpus", "cuda", "amp"}
     info = machine()
     print(" ".join(f"{k}={v}" for k, v in info.items()), flush=True)
     with tempfile.TemporaryDirectory(prefix="charlm-bench-") as tmp:
@@ -609,18 +643,26 @@ def main(argv: list[str] | None = None) -> int:
             result = {"machine": info, "learning": learning(args, work)}
         else:
             peak = matmul_rate(0.3 if args.quick else 1.0)
-            print(f"matmul rate: {peak:.1f} GFLOP/s (float32, 1024^3)", flush=True)
+            peak_bf16 = matmul_rate(0.3 if args.quick else 1.0, dtype=torch.bfloat16)
+            print(f"matmul rate: {peak:.1f} GFLOP/s float32, {peak_bf16:.1f} bfloat16 (1024^3)")
             rows: list[Row] = []
             if "train" in only:
                 rows += training_rows(args, work, peak, "cpu", amp=False)
+            if "train" in only and "amp" in only:
+                rows += training_rows(args, work, peak_bf16, "cpu", amp=True)
             if "generate" in only:
-                rows += generation_rows(args, peak, "cpu")
+                rows += generation_rows(args, peak, "cpu", peak_bf16 if "amp" in only else None)
             if "corpus" in only:
                 rows += corpus_rows(args, work)
             if "cuda" in only:
                 rows += cuda_rows(args, work)
             print(table(rows))
-            result = {"machine": info, "matmul_gflops": peak, "rows": [asdict(r) for r in rows]}
+            result = {
+                "machine": info,
+                "matmul_gflops": peak,
+                "matmul_gflops_bf16": peak_bf16,
+                "rows": [asdict(r) for r in rows],
+            }
             if args.markdown:
                 args.markdown.write_text(table(rows, markdown=True) + "\n")
     if args.json:

@@ -34,6 +34,7 @@ from charlm.errors import CharLMError
 
 BUILTIN = "builtin"
 CHUNK_BYTES = 16 << 20  # bytes read per chunk
+FIRST_LOOK = 1 << 16  # characters of the first chunk scanned on their own
 IN_MEMORY_BELOW = 32 << 20  # smaller files are encoded in memory, larger ones cached on disk
 CACHE_FORMAT = 1
 UNICODE = 0x110000  # code points 0 .. 0x10FFFF
@@ -212,23 +213,25 @@ def id_dtype(vocab_size: int) -> np.dtype:
 def _scan(pieces: Iterator[bytes | str], name: str) -> tuple[Vocab, int]:
     """Pass 1: find every code point that occurs -> (vocabulary, number of characters).
 
-    Only code points not seen before go through np.bincount; after the first chunk that is
-    usually none, so a chunk costs one filter (bytes.translate for ASCII, a table look-up else).
+    Only code points not seen before go through np.bincount (which widens them to 8 bytes
+    each); after the first 64 KB that is usually none, so a chunk costs one filter
+    (bytes.translate for ASCII, a table look-up else).
     """
     seen = np.zeros(UNICODE, dtype=bool)
     n = 0
-    for piece in pieces:
-        if isinstance(piece, bytes):
-            n += len(piece)
-            known = np.flatnonzero(seen[:128]).astype(np.uint8).tobytes()
-            fresh = np.frombuffer(piece.translate(None, known), dtype=np.uint8)
-        else:
-            cps = _codepoints(piece)
-            n += len(cps)
-            fresh = cps[~seen[cps]]
-        if len(fresh):
-            top = 256 if fresh.dtype == np.uint8 else UNICODE
-            seen[:top] |= np.bincount(fresh, minlength=top) > 0
+    for k, piece in enumerate(pieces):
+        whole = piece if isinstance(piece, bytes) else _codepoints(piece)
+        n += len(whole)
+        # the first chunk's head first: the whole chunk then leaves little that is new
+        for part in (whole[:FIRST_LOOK], whole) if k == 0 else (whole,):
+            if isinstance(part, bytes):
+                known = np.flatnonzero(seen[:128]).astype(np.uint8).tobytes()
+                fresh = np.frombuffer(part.translate(None, known), dtype=np.uint8)
+            else:
+                fresh = part[~seen[part]]
+            if len(fresh):
+                top = 256 if fresh.dtype == np.uint8 else UNICODE
+                seen[:top] |= np.bincount(fresh, minlength=top) > 0
     if n == 0:
         raise CharLMError(f"{name} is empty")
     if seen[0]:

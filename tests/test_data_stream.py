@@ -33,6 +33,17 @@ def test_chunked_equals_whole_text(tmp_path: Path, chunk_size: int) -> None:
     assert vocab.decode(corpus.ids) == MIXED
 
 
+@pytest.mark.parametrize("late", ["Q", "語"])
+def test_a_character_first_seen_after_the_head_of_the_first_chunk(tmp_path: Path, late) -> None:
+    """The scan looks at the first 64 KB alone first; what occurs only later still counts."""
+    text = "ab\n" * 30_000 + late + "ab\n"
+    path = tmp_path / "late.txt"
+    path.write_bytes(text.encode("utf-8"))
+    corpus = load_corpus(path)
+    assert corpus.vocab.chars == sorted(set(text))
+    assert corpus.vocab.decode(corpus.ids) == text
+
+
 def test_ascii_chunks_next_to_multibyte_ones(tmp_path: Path) -> None:
     """Pure-ASCII chunks take the fast path; a character cut just before one still decodes."""
     text = "x" * 9 + "é" + "y" * 20 + "日" + "z" * 30
