@@ -387,7 +387,7 @@ def generation_rows(
     model = CharLM(cfg).to(device)
     V, E, H = cfg.vocab_size, cfg.embedding_dim, cfg.hidden_size
     flops = 2 * (4 * H * (E + H) + H * V)
-    length = 100 if args.quick else 500
+    length = 100 if args.quick else 2000
     suffix = f" [{device}]"
     single = charlm_generate(model, corpus.vocab, length, 1)
     rows = [

@@ -71,6 +71,32 @@ def test_readme_shows_this_example() -> None:
     assert EXAMPLE in text
 
 
+def test_readme_training_options_table_shows_the_real_defaults() -> None:
+    """Each row of the README's "Training options" table: its defaults are TrainConfig's."""
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Training options")[1]
+    rows = [line.split("|")[1:3] for line in section.split("\n## ")[0].splitlines()
+            if line.startswith("| `--")]  # fmt: skip
+    assert len(rows) >= 10
+    defaults = charlm.TrainConfig()
+    checked = 0
+    for options, shown in rows:
+        flags = re.findall(r"`--([a-z-]+)`", options)
+        values = [v.strip().strip("`") for v in shown.split(",")]
+        assert len(values) == len(flags), options
+        for flag, value in zip(flags, values, strict=True):
+            real = getattr(defaults, flag.replace("-", "_"))
+            if value == "-":
+                assert not real, flag  # none (0 or None)
+            elif isinstance(real, bool):
+                assert value == ("on" if real else "off"), flag
+            elif isinstance(real, (int, float)):
+                assert float(value) == real, flag
+            else:
+                assert value == real, flag
+            checked += 1
+    assert checked >= 15
+
+
 def test_version() -> None:
     proc = run_cli("--version", timeout=120)
     assert proc.returncode == 0
