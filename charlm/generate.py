@@ -90,8 +90,8 @@ class Stepper:
         self, model: CharLM, num_samples: int, temperature: float = 1.0, amp: bool = False
     ) -> None:
         cfg = model.cfg
-        self.kind, self.N, self.H, self.L = cfg.model, num_samples, cfg.hidden_size, cfg.num_layers
-        H, N, L, kind = self.H, num_samples, self.L, self.kind
+        kind, H, L, N = cfg.model, cfg.hidden_size, cfg.num_layers, num_samples
+        self.kind, self.L = kind, L
         p = model.W_hq
         mm = torch.bfloat16 if amp and N > 1 else p.dtype  # the recurrent matmuls' dtype
         G = {"rnn": H, "lstm": 4 * H, "gru": 3 * H}[kind]
@@ -109,7 +109,7 @@ class Stepper:
         self.c = new(L, N, H)  # LSTM cell states
         self.gx, self.gates, self.tmp = new(N, G), new(N, G), new(N, H)
         Zm, gx_m, gates_m = twin(self.Z), twin(self.gx), twin(self.gates)
-        self.gx_m = gx_m
+        self.Zm, self.gx_m = Zm, gx_m
 
         def affine(bias: torch.Tensor, x: torch.Tensor, W: torch.Tensor, out: torch.Tensor):
             """out = bias + x W as P column blocks: (P, N, K) @ (P, K, G/P) into views of out."""
@@ -123,7 +123,7 @@ class Stepper:
 
         emb = model.embedding.weight if model.embedding is not None else None
         zeros = torch.zeros(H, dtype=p.dtype, device=p.device)
-        self.table = torch.empty(0)  # (V, G): x W_x + b of layer 0, one row per character
+        self.table: torch.Tensor  # (V, G): x W_x + b of layer 0, one row per character
         self.layers: list[tuple[list[Affine], list[tuple[torch.Tensor, ...]], torch.Tensor | None]]
         self.layers = []
         for i in range(L):
@@ -159,7 +159,6 @@ class Stepper:
             else:  # matmul results -> float buffers; then the new h_i -> Zm for the next matmuls
                 self.layers.append((affines, casts, h(i, Zm)))
         self.h_views, self.c_views = [h(i, self.Z) for i in range(L)], list(self.c)
-        self.Zm = Zm
         gx, gates = self.gx, self.gates
         if kind == "lstm":  # sigmoid(i, f, o), tanh(g), i, f, o, g
             self.parts = (gates[:, : 3 * H], gates[:, 3 * H :], *gates.split(H, dim=1))
