@@ -2,13 +2,9 @@
 
 A step of nn.LSTM / nn.GRU at batch 1 and sequence length 1 spends most of its time in the
 sequence kernel's set-up, not in arithmetic. So sampling does not call the model: `Stepper` runs
-the same equations on the model's own parameters, one matmul per layer on preallocated buffers:
-
-    layer 0:   gates = Table[x] + h_0 W_h          Table = E W_x + b  (V, G), one row per character
-    layer l:   gates = [h_{l-1}, h_l] W_cat + b     both halves read in place from one buffer Z
-    output:    logits = (h_{L-1} W_hq + b_q) / temperature
-
-    Z (N, L*H):  | h_0 | h_1 | ... | h_{L-1} |     layer l reads Z[:, (l-1)H:(l+1)H], writes h_l
+the same equations on the model's own parameters, on preallocated buffers, with one matmul per
+layer and step: the new state of a layer is multiplied at once by its own recurrent weights (for
+the next step) and by the next layer's input weights, or the output layer (for this step).
 
 The next character is drawn with the Gumbel-max trick, argmax(logits + g) with g = -log(-log U)
 pre-drawn from a seeded generator for 64 steps at a time: one add and one argmax per step, and
@@ -20,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from charlm.data import Vocab
 from charlm.errors import CharLMError
@@ -63,26 +60,72 @@ def next_char_probs(
     return probs
 
 
-def _lstm_order(w: torch.Tensor, H: int) -> torch.Tensor:
-    """nn.LSTM's gate blocks (i, f, g, o) along dim 0 -> (i, f, o, g): one sigmoid, one tanh."""
-    return torch.cat([w[: 2 * H], w[3 * H :], w[2 * H : 3 * H]])
+Affine = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
+# out = bias + x W as (bias, x, W, out, out_m): out_m, when not None, is a bfloat16 buffer that
+# the matmul writes first
 
 
-Affine = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # bias, x, W, out
+def _lstm_gates(w: torch.Tensor, H: int) -> torch.Tensor:
+    """nn.LSTM's gate blocks (i, f, g, o) along dim 0 -> (i, f, o, 2g): one sigmoid for all four.
+
+    tanh(g) = 2 sigmoid(2g) - 1, and doubling is exact in floating point.
+    """
+    return torch.cat([w[: 2 * H], w[3 * H :], 2 * w[2 * H : 3 * H]])
+
+
+def _cell_weights(model: CharLM, i: int) -> tuple[torch.Tensor, ...]:
+    """Layer i as (W_x, W_h, b, r): pre-activations = (x W_x + b) + (h W_h + r), gates as columns.
+
+    The input-side bias b carries every bias but GRU's b_hn, which stays inside r * (h W_hn + b_hn).
+    """
+    H = model.cfg.hidden_size
+    if model.cfg.model == "rnn":
+        cell = model.rnn.layers[i]
+        return cell.W_xh, cell.W_hh, cell.b_h, torch.zeros_like(cell.b_h)
+    W_x, W_h = getattr(model.rnn, f"weight_ih_l{i}"), getattr(model.rnn, f"weight_hh_l{i}")
+    b_x, b_h = getattr(model.rnn, f"bias_ih_l{i}"), getattr(model.rnn, f"bias_hh_l{i}")
+    if model.cfg.model == "lstm":
+        W_x, W_h, b = (_lstm_gates(w, H) for w in (W_x, W_h, b_x + b_h))
+        return W_x.t(), W_h.t(), b, torch.zeros_like(b)
+    b_hr, b_hz, b_hn = b_h.split(H)  # GRU: r and z take both biases, n keeps b_hn apart
+    zero = torch.zeros_like(b_hn)
+    return W_x.t(), W_h.t(), b_x + torch.cat([b_hr, b_hz, zero]), torch.cat([zero, zero, b_hn])
+
+
+WIDE = 16  # from this many streams on (CPU), the buffers keep the streams as their fastest axis
+ONE = torch.ones(())  # 0-dim: a Python number would cost a conversion per op
+
+
+def _tanh(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2 sigmoid(2x) - 1: on CPU torch's sigmoid is several times faster than its tanh."""
+    s = torch.add(x, x, out=out).sigmoid_()
+    return s.add_(s).sub_(ONE)
 
 
 class Stepper:
     """N streams of a CharLM advanced one character per `step`, on the model's own weights.
 
+    One matmul per layer and step: the new state h_l is multiplied once by [W_h | W_next], which
+    gives its own recurrent term R_l for the next step and, at once, the input term of the layer
+    above (W_next = W_x of layer l+1) or the logits (W_next = W_hq):
+
+        A_0 = Table[x]                 Table = E W_x + b: (V, G), a row per character
+        h_l = cell(A_l + R_l)          R_l = h_l W_h + r, from the step before
+        [R_l | A_{l+1}] = h_l [W_h | W_next] + [r | b_next]        the last layer: A_L = logits
+
     Equal to `CharLM.forward` in eval mode (no dropout) up to float rounding; built once per
     generation call, so a trained model is never modified. Every view a step needs is made here:
     a step is only arithmetic (at batch 1, making a view costs about as much as a small op).
 
-    With one stream, each matmul's columns are split into one block per thread and done as one
-    batched matmul: a lone matrix-vector product runs on one thread. With `amp` and several
-    streams, the matmuls of the recurrent layers run in bfloat16 (several times faster on GPUs
-    and on CPUs with AVX512-BF16 or AMX); the states, the cell update and the output layer stay
-    in the model's precision.
+    Tuned for CPU, where these choices measured fastest:
+    - one stream: each matmul's columns are split into one block per thread and done as one
+      batched matmul (a lone matrix-vector product runs on one thread);
+    - WIDE or more streams: every (N, width) buffer is stored transposed, (width, N), so the
+      matmuls compute W^T h^T with the weights as the long left operand, and tanh is taken
+      through sigmoid;
+    - `amp` and several streams: the matmuls run in bfloat16 (several times faster on GPUs and
+      on CPUs with AVX512-BF16 or AMX); their results get the biases added in the model's
+      precision, in which the states, the cell update and the sampling stay.
     """
 
     @torch.inference_mode()
@@ -91,124 +134,114 @@ class Stepper:
     ) -> None:
         cfg = model.cfg
         kind, H, L, N = cfg.model, cfg.hidden_size, cfg.num_layers, num_samples
-        self.kind, self.L = kind, L
+        self.kind = kind
         p = model.W_hq
-        mm = torch.bfloat16 if amp and N > 1 else p.dtype  # the recurrent matmuls' dtype
+        cpu = p.device.type == "cpu"
+        mm = torch.bfloat16 if amp and N > 1 else p.dtype  # the matmuls' dtype
         G = {"rnn": H, "lstm": 4 * H, "gru": 3 * H}[kind]
-        P = torch.get_num_threads() if N == 1 and p.device.type == "cpu" else 1
-        P = P if G % P == 0 else 1  # column blocks
+        P = torch.get_num_threads() if N == 1 and cpu else 1  # column blocks
+        wide = cpu and N >= WIDE
+        self.tanh = _tanh if wide else torch.tanh
+        self.addmm = torch.baddbmm if P > 1 else torch.addmm
 
         def new(*shape: int, dtype: torch.dtype = p.dtype) -> torch.Tensor:
-            return torch.zeros(*shape, dtype=dtype, device=p.device)
+            """Zeros of `shape`; when wide, stored with the last two axes swapped."""
+            if not wide:
+                return torch.zeros(*shape, dtype=dtype, device=p.device)
+            swapped = (*shape[:-2], shape[-1], shape[-2])
+            return torch.zeros(swapped, dtype=dtype, device=p.device).transpose(-1, -2)
 
-        def twin(t: torch.Tensor) -> torch.Tensor:
-            """t itself, or a buffer of dtype `mm` that the matmuls read or write instead."""
-            return t if mm == p.dtype else new(*t.shape, dtype=mm)
+        def affine(bias: torch.Tensor, x: torch.Tensor, W: torch.Tensor) -> Affine:
+            """out = bias + x W into a new buffer out; one stream: as P column blocks,
+            (P, 1, K) @ (P, K, width/P) into views of out."""
+            K, width = W.shape
+            pad = -width % P  # zero columns, so that the blocks are equal
+            W, bias = F.pad(W, (0, pad)).to(mm), F.pad(bias, (0, pad))
+            out = new(N, width + pad)
+            if P > 1:
+                blocks = W.reshape(K, P, -1).transpose(0, 1).contiguous()
+                return (bias.view(P, 1, -1), x[None].expand(P, N, K), blocks, out.view(P, N, -1),
+                        None)  # fmt: skip
+            W = W.t().contiguous().t() if wide else W.contiguous()  # the layout that runs fastest
+            return bias, x, W, out, None if mm == p.dtype else new(*out.shape, dtype=mm)
 
-        self.Z = new(N, L * H)  # h_0 .. h_{L-1}, side by side
-        self.c = new(L, N, H)  # LSTM cell states
-        self.gx, self.gates, self.tmp = new(N, G), new(N, G), new(N, H)
-        Zm, gx_m, gates_m = twin(self.Z), twin(self.gx), twin(self.gates)
-        self.Zm, self.gx_m = Zm, gx_m
-
-        def affine(bias: torch.Tensor, x: torch.Tensor, W: torch.Tensor, out: torch.Tensor):
-            """out = bias + x W as P column blocks: (P, N, K) @ (P, K, G/P) into views of out."""
-            K, width = W.shape[0], W.shape[1] // P
-            blocks = W.reshape(K, P, width).transpose(0, 1).to(mm).contiguous()
-            return (bias.to(mm).view(P, -1, width), x[None].expand(P, N, K), blocks,
-                    out.view(P, N, width))  # fmt: skip
-
-        def h(i: int, Z: torch.Tensor) -> torch.Tensor:
-            return Z[:, i * H : (i + 1) * H]
-
+        weights = [_cell_weights(model, i) for i in range(L)]
+        W_x, _, b, _ = weights[0]
         emb = model.embedding.weight if model.embedding is not None else None
-        zeros = torch.zeros(H, dtype=p.dtype, device=p.device)
-        self.table: torch.Tensor  # (V, G): x W_x + b of layer 0, one row per character
-        self.layers: list[tuple[list[Affine], list[tuple[torch.Tensor, ...]], torch.Tensor | None]]
-        self.layers = []
-        for i in range(L):
-            if kind == "rnn":
-                cell = model.rnn.layers[i]
-                W_x, W_h, b = cell.W_xh, cell.W_hh, cell.b_h  # (d, H), (H, H), (H,)
-            else:  # nn.LSTM / nn.GRU keep (G, d) weights and two biases
-                W_x = getattr(model.rnn, f"weight_ih_l{i}").t()
-                W_h = getattr(model.rnn, f"weight_hh_l{i}").t()
-                b_x = getattr(model.rnn, f"bias_ih_l{i}")
-                b_h = getattr(model.rnn, f"bias_hh_l{i}")
-            if kind == "lstm":
-                W_x, W_h = _lstm_order(W_x.t(), H).t(), _lstm_order(W_h.t(), H).t()
-                b = _lstm_order(b_x + b_h, H)
-            if kind == "gru":
-                # r, z: both biases fold into the input part; n: b_hn stays inside r * (...)
-                b = b_x + torch.cat([b_h[: 2 * H], zeros])
-                b_hn = torch.cat([zeros, zeros, b_h[2 * H :]])
-            if i == 0:  # x is the embedding, or one-hot (a row of W_x)
-                self.table = ((emb @ W_x if emb is not None else W_x) + b).to(mm).contiguous()
-            if kind == "gru":  # gx = b + x W_x (layer 0: a row of the table), gh = b_hn + h W_h
-                affines = [affine(b_hn, h(i, Zm), W_h, gates_m)]
-                if i > 0:
-                    affines.append(affine(b, h(i - 1, Zm), W_x, gx_m))
-                casts = [(gx_m, self.gx), (gates_m, self.gates)]
-            else:  # gates = Table[x] + h W_h, or b + [h_{i-1}, h_i] W_cat (read in place from Z)
-                x = h(i, Zm) if i == 0 else Zm[:, (i - 1) * H : (i + 1) * H]
-                W = W_h if i == 0 else torch.cat([W_x, W_h])
-                affines = [affine(gx_m if i == 0 else b, x, W, gates_m)]
-                casts = [(gates_m, self.gates)]
-            if mm == p.dtype:
-                self.layers.append((affines, [], None))
-            else:  # matmul results -> float buffers; then the new h_i -> Zm for the next matmuls
-                self.layers.append((affines, casts, h(i, Zm)))
-        self.h_views, self.c_views = [h(i, self.Z) for i in range(L)], list(self.c)
-        gx, gates = self.gx, self.gates
-        if kind == "lstm":  # sigmoid(i, f, o), tanh(g), i, f, o, g
-            self.parts = (gates[:, : 3 * H], gates[:, 3 * H :], *gates.split(H, dim=1))
-        elif kind == "gru":  # gx_rz (+ gh_rz), gh_rz, r, z, gx_n, gh_n
-            rz = gx[:, : 2 * H]
-            self.parts = (rz, gates[:, : 2 * H], rz[:, :H], rz[:, H:], gx[:, 2 * H :],
-                          gates[:, 2 * H :])  # fmt: skip
-        self.W_hq = (model.W_hq / temperature).contiguous()  # (H, V)
-        self.b_q = model.b_q / temperature
-        self.logits = new(N, self.W_hq.shape[1])
+        table = (emb @ W_x if emb is not None else W_x) + b  # x is the embedding, or one-hot
+        self.h, self.c, self.tmp = new(L, N, H), new(L, N, H), new(N, H)
+        self.h_m = self.h if mm == p.dtype else new(L, N, H, dtype=mm)  # the matmuls' input
+        A = new(N, G)  # A_0
+        # A_0 = Table[x]; when wide, gathered as columns of the (G, V) transpose
+        self.table = table.t().contiguous() if wide else table.contiguous()
+        self.lookup = (self.table, 1, A.t()) if wide else (self.table, 0, A)
+        self.layers: list[tuple] = []  # A, R, h, h_m (None: h itself), c, parts, matmul
+        for i, (_, W_h, _, r) in enumerate(weights):
+            if i + 1 < L:
+                W_next, b_next = weights[i + 1][0], weights[i + 1][2]
+            else:
+                W_next, b_next = model.W_hq / temperature, model.b_q / temperature
+            gemm = affine(torch.cat([r, b_next]), self.h_m[i], torch.cat([W_h, W_next], dim=1))
+            out = gemm[3].view(N, -1)
+            R, A_next = out[:, :G], out[:, G : G + W_next.shape[1]]
+            if kind == "lstm":  # i, f, o, s = sigmoid(2g)
+                parts = A.split(H, dim=1)
+            elif kind == "gru":  # A_rz, R_rz, r, z, A_n, R_n
+                rz = A[:, : 2 * H]
+                parts = (rz, R[:, : 2 * H], rz[:, :H], rz[:, H:], A[:, 2 * H :], R[:, 2 * H :])
+            else:
+                parts = ()
+            h_m = None if self.h_m is self.h else self.h_m[i]
+            self.layers.append((A, R, self.h[i], h_m, self.c[i], parts, gemm))
+            A = A_next
+        self.logits = A  # (N, V) logits / temperature
+        self._project()
+
+    def _affine(self, gemm: Affine) -> None:
+        bias, x, W, out, out_m = gemm
+        if out_m is None:
+            self.addmm(bias, x, W, out=out)
+        else:  # a bfloat16 matmul, then the bias added in full precision
+            torch.add(torch.mm(x, W, out=out_m), bias, out=out)
+
+    def _project(self) -> None:
+        """Every layer's matmul on the current states: R_l for the next step, and the logits."""
+        for *_, gemm in self.layers:
+            self._affine(gemm)
 
     @torch.inference_mode()
     def load_state(self, state: State) -> None:
         """Start from a state of `CharLM.forward` (batch 1 or N; batch 1 is copied to every row)."""
-        h = state[0] if isinstance(state, tuple) else state  # (L, B, H)
-        for i in range(self.L):
-            self.h_views[i].copy_(h[i])
+        self.h.copy_(state[0] if isinstance(state, tuple) else state)  # (L, B, H)
         if self.kind == "lstm":
             self.c.copy_(state[1])
-        if self.Zm is not self.Z:
-            self.Zm.copy_(self.Z)
+        if self.h_m is not self.h:
+            self.h_m.copy_(self.h)
+        self._project()
 
     @torch.inference_mode()
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N,) ids -> (N, V) logits / temperature of the next character (an internal buffer)."""
-        tmp = self.tmp
-        torch.index_select(self.table, 0, x, out=self.gx_m)
-        for i, (affines, casts, h_m) in enumerate(self.layers):
-            for bias, inp, W, out in affines:
-                torch.baddbmm(bias, inp, W, out=out)
-            for src, dst in casts:
-                dst.copy_(src)
-            h = self.h_views[i]
+        tmp, tanh = self.tmp, self.tanh
+        table, axis, A_0 = self.lookup
+        torch.index_select(table, axis, x, out=A_0)
+        for A, R, h, h_m, c, parts, gemm in self.layers:
             if self.kind == "rnn":
-                torch.tanh(self.gates, out=h)
+                tanh(A.add_(R), out=h)
             elif self.kind == "lstm":
-                sig, tanh, i_, f, o, g = self.parts
-                sig.sigmoid_()
-                tanh.tanh_()
-                c = self.c_views[i]
-                c.mul_(f).addcmul_(i_, g)  # c = f c + i g
-                torch.mul(o, torch.tanh(c, out=tmp), out=h)  # h = o tanh(c)
+                i_, f, o, s = parts
+                A.add_(R).sigmoid_()  # s = sigmoid(2g): tanh(g) = 2s - 1
+                c.mul_(f).addcmul_(i_, s, value=2).sub_(i_)  # c = f c + i tanh(g)
+                torch.mul(o, tanh(c, out=tmp), out=h)  # h = o tanh(c)
             else:
-                rz, gh_rz, r, z, gx_n, gh_n = self.parts
-                rz.add_(gh_rz).sigmoid_()
-                n = torch.addcmul(gx_n, r, gh_n, out=tmp).tanh_()  # n = tanh(gx_n + r gh_n)
+                rz, R_rz, r, z, A_n, R_n = parts
+                rz.add_(R_rz).sigmoid_()
+                n = tanh(torch.addcmul(A_n, r, R_n, out=tmp), out=tmp)  # n = tanh(A_n + r R_n)
                 h.sub_(n).mul_(z).add_(n)  # h' = (1 - z) n + z h = n + z (h - n)
             if h_m is not None:
                 h_m.copy_(h)
-        return torch.addmm(self.b_q, self.h_views[-1], self.W_hq, out=self.logits)
+            self._affine(gemm)
+        return self.logits
 
 
 @torch.inference_mode()
@@ -250,15 +283,16 @@ def _sample_ids(
     out = torch.empty(length, num_samples, dtype=torch.long, device=device)
     x = ids[-1:].expand(num_samples)
     noise = torch.empty(NOISE_STEPS, num_samples, V, dtype=stepper.logits.dtype, device=device)
-    for t in range(length):
+    noise_rows = noise.unbind(0)
+    scores = torch.empty_like(noise[0])  # logits + noise, contiguous whatever the logits' layout
+    for t, nxt in enumerate(out.unbind(0)):
         logits = stepper.step(x)
-        nxt = out[t]
         if greedy:
             torch.argmax(logits, dim=-1, out=nxt)
         else:
             if t % NOISE_STEPS == 0:  # Gumbel(0, 1) = -log(-log U), U uniform on [0, 1)
                 noise.uniform_(generator=generator).log_().neg_().log_().neg_()
-            g = noise[t % NOISE_STEPS]
+            g = noise_rows[t % NOISE_STEPS]
             if nucleus:
                 probs = next_char_probs(logits, 1.0, k, top_p)
                 torch.argmax(probs.log_().add_(g), dim=-1, out=nxt)
@@ -267,7 +301,7 @@ def _sample_ids(
                 pick = best.add_(g[:, :k]).argmax(dim=-1, keepdim=True)
                 torch.gather(which, 1, pick, out=nxt[:, None])
             else:
-                torch.argmax(logits.add_(g), dim=-1, out=nxt)
+                torch.argmax(torch.add(logits, g, out=scores), dim=-1, out=nxt)
         x = nxt
         yield nxt
 

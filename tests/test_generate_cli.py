@@ -54,7 +54,7 @@ def test_amp_flag_reaches_the_sampler(run: Path, monkeypatch: pytest.MonkeyPatch
 
     def spy(*args, **kwargs):
         stepper = original(*args, **kwargs)
-        seen.append(stepper.table.dtype)
+        seen.append(stepper.h_m.dtype)
         return stepper
 
     monkeypatch.setattr(gen_module, "Stepper", spy)

@@ -8,7 +8,7 @@ import torch
 
 from charlm.data import Vocab
 from charlm.errors import CharLMError
-from charlm.generate import Stepper, generate, next_char_probs, stream
+from charlm.generate import WIDE, Stepper, generate, next_char_probs, stream
 from charlm.model import CharLM, ModelConfig
 
 VOCAB = Vocab(sorted(set("abcdefghij klmnop\nqrstuvwxyz.,")))
@@ -78,20 +78,34 @@ def test_one_stream_split_over_threads_equals_forward(
     model = make_model(kind, layers, embedding)
     texts = generate(model, VOCAB, PREFIX, 40, seed=5)
     stepper = assert_steps_follow_forward(model, texts, atol=1e-10)
-    affine = stepper.layers[0][0][0]
-    assert affine[2].shape[0] == 3  # the weights are held as 3 column blocks
+    weights = stepper.layers[0][-1][2]
+    assert weights.shape[0] == 3  # the weights are held as 3 column blocks
 
 
-@pytest.mark.parametrize(("kind", "layers"), [("rnn", 2), ("lstm", 2), ("gru", 2), ("lstm", 1)])
-def test_amp_streams_use_bfloat16_matmuls_and_stay_close(kind: str, layers: int) -> None:
+@pytest.mark.parametrize(("kind", "layers", "embedding"), ALL)
+def test_wide_batch_stored_transposed_equals_forward(
+    kind: str, layers: int, embedding: int
+) -> None:
+    """From WIDE streams on: buffers stored (width, N), tanh through sigmoid; same maths."""
+    model = make_model(kind, layers, embedding)
+    texts = generate(model, VOCAB, PREFIX, 30, num_samples=WIDE + 1, seed=5)
+    stepper = assert_steps_follow_forward(model, texts, atol=1e-10)
+    assert stepper.h.stride(-1) == WIDE + 1 and stepper.logits.stride(0) == 1  # stored (H, N)
+
+
+@pytest.mark.parametrize(
+    ("kind", "layers", "n"), [("rnn", 2, 3), ("lstm", 2, 3), ("gru", 2, 3), ("lstm", 1, WIDE)]
+)
+def test_amp_streams_use_bfloat16_matmuls_and_stay_close(kind: str, layers: int, n: int) -> None:
     model = make_model(kind, layers).float()
-    texts = generate(model, VOCAB, PREFIX, 40, num_samples=3, seed=5, amp=True)
+    texts = generate(model, VOCAB, PREFIX, 40, num_samples=n, seed=5, amp=True)
     assert len({t[len(PREFIX) :] for t in texts}) > 1
     stepper = assert_steps_follow_forward(model, texts, atol=3e-2, amp=True)
-    assert stepper.table.dtype == torch.bfloat16 and stepper.Zm.dtype == torch.bfloat16
-    assert stepper.Z.dtype == stepper.c.dtype == stepper.logits.dtype == torch.float32
+    assert stepper.h_m.dtype == torch.bfloat16
+    assert stepper.h.dtype == stepper.c.dtype == stepper.table.dtype == torch.float32
+    assert stepper.logits.dtype == torch.float32
     # one stream gains nothing from bfloat16 (a matrix-vector product): it stays in float32
-    assert Stepper(model, 1, amp=True).table.dtype == torch.float32
+    assert Stepper(model, 1, amp=True).h_m.dtype == torch.float32
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
