@@ -152,8 +152,7 @@ class Stepper:
             return torch.zeros(swapped, dtype=dtype, device=p.device).transpose(-1, -2)
 
         def affine(bias: torch.Tensor, x: torch.Tensor, W: torch.Tensor) -> Affine:
-            """out = bias + x W into a new buffer out; one stream: as P column blocks,
-            (P, 1, K) @ (P, K, width/P) into views of out."""
+            """out = bias + x W into a new buffer (one stream: (P, 1, K) @ (P, K, w/P) blocks)."""
             K, width = W.shape
             pad = -width % (8 * P)  # zero columns: equal blocks; bfloat16 runs 15% faster
             W, bias = F.pad(W, (0, pad)).to(mm), F.pad(bias, (0, pad))
