@@ -37,6 +37,7 @@ def forward_logits(model: CharLM, texts: list[str]) -> torch.Tensor:
 
 
 ALL = [(k, n, e) for k in ("rnn", "lstm", "gru") for n in (1, 2) for e in (0, 8)]
+ALL += [("lstm", 3, 8), ("gru", 3, 0)]  # a middle layer: input from below, output to above
 
 
 @pytest.fixture
@@ -94,7 +95,8 @@ def test_wide_batch_stored_transposed_equals_forward(
 
 
 @pytest.mark.parametrize(
-    ("kind", "layers", "n"), [("rnn", 2, 3), ("lstm", 2, 3), ("gru", 2, 3), ("lstm", 1, WIDE)]
+    ("kind", "layers", "n"),
+    [("rnn", 2, 3), ("lstm", 2, 3), ("gru", 2, 3), ("lstm", 1, WIDE), ("gru", 2, WIDE)],
 )
 def test_amp_streams_use_bfloat16_matmuls_and_stay_close(kind: str, layers: int, n: int) -> None:
     model = make_model(kind, layers).float()
