@@ -60,9 +60,13 @@ def next_char_probs(
     return probs
 
 
-Affine = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
-# out = bias + x W as (bias, x, W, out, out_m): out_m, when not None, is a bfloat16 buffer that
-# the matmul writes first
+Affine = tuple[
+    torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None,
+    torch.Tensor | None,
+]  # fmt: skip
+# out = bias + x W as (bias, x, W, out, out_m, out_b): one addmm, or with out_m (bfloat16) the
+# matmul writes out_m, which is copied into out; then bias is added only to out_b, the columns of
+# out where it is not zero (an LSTM's: the logits), a copy-and-add saved on the rest
 
 
 def _lstm_gates(w: torch.Tensor, H: int) -> torch.Tensor:
@@ -160,9 +164,15 @@ class Stepper:
             if P > 1:
                 blocks = W.reshape(K, P, -1).transpose(0, 1).contiguous()
                 return (bias.view(P, 1, -1), x[None].expand(P, N, K), blocks, out.view(P, N, -1),
-                        None)  # fmt: skip
+                        None, None)  # fmt: skip
             W = W.t().contiguous().t() if wide else W.contiguous()  # the layout that runs fastest
-            return bias, x, W, out, None if mm == p.dtype else new(*out.shape, dtype=mm)
+            if mm == p.dtype:
+                return bias, x, W, out, None, None
+            out_m, nonzero = new(*out.shape, dtype=mm), bias.nonzero()
+            if len(nonzero) == 0:
+                return None, x, W, out, out_m, None
+            cols = slice(int(nonzero[0]), int(nonzero[-1]) + 1)
+            return bias[cols], x, W, out, out_m, out[:, cols]
 
         weights = [_cell_weights(model, i) for i in range(L)]
         W_x, _, b, _ = weights[0]
@@ -197,11 +207,13 @@ class Stepper:
         self._project()
 
     def _affine(self, gemm: Affine) -> None:
-        bias, x, W, out, out_m = gemm
+        bias, x, W, out, out_m, out_b = gemm
         if out_m is None:
             self.addmm(bias, x, W, out=out)
-        else:  # a bfloat16 matmul, then the bias added in full precision
-            torch.add(torch.mm(x, W, out=out_m), bias, out=out)
+        else:  # a bfloat16 matmul; the bias added in full precision, where there is one
+            out.copy_(torch.mm(x, W, out=out_m))
+            if out_b is not None:
+                out_b.add_(bias)
 
     def _project(self) -> None:
         """Every layer's matmul on the current states: R_l for the next step, and the logits."""
