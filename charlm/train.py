@@ -307,6 +307,8 @@ class Trainer:
         self.cfg, self.progress_bar = cfg, progress_bar and self.dist.is_main
         self.out = Path(cfg.out)
         self.device = distributed.init(self.dist, resolve_device(cfg.device))
+        # the corpus first: a mistyped path must not be reported as a clash with an older run
+        corpus = load_corpus(corpora.resolve(cfg.corpus), cfg.encoding, cfg.errors)
         if not resume and not overwrite and (self.out / checkpoint.LATEST).exists():
             raise CharLMError(
                 f"{self.out} already holds a run: continue it with --resume, start over with "
@@ -315,8 +317,6 @@ class Trainer:
         if self.dist.is_main:
             prepare_out(self.out)
         ckpt = checkpoint.load(self.out / checkpoint.LATEST) if resume else None
-
-        corpus = load_corpus(corpora.resolve(cfg.corpus), cfg.encoding, cfg.errors)
         self.vocab = corpus.vocab
         if ckpt is not None and ckpt["vocab"] != self.vocab.chars:
             raise CharLMError(

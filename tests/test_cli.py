@@ -1,6 +1,7 @@
 """The command line, end to end: train, generate, eval, and one-line errors for bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,9 +111,14 @@ def test_bad_corpus_files(tmp_path, content, fragments):
     one_line_error(invoke("train", str(path), "--out", str(tmp_path / "o"), *TINY), *fragments)
 
 
-def test_missing_corpus_and_directory(tmp_path):
+def test_missing_corpus_and_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("runs/charlm").mkdir(parents=True)
+    Path("runs/charlm/checkpoint.pt").write_bytes(b"")  # an older run: the corpus is checked first
     one_line_error(invoke("train", str(tmp_path / "nope.txt"), *TINY), "no such file")
     one_line_error(invoke("train", str(tmp_path), *TINY), "directory")
+    one_line_error(invoke("train", "nope.txt", "--out", "new", *TINY), "no such file")
+    assert not Path("new").exists()  # nothing created for a run that cannot start
 
 
 def test_lenient_decoding_option(tmp_path):
