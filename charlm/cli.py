@@ -350,6 +350,13 @@ def eval_group() -> None:
 @_checkpoint_option
 @click.option("--seq-len", default=256, show_default=True, help="window length (state carried)")
 @click.option("--skip-unknown", is_flag=True, help="skip characters outside the vocabulary")
+@click.option(
+    "--streams",
+    default=1,
+    show_default=True,
+    help="score the text as this many pieces in one batch: faster (16: ~4x on a 2-core CPU), "
+    "but each piece starts without the text before it (1 is exact)",
+)
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option(
@@ -372,6 +379,7 @@ def perplexity(
     checkpoint_path: str,
     seq_len: int,
     skip_unknown: bool,
+    streams: int,
     encoding: str,
     as_json: bool,
     device: str,
@@ -380,7 +388,8 @@ def perplexity(
 ) -> None:
     """Perplexity and bits per character of FILE under the model.
 
-    Every character after the first is scored, the state carried through the whole text.
+    Every character after the first is scored, the state carried through the whole text
+    (with --streams N, through each of N pieces). A bar shows progress on a terminal.
 
     \b
     Example:
@@ -397,7 +406,7 @@ def perplexity(
         raise CharLMError(f"--html-max-chars must be >= 2, got {html_max_chars}")
     model, vocab, ckpt = load_model(checkpoint_path, device)
     text = read_text(file, encoding)
-    result = score_text(model, vocab, text, seq_len, skip_unknown)
+    result = score_text(model, vocab, text, seq_len, skip_unknown, streams, progress=True)
     if html_out is not None:
         from charlm.surprisal import surprisal_page
 

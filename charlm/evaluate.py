@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from charlm.data import Vocab
 from charlm.errors import CharLMError
@@ -118,28 +119,52 @@ def nll_sum(
     streams: int = 1,
     rank: int = 0,
     world_size: int = 1,
+    progress: bool = False,
 ) -> tuple[float, int]:
-    """(summed NLL, characters scored): `char_nll` without keeping a value per character."""
+    """(summed NLL, characters scored): `char_nll` without keeping a value per character.
+
+    `progress` shows a bar on stderr when it is a terminal (one stream scores ~50,000 chars/s on
+    a 2-core CPU: a 100 MB text takes half an hour).
+    """
     total, count = 0.0, 0
-    for _, nll, valid in windows(model, ids, seq_len, streams, rank, world_size):
-        total += float(nll[valid].double().sum())
-        count += int(valid.sum())
+    bar = tqdm(total=len(ids), unit="char", unit_scale=True, desc="scoring", leave=False,
+               disable=None if progress else True)  # fmt: skip
+    with bar:
+        for _, nll, valid in windows(model, ids, seq_len, streams, rank, world_size):
+            total += float(nll[valid].double().sum())
+            scored = int(valid.sum())
+            count += scored
+            bar.update(scored)
     return total, count
 
 
-def score(model: CharLM, ids: np.ndarray, seq_len: int = 256, streams: int = 1) -> Score:
+def score(
+    model: CharLM, ids: np.ndarray, seq_len: int = 256, streams: int = 1, progress: bool = False
+) -> Score:
     """Mean NLL of a text (see `char_nll`)."""
-    total, count = nll_sum(model, ids, seq_len, streams)
+    total, count = nll_sum(model, ids, seq_len, streams, progress=progress)
     return Score(nll=total / count, chars=count)
 
 
 def score_text(
-    model: CharLM, vocab: Vocab, text: str, seq_len: int = 256, skip_unknown: bool = False
+    model: CharLM,
+    vocab: Vocab,
+    text: str,
+    seq_len: int = 256,
+    skip_unknown: bool = False,
+    streams: int = 1,
+    progress: bool = False,
 ) -> Score:
-    """Score a text; characters outside the vocabulary are an error, or skipped and counted."""
+    """Score a text; characters outside the vocabulary are an error, or skipped and counted.
+
+    `streams` > 1 scores that many contiguous pieces as one batch: several times faster, but
+    each piece starts without the text before it and its first character is not scored.
+    """
+    if streams <= 0:
+        raise CharLMError(f"--streams must be > 0, got {streams}")
     ids = vocab.encode(text, skip_unknown=skip_unknown)
     if len(ids) < 2:
         raise CharLMError("the text has fewer than 2 known characters: nothing to score")
-    result = score(model, ids, seq_len)
+    result = score(model, ids, seq_len, streams, progress)
     result.skipped = len(text) - len(ids)
     return result

@@ -51,6 +51,16 @@ def test_train_generate_eval(run, corpus):
     data = json.loads(ev.output)
     assert set(data) >= {"perplexity", "bits_per_char", "nll", "chars"}
     assert data["chars"] == len(corpus.read_text()) - 1
+    ev4 = invoke("eval", "perplexity", str(corpus), "--checkpoint", str(run), "--streams", "4",
+                 "--json")  # fmt: skip
+    assert ev4.exit_code == 0, ev4.output
+    fast = json.loads(ev4.output)
+    assert fast["chars"] == len(corpus.read_text()) - 4  # each piece's first character
+    assert fast["nll"] == pytest.approx(data["nll"], rel=0.05) and fast["nll"] != data["nll"]
+    one_line_error(
+        invoke("eval", "perplexity", str(corpus), "--checkpoint", str(run), "--streams", "0"),
+        "--streams",
+    )
 
 
 def test_generate_num_samples_separated_by_blank_lines(run):

@@ -1,5 +1,6 @@
 """Evaluation: perplexity equals exp of the mean NLL computed independently."""
 
+import io
 import math
 
 import numpy as np
@@ -77,3 +78,24 @@ def test_scoring_reads_a_memmap_without_loading_it(model, tmp_path):
         score(model, ids, seq_len=11, streams=3).nll, abs=1e-9
     )
     assert score(model, ids, 11, 3).chars == len(char_nll(model, ids, 11, 3))
+
+
+def test_score_text_in_streams_and_its_progress_bar(model, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    ids = VOCAB.encode(TEXT)
+    exact = score_text(model, VOCAB, TEXT, seq_len=11)
+    assert score_text(model, VOCAB, TEXT, seq_len=11, streams=3) == score(model, ids, 11, 3)
+    assert exact == score(model, ids, 11)
+    err = Terminal()
+    monkeypatch.setattr("sys.stderr", err)
+    assert score_text(model, VOCAB, TEXT, seq_len=11, progress=True) == exact
+    assert "scoring" in err.getvalue() and "char" in err.getvalue()
+    quiet = Terminal()
+    monkeypatch.setattr("sys.stderr", quiet)
+    score_text(model, VOCAB, TEXT, seq_len=11)
+    assert quiet.getvalue() == ""
+    with pytest.raises(CharLMError, match="--streams"):
+        score_text(model, VOCAB, TEXT, streams=0)
