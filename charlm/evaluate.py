@@ -123,8 +123,8 @@ def nll_sum(
 ) -> tuple[float, int]:
     """(summed NLL, characters scored): `char_nll` without keeping a value per character.
 
-    `progress` shows a bar on stderr when it is a terminal (one stream scores 40,000-50,000 chars/s on
-    a 2-core CPU: a 100 MB text takes half an hour).
+    `progress` shows a bar on stderr when it is a terminal: one stream scores 40,000-50,000
+    chars/s on a 2-core CPU, so a 100 MB text takes over half an hour.
     """
     total, count = 0.0, 0
     bar = tqdm(total=len(ids), unit="char", unit_scale=True, desc="scoring", leave=False,
