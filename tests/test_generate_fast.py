@@ -58,9 +58,10 @@ def assert_steps_follow_forward(
     stepper = Stepper(model, len(texts), amp=amp)
     with torch.no_grad():
         stepper.load_state(model(ids[: len(PREFIX) - 1, :1])[1])  # batch-1 state, copied to N
-    for t in range(len(PREFIX) - 1, ids.shape[0] - 1):
-        fast = torch.softmax(stepper.step(ids[t]), dim=-1)
-        torch.testing.assert_close(fast, torch.softmax(full[t], dim=-1), rtol=0, atol=atol)
+    with torch.inference_mode():
+        for t in range(len(PREFIX) - 1, ids.shape[0] - 1):
+            fast = torch.softmax(stepper.step(ids[t]), dim=-1)
+            torch.testing.assert_close(fast, torch.softmax(full[t], dim=-1), rtol=0, atol=atol)
     return stepper
 
 
@@ -127,6 +128,7 @@ def test_same_seed_same_text_and_stream_matches_generate() -> None:
     assert a == b and a != c
     pieces = ["", ""]
     for chars in stream(model, VOCAB, PREFIX, 150, temperature=1.5, num_samples=2, seed=3):
+        assert not torch.is_inference_mode_enabled()  # the caller's code runs outside the mode
         pieces = [p + ch for p, ch in zip(pieces, chars, strict=True)]
     assert [PREFIX + p for p in pieces] == a
     # a longer sample with the same seed continues the shorter one
@@ -210,6 +212,7 @@ def test_float32_model_close_to_forward() -> None:
     full = forward_logits(model, texts)
     ids = torch.stack([torch.from_numpy(VOCAB.encode(t)) for t in texts], dim=1)
     stepper = Stepper(model, 2)
-    for t in range(ids.shape[0] - 1):
-        fast = torch.softmax(stepper.step(ids[t]), dim=-1)
-        torch.testing.assert_close(fast, torch.softmax(full[t], dim=-1), rtol=0, atol=1e-5)
+    with torch.inference_mode():
+        for t in range(ids.shape[0] - 1):
+            fast = torch.softmax(stepper.step(ids[t]), dim=-1)
+            torch.testing.assert_close(fast, torch.softmax(full[t], dim=-1), rtol=0, atol=1e-5)
