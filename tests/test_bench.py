@@ -44,6 +44,16 @@ def test_side_by_side_drops_the_warm_up_and_takes_the_median_round():
     assert (a, b, ratio) == (20.0, 10.0, 2.0)
 
 
+def test_ceilings_keep_the_best_rate_measured(monkeypatch):
+    bench = load_bench()
+    measured = iter([100.0, 80.0, 50.0, 90.0])
+    monkeypatch.setattr(bench, "matmul_rate", lambda *args: next(measured))
+    rates: dict[str, float] = {}
+    bench.measure_ceilings(rates, ["cpu float32", "cpu bfloat16"], 0.1)
+    bench.measure_ceilings(rates, ["cpu float32", "cpu bfloat16"], 0.1)  # a busier second
+    assert rates == {"cpu float32": 100.0, "cpu bfloat16": 90.0}
+
+
 def test_table_marks_pass_fail_and_skip():
     bench = load_bench()
     rows = [
@@ -88,13 +98,17 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path):
         assert any(n.startswith(prefix) for n in names), (prefix, names)
         assert prefix in proc.stdout
     assert not any("1000 MB" in n for n in names)  # the 1 GB row stays out of --quick
-    assert result["matmul_gflops"] > 0
+    rates = result["matmul_gflops"]  # the better of before and after the rows
+    assert rates["cpu float32"] > 0 and rates["cpu bfloat16"] > 0
     for row in result["rows"]:
         if row["skipped"]:
             continue
         assert row["charlm"] > 0 and isinstance(row["passed"], bool)
         if row["ratio"] is not None:
             assert row["ratio"] == pytest.approx(row["charlm"] / row["reference"], rel=1e-9)
+        if row["gflops"] is not None:
+            pct = 100 * row["gflops"] / rates[row["ceiling"]]
+            assert row["pct_peak"] == pytest.approx(pct, rel=1e-9)
     cuda_rows = [r for r in result["rows"] if "cuda" in r["name"]]
     assert cuda_rows, "CUDA rows are listed (run, or skipped without a device)"
     assert result["machine"]["torch"]
