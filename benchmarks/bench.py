@@ -13,7 +13,7 @@ for training) against the machine's own matmul rate, measured before and after t
 better of the two counts: one busy second must not make a row look faster than the machine).
 Rows marked amp run charlm with --amp (bfloat16 matmuls) and compare with the bfloat16 matmul
 rate; their nn.* references run under the same autocast, the textbook loop as the textbook
-writes it (float32).
+writes it (float32). The --int8 generation row compares with the int8 matmul rate (GOP/s).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class Row:
 CEILINGS = {  # name: (device, dtype, n) of the square matmul that measures it
     "cpu float32": ("cpu", torch.float32, 1024),
     "cpu bfloat16": ("cpu", torch.bfloat16, 1024),
+    "cpu int8": ("cpu", torch.int8, 1024),  # torch._int_mm: int8 x int8 -> int32 (GOP/s)
     "cuda float32": ("cuda", torch.float32, 4096),
 }
 
@@ -85,16 +86,20 @@ def matmul_rate(
     seconds: float = 1.0, n: int = 1024, device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> float:
     """GFLOP/s of a large square matmul: the ceiling the FLOP/s columns compare to."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    if dtype == torch.int8:
+        a, b = (torch.randint(-127, 128, (n, n), device=device, dtype=dtype) for _ in range(2))
+        mm = torch._int_mm
+    else:
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+        mm = torch.mm
     for _ in range(3):
-        a @ b
+        mm(a, b)
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         _sync(device)
         t = time.perf_counter()
         for _ in range(5):
-            a @ b
+            mm(a, b)
         _sync(device)
         best = max(best, 5 * 2 * n**3 / (time.perf_counter() - t) / 1e9)
     return best
@@ -323,12 +328,13 @@ def plain_generate(V: int, E: int, H: int, length: int, device: str):
     return measure
 
 
-def charlm_generate(model: CharLM, vocab, length: int, num_samples: int, amp: bool = False):
+def charlm_generate(model: CharLM, vocab, length: int, num_samples: int, **precision: bool):
     def measure() -> float:
         t0 = time.perf_counter()
         generate(
-            model, vocab, "\n", length, num_samples=num_samples, temperature=0.8, seed=0, amp=amp
-        )
+            model, vocab, "\n", length, num_samples=num_samples, temperature=0.8, seed=0,
+            **precision,
+        )  # fmt: skip
         return length * num_samples / (time.perf_counter() - t0)
 
     return measure
@@ -422,6 +428,14 @@ def generation_rows(args: argparse.Namespace, device: str, amp: bool = False) ->
                 f"generate 32 streams --amp (aggregate) vs 1 stream{suffix}",
                 charlm_generate(model, corpus.vocab, length, 32, amp=True), single, 10.0, flops,
                 "cpu bfloat16", args.rounds,
+            )
+        )  # fmt: skip
+    if device == "cpu":  # the same, with --int8 (int8 matmuls for the 32 streams)
+        rows.append(
+            ratio_row(
+                f"generate 32 streams --int8 (aggregate) vs 1 stream{suffix}",
+                charlm_generate(model, corpus.vocab, length, 32, int8=True), single, 10.0, flops,
+                "cpu int8", args.rounds,
             )
         )  # fmt: skip
     for row in rows[1:]:
@@ -658,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {"machine": info, "learning": learning(args, work)}
         else:
             rates: dict[str, float] = {}  # ceiling name -> best GFLOP/s measured
-            cpu, seconds = ["cpu float32", "cpu bfloat16"], 0.3 if args.quick else 1.0
+            cpu, seconds = ["cpu float32", "cpu bfloat16", "cpu int8"], 0.3 if args.quick else 1.0
             measure_ceilings(rates, cpu, seconds)
             print(f"matmul rate: {rates_line(rates)}", flush=True)
             rows: list[Row] = []

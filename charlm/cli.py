@@ -239,6 +239,11 @@ _device_option = click.option(
     help="several samples: bfloat16 matmuls (faster on GPUs and CPUs with AVX512-BF16/AMX)",
 )
 @click.option(
+    "--int8",
+    is_flag=True,
+    help="several samples on CPU: int8 matmuls (fastest on CPUs with AVX512-VNNI)",
+)
+@click.option(
     "--interactive",
     is_flag=True,
     help="prompt loop: each line typed is a prefix; Ctrl-D ends (line n uses --seed + n)",
@@ -262,7 +267,8 @@ def generate(
     Examples:
       charlm generate --prefix "ROMEO:" --length 300 --temperature 0.8 --seed 1
       charlm generate --prefix "ROMEO:" --stream          # watch it being written
-      charlm generate --num-samples 64 --amp              # many samples, fast
+      charlm generate --num-samples 64 --int8             # many samples, fast, on a CPU
+      charlm generate --num-samples 64 --amp              # many samples, fast, on a GPU
       charlm generate --interactive                       # type prefixes, Ctrl-D to quit
     """
     from charlm.generate import check_sampling
@@ -275,7 +281,7 @@ def generate(
         )
     check_sampling(
         length, sampling["temperature"], sampling["top_k"], sampling["top_p"],
-        sampling["num_samples"],
+        sampling["num_samples"], sampling["amp"], sampling["int8"],
     )  # fmt: skip
     model, vocab, _ = load_model(checkpoint_path, device)
     if not interactive:

@@ -90,7 +90,8 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path):
         "lstm emb 64",
         "gru emb 64",
         "generate 1 stream",
-        "generate 32 streams",
+        "generate 32 streams (aggregate)",
+        "generate 32 streams --int8",
         "load_corpus 10 MB: first call",
         "load_corpus 10 MB: second call",
     ]
@@ -99,7 +100,7 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path):
         assert prefix in proc.stdout
     assert not any("1000 MB" in n for n in names)  # the 1 GB row stays out of --quick
     rates = result["matmul_gflops"]  # the better of before and after the rows
-    assert rates["cpu float32"] > 0 and rates["cpu bfloat16"] > 0
+    assert rates["cpu float32"] > 0 and rates["cpu bfloat16"] > 0 and rates["cpu int8"] > 0
     for row in result["rows"]:
         if row["skipped"]:
             continue

@@ -49,7 +49,10 @@ def layout(texts: list[str]) -> str:
     return "\n".join(t if t.endswith("\n") else t + "\n" for t in texts)
 
 
-def test_amp_flag_reaches_the_sampler(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("flag", "dtype"), [("amp", torch.bfloat16), ("int8", torch.int8)])
+def test_precision_flag_reaches_the_sampler(
+    run: Path, monkeypatch: pytest.MonkeyPatch, flag: str, dtype: torch.dtype
+) -> None:
     seen = []
     original = gen_module.Stepper
 
@@ -60,10 +63,18 @@ def test_amp_flag_reaches_the_sampler(run: Path, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(gen_module, "Stepper", spy)
     result = cli("--checkpoint", str(run), "--prefix", "All:", "--length", "30",
-                 "--num-samples", "4", "--seed", "7", "--amp")  # fmt: skip
+                 "--num-samples", "4", "--seed", "7", f"--{flag}")  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert result.output == layout(samples(run, "All:", 30, num_samples=4, seed=7, amp=True))
-    assert seen[0] == torch.bfloat16
+    assert result.output == layout(samples(run, "All:", 30, num_samples=4, seed=7, **{flag: True}))
+    assert seen[0] == dtype
+
+
+def test_amp_and_int8_together_is_one_clear_error(run: Path) -> None:
+    result = cli("--checkpoint", str(run), "--num-samples", "4", "--amp", "--int8")
+    assert result.exit_code != 0
+    assert result.output == (
+        "error: --amp and --int8 are two precisions for the same matmuls: choose one\n"
+    )
 
 
 def test_samples_start_on_new_lines_separated_by_blank_lines(run: Path) -> None:

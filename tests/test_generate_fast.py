@@ -50,12 +50,12 @@ def three_threads():
 
 
 def assert_steps_follow_forward(
-    model: CharLM, texts: list[str], atol: float, amp: bool = False
+    model: CharLM, texts: list[str], atol: float, amp: bool = False, int8: bool = False
 ) -> Stepper:
     """Step through `texts` after the prefix: every distribution equals the forward pass's."""
     full = forward_logits(model, texts)  # (T, N, V)
     ids = torch.stack([torch.from_numpy(VOCAB.encode(t)) for t in texts], dim=1)
-    stepper = Stepper(model, len(texts), amp=amp)
+    stepper = Stepper(model, len(texts), amp=amp, int8=int8)
     with torch.no_grad():
         stepper.load_state(model(ids[: len(PREFIX) - 1, :1])[1])  # batch-1 state, copied to N
     with torch.inference_mode():
@@ -109,6 +109,37 @@ def test_amp_streams_use_bfloat16_matmuls_and_stay_close(kind: str, layers: int,
     assert stepper.logits.dtype == torch.float32
     # one stream gains nothing from bfloat16 (a matrix-vector product): it stays in float32
     assert Stepper(model, 1, amp=True).h_m.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("kind", "layers", "n"),
+    [("rnn", 2, 3), ("lstm", 2, 3), ("gru", 2, 3), ("lstm", 1, WIDE), ("gru", 2, WIDE)],
+)
+def test_int8_streams_use_int8_matmuls_and_stay_close(kind: str, layers: int, n: int) -> None:
+    model = make_model(kind, layers).float()
+    texts = generate(model, VOCAB, PREFIX, 40, num_samples=n, seed=5, int8=True)
+    assert len({t[len(PREFIX) :] for t in texts}) > 1
+    assert generate(model, VOCAB, PREFIX, 40, num_samples=n, seed=5, int8=True) == texts
+    stepper = assert_steps_follow_forward(model, texts, atol=3e-2, int8=True)
+    assert stepper.h_m.dtype == torch.int8
+    assert stepper.h.dtype == stepper.c.dtype == stepper.logits.dtype == torch.float32
+    assert stepper.h.stride(-1) == 1  # row-major even from WIDE streams on
+    # each weight column is stored as integers in [-127, 127] times a scale: within half a step
+    _, _, W_q, _, _, _, scale = stepper.layers[-1][-1]
+    assert W_q.dtype == torch.int8 and int(W_q.abs().max()) == 127
+    W_h = Stepper(model, n).layers[-1][-1][2]  # the same matrix in float32
+    error = (W_q.float() * scale * 127 - W_h).abs()
+    assert bool((error <= scale * 127 / 2 + 1e-6).all())
+    # one stream stays in float32, as with --amp
+    assert Stepper(model, 1, int8=True).h_m.dtype == torch.float32
+
+
+def test_int8_needs_cpu_and_excludes_amp() -> None:
+    model = make_model("lstm").float()
+    with pytest.raises(CharLMError, match="--amp and --int8"):
+        generate(model, VOCAB, PREFIX, 5, num_samples=2, amp=True, int8=True)
+    with pytest.raises(CharLMError, match="--int8 runs on CPU, not meta"):
+        generate(model.to("meta"), VOCAB, PREFIX, 5, num_samples=2, int8=True)
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
