@@ -106,7 +106,7 @@ def _cell_weights(model: CharLM, i: int) -> tuple[torch.Tensor, ...]:
     return W_x.t(), W_h.t(), b_x + torch.cat([b_hr, b_hz, zero]), torch.cat([zero, zero, b_hn])
 
 
-WIDE = 16  # from this many streams on (CPU), the buffers keep the streams as their fastest axis
+WIDE = 16  # from this many streams on (CPU; not int8), buffers keep the streams as fastest axis
 H_SCALE = torch.tensor(127.0)  # int8: a state h in [-1, 1] is multiplied by this and rounded
 MINUS_ONE = -torch.ones(())  # 0-dim: a Python number would cost a conversion per op
 
@@ -166,7 +166,8 @@ class Stepper:
         p = model.W_hq
         cpu = p.device.type == "cpu"
         int8 = self.int8 = int8 and N > 1
-        mm = torch.int8 if int8 else torch.bfloat16 if amp and N > 1 else p.dtype  # the matmuls'
+        # the matmuls' dtype: one stream is a matrix-vector product, which gains nothing from it
+        mm = torch.int8 if int8 else torch.bfloat16 if amp and N > 1 else p.dtype
         G = {"rnn": H, "lstm": 4 * H, "gru": 3 * H}[kind]
         P = torch.get_num_threads() if N == 1 and cpu else 1  # column blocks
         wide = cpu and N >= WIDE and not int8
