@@ -40,6 +40,10 @@ ALL = [(k, n, e) for k in ("rnn", "lstm", "gru") for n in (1, 2) for e in (0, 8)
 ALL += [("lstm", 3, 8), ("gru", 3, 0)]  # a middle layer: input from below, output to above
 
 
+# the bfloat16 and int8 batches: a few streams, and WIDE (bfloat16 then stored transposed)
+LOW_PRECISION = [("rnn", 2, 3), ("lstm", 2, 3), ("gru", 2, 3), ("lstm", 1, WIDE), ("gru", 2, WIDE)]
+
+
 @pytest.fixture
 def three_threads():
     """One stream splits each matmul into a column block per thread: make that 3 blocks."""
@@ -95,10 +99,7 @@ def test_wide_batch_stored_transposed_equals_forward(
     assert stepper.h.stride(-1) == WIDE + 1 and stepper.logits.stride(0) == 1  # stored (H, N)
 
 
-@pytest.mark.parametrize(
-    ("kind", "layers", "n"),
-    [("rnn", 2, 3), ("lstm", 2, 3), ("gru", 2, 3), ("lstm", 1, WIDE), ("gru", 2, WIDE)],
-)
+@pytest.mark.parametrize(("kind", "layers", "n"), LOW_PRECISION)
 def test_amp_streams_use_bfloat16_matmuls_and_stay_close(kind: str, layers: int, n: int) -> None:
     model = make_model(kind, layers).float()
     texts = generate(model, VOCAB, PREFIX, 40, num_samples=n, seed=5, amp=True)
@@ -111,10 +112,7 @@ def test_amp_streams_use_bfloat16_matmuls_and_stay_close(kind: str, layers: int,
     assert Stepper(model, 1, amp=True).h_m.dtype == torch.float32
 
 
-@pytest.mark.parametrize(
-    ("kind", "layers", "n"),
-    [("rnn", 2, 3), ("lstm", 2, 3), ("gru", 2, 3), ("lstm", 1, WIDE), ("gru", 2, WIDE)],
-)
+@pytest.mark.parametrize(("kind", "layers", "n"), LOW_PRECISION)
 def test_int8_streams_use_int8_matmuls_and_stay_close(kind: str, layers: int, n: int) -> None:
     model = make_model(kind, layers).float()
     texts = generate(model, VOCAB, PREFIX, 40, num_samples=n, seed=5, int8=True)
