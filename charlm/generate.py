@@ -144,8 +144,8 @@ class Stepper:
     - `amp` and several streams: the matmuls run in bfloat16 (several times faster on GPUs and
       on CPUs with AVX512-BF16 or AMX); their results get the biases added in the model's
       precision, in which the states, the cell update and the sampling stay.
-    - `int8` and several streams (CPU): the same with int8 matmuls (twice as fast as bfloat16
-      on CPUs with AVX512-VNNI): each column of a weight matrix is scaled to [-127, 127] and
+    - `int8` and several streams (CPU): the same with int8 matmuls (~1.7x as fast as bfloat16
+      on a CPU with AVX512-VNNI): each column of a weight matrix is scaled to [-127, 127] and
       rounded; the matmuls' inputs are hidden states, which lie in [-1, 1] (tanh, o tanh(c), or
       a mix of such), so a state is quantized as round(127 h) without measuring its range. The
       buffers stay row-major: the int8 matmul runs as fast either way, the lookup does not.
