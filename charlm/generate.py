@@ -15,6 +15,7 @@ run in bfloat16 (`amp`) or int8 (`int8`).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -69,14 +70,21 @@ def next_char_probs(
     return probs
 
 
-Affine = tuple[
-    torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None,
-    torch.Tensor | None, torch.Tensor | None,
-]  # fmt: skip
-# out = bias + x W as (bias, x, W, out, out_m, out_b, scale): one addmm, or with out_m the
-# matmul writes out_m (bfloat16; int8: an int32 sum times `scale`), which is copied into out;
-# then bias is added only to out_b, the columns of out where it is not zero (an LSTM's: the
-# logits), a copy-and-add saved on the rest
+class Affine(NamedTuple):
+    """out = bias + x W, as `Stepper._affine` computes it.
+
+    One addmm when out_m is None. Otherwise the matmul writes out_m (bfloat16; int8: int32 sums,
+    times `scale`), which is copied into out; then bias is added only to out_b, the columns of
+    out where it is not zero (an LSTM's: the logits), a copy-and-add saved on the rest.
+    """
+
+    bias: torch.Tensor | None
+    x: torch.Tensor
+    W: torch.Tensor
+    out: torch.Tensor
+    out_m: torch.Tensor | None = None
+    out_b: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
 
 
 def _lstm_gates(w: torch.Tensor, H: int) -> torch.Tensor:
@@ -195,17 +203,18 @@ class Stepper:
             out = new(N, width + pad)
             if P > 1:
                 blocks = W.reshape(K, P, -1).transpose(0, 1).contiguous()
-                return (bias.view(P, 1, -1), x[None].expand(P, N, K), blocks, out.view(P, N, -1),
-                        None, None, None)  # fmt: skip
+                return Affine(
+                    bias.view(P, 1, -1), x[None].expand(P, N, K), blocks, out.view(P, N, -1)
+                )
             W = W.t().contiguous().t() if wide else W.contiguous()  # the layout that runs fastest
             if mm == p.dtype:
-                return bias, x, W, out, None, None, None
+                return Affine(bias, x, W, out)
             out_m = new(*out.shape, dtype=torch.int32 if int8 else mm)
             nonzero = bias.nonzero()
             if len(nonzero) == 0:
-                return None, x, W, out, out_m, None, scale
+                return Affine(None, x, W, out, out_m, scale=scale)
             cols = slice(int(nonzero[0]), int(nonzero[-1]) + 1)
-            return bias[cols], x, W, out, out_m, out[:, cols], scale
+            return Affine(bias[cols], x, W, out, out_m, out[:, cols], scale)
 
         weights = [_cell_weights(model, i) for i in range(L)]
         W_x, _, b, _ = weights[0]
@@ -224,7 +233,7 @@ class Stepper:
             else:
                 W_next, b_next = model.W_hq / temperature, model.b_q / temperature
             gemm = affine(torch.cat([r, b_next]), self.h_m[i], torch.cat([W_h, W_next], dim=1))
-            out = gemm[3].view(N, -1)
+            out = gemm.out.view(N, -1)
             R, A_next = out[:, :G], out[:, G : G + W_next.shape[1]]
             if kind == "lstm":  # i, f, o, s = sigmoid(2g)
                 parts = A.split(H, dim=1)
