@@ -34,7 +34,7 @@ from charlm.errors import CharLMError
 from charlm.evaluate import nll_sum
 from charlm.generate import generate
 from charlm.model import INITS, MODELS, CharLM, ModelConfig, detach_state
-from charlm.samplers import SAMPLERS
+from charlm.samplers import LAYOUT, SAMPLERS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
@@ -63,6 +63,9 @@ class TrainConfig:
         "random",
         "batch order: random windows (state reset per batch) or consecutive (state carried)",
         ("random", "consecutive"),
+    )
+    random_offset: bool = _opt(
+        False, "shift each epoch's windows by a random phase in [0, seq_len) (not in the textbook)"
     )
     seq_len: int = _opt(128, "characters per training window (BPTT length)")
     batch_size: int = _opt(32, "windows per batch")
@@ -112,6 +115,7 @@ MODEL_FIELDS = (
 FIXED_ON_RESUME = (
     *MODEL_FIELDS,
     "sampler",
+    "random_offset",
     "seq_len",
     "batch_size",
     "val_fraction",
@@ -331,6 +335,7 @@ class Trainer:
             cfg.seed,
             self.dist.rank,
             self.dist.world_size,
+            cfg.random_offset,
         )
         if cfg.val_fraction > 0 and len(self.val_ids) < 2:
             raise CharLMError(
@@ -347,8 +352,10 @@ class Trainer:
         self.step_model = torch.compile(ddp) if cfg.compile else ddp
         self.optimizer = make_optimizer(cfg, self.model)
         epoch_steps = cfg.epochs * len(self.sampler)
-        total = min(epoch_steps, cfg.max_steps) if cfg.max_steps else epoch_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg, total))
+        self.total_steps = min(epoch_steps, cfg.max_steps) if cfg.max_steps else epoch_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(cfg, self.total_steps)
+        )
         self.p = Progress()
         self.state = None  # the carried hidden state (consecutive sampler)
         if ckpt is not None:
@@ -358,6 +365,21 @@ class Trainer:
         config = {**asdict(cfg), "vocab_size": len(self.vocab), "corpus_source": corpus.source}
         if self.dist.is_main:
             (self.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    def describe(self) -> str:
+        """The settings that change the maths, in one line a newcomer reads before training."""
+        cfg, m = self.cfg, self.model_cfg
+        params = sum(p.numel() for p in self.model.parameters())
+        embedding = f"embedding {m.embedding_dim}" if m.embedding_dim else "one-hot input"
+        schedule = cfg.lr_schedule + (f" (warm-up {cfg.warmup_steps})" if cfg.warmup_steps else "")
+        offset = " + random offset" if cfg.random_offset else ""
+        precision = "bfloat16 autocast" if cfg.amp else "float32"
+        return (
+            f"{m.model} {m.num_layers}x{m.hidden_size}, {embedding}, {params:,} parameters | "
+            f"sampler {cfg.sampler}{offset}, batch {cfg.batch_size} x {cfg.seq_len} | "
+            f"{cfg.optimizer} lr {cfg.lr:g}, {schedule} schedule over {self.total_steps:,} steps, "
+            f"clip {cfg.clip:g} | {self.device.type} {precision}, seed {cfg.seed}"
+        )
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -378,9 +400,17 @@ class Trainer:
             "progress": asdict(self.p),
             "rng": rng,
             "state": state,
+            "sampler_layout": LAYOUT,
         }
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
+        if ckpt.get("sampler_layout", 1) != LAYOUT:  # written before the textbook's samplers
+            raise CharLMError(
+                f"cannot resume the run in {self.out}: it was trained with charlm 0.1's batch "
+                f"order, which this charlm no longer has (its samplers follow the textbook), so "
+                f"the rest of the run would see other batches. Start a new run with --overwrite "
+                f"or another --out, or finish this one with charlm 0.1"
+            )
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -525,8 +555,12 @@ class Trainer:
 
     def run(self) -> TrainResult:
         cfg, p = self.cfg, self.p
-        stopped_by, row = None, None
+        row = None
+        if self.progress_bar:
+            tqdm.write(self.describe(), file=sys.stdout)
         with Interrupts() as interrupts:
+            # a resumed run may already be at its limit: then it trains no step and writes no row
+            stopped_by = self._stop_reason(interrupts) if p.step or p.elapsed_s else None
             while p.epoch < cfg.epochs and stopped_by is None:
                 loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
                 grad_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -572,11 +606,13 @@ class Trainer:
                     if stopped_by:
                         break
                 bar.close()
-                if stopped_by and stopped_by.startswith("SIG"):
+                finished = p.batch == len(self.sampler)
+                if stopped_by and stopped_by.startswith("SIG") and not finished:
                     self._fold(loss_sum, grad_sum)
                     self.save()  # no metrics row: the epoch goes on when resumed
                     break
-                row = self._end_epoch(loss_sum, grad_sum, partial=stopped_by is not None)
+                # an epoch whose last batch was trained is finished, whatever stopped the run
+                row = self._end_epoch(loss_sum, grad_sum, partial=not finished)
         return TrainResult(self.out, p, stopped_by or "epochs", row)
 
     def _fold(self, loss_sum: torch.Tensor, grad_sum: torch.Tensor) -> None:

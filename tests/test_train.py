@@ -2,12 +2,17 @@
 
 import json
 import math
+import re
+import signal
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from charlm.checkpoint import BEST, LATEST
+from charlm.info import format_info, run_info
 from charlm.train import TrainConfig, load_model, train
 from tests.conftest import tiny
 
@@ -148,3 +153,93 @@ def test_lr_schedule_is_logged(tiny_config, tmp_path, schedule):
     )
     lrs = [r["lr"] for r in rows(tmp_path / "run")]
     assert lrs[0] < tiny_config.lr and lrs[-1] < lrs[0]
+
+
+# --- stopping at and just before an epoch boundary, then resuming ----------------------------
+
+
+def boundary_config(tiny_config, out, sampler, **changes):
+    changes = {"epochs": 2, **changes}
+    return tiny(tiny_config, out=str(out), sampler=sampler, lr_schedule="constant", **changes)
+
+
+class StepClock:
+    """A stand-in for time.perf_counter that advances one second per call: one step = 1 s."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.mark.parametrize("sampler", ["random", "consecutive"])
+@pytest.mark.parametrize(
+    ("reason", "before"),
+    [("epochs", 0), *((r, b) for r in ("max_steps", "time_budget", "SIGTERM") for b in (0, 1))],
+)
+def test_stop_at_or_before_an_epoch_boundary_then_resume(
+    tiny_config, tmp_path, monkeypatch, sampler, reason, before
+):
+    """Whatever stops a run at step n or n-1 (n = one epoch), resuming ends like a straight run."""
+    from charlm.train import Trainer
+
+    straight = train(
+        boundary_config(tiny_config, tmp_path / "straight", sampler), progress_bar=False
+    )
+    n = rows(straight.out)[0]["step"]
+    stop_at = n - before
+    out = tmp_path / "stopped"
+    if reason == "epochs":
+        first = train(boundary_config(tiny_config, out, sampler, epochs=1), progress_bar=False)
+    elif reason == "max_steps":
+        first = train(
+            boundary_config(tiny_config, out, sampler, max_steps=stop_at), progress_bar=False
+        )
+    elif reason == "time_budget":
+        clock = SimpleNamespace(perf_counter=StepClock())
+        monkeypatch.setattr(sys.modules["charlm.train"], "time", clock)
+        cfg = boundary_config(tiny_config, out, sampler, time_budget=stop_at - 0.5)
+        first = train(cfg, progress_bar=False)
+        monkeypatch.undo()
+    else:
+        trainer = Trainer(boundary_config(tiny_config, out, sampler), progress_bar=False)
+        step = trainer._train_step
+
+        def step_then_signal(X, Y):
+            result = step(X, Y)
+            if trainer.p.step + 1 == stop_at:  # the counter moves after _train_step returns
+                signal.raise_signal(signal.SIGTERM)
+            return result
+
+        trainer._train_step = step_then_signal
+        first = trainer.run()
+    assert first.stopped_by == reason and first.progress.step == stop_at
+    assert (first.progress.epoch, first.progress.batch == 0) == (
+        (1, True) if not before else (0, False)
+    )
+    info = format_info(run_info(out))
+    assert bool(re.search(r"trained\s+1 of", info)) == (not before), info
+
+    again = train(boundary_config(tiny_config, out, sampler), resume=True, progress_bar=False)
+    assert again.stopped_by == "epochs"
+    got, want = rows(out), rows(straight.out)
+    steps = [r["step"] for r in got]
+    assert len(steps) == len(set(steps))  # never two rows for one step
+    assert [r for r in got if not r["partial"]] == [
+        {**r, "elapsed_s": g["elapsed_s"], "chars_per_sec": g["chars_per_sec"]}
+        for r, g in zip(want, [r for r in got if not r["partial"]], strict=True)
+    ]
+    wa = torch.load(straight.out / LATEST, weights_only=True)["model"]
+    wb = torch.load(out / LATEST, weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_at_its_limit_trains_nothing_and_writes_no_row(tiny_config, tmp_path):
+    cfg = tiny(tiny_config, max_steps=3)
+    train(cfg, progress_bar=False)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    result = train(cfg, resume=True, progress_bar=False)
+    assert result.stopped_by == "max_steps" and result.progress.step == 3
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
