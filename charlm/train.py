@@ -7,8 +7,8 @@
         validate, append a row to metrics.jsonl, write checkpoint.pt (and best.pt)
 
 A run stops after --epochs, --max-steps or --time-budget, whichever comes first; a stop in the
-middle of an epoch still validates and writes a final row and checkpoint. SIGINT / SIGTERM
-finish the current step and save a checkpoint from which --resume continues exactly.
+middle of an epoch still validates and writes a final row and checkpoint. SIGINT / SIGTERM /
+SIGHUP finish the current step and save a checkpoint from which --resume continues exactly.
 """
 
 from __future__ import annotations
@@ -263,7 +263,11 @@ class Progress:
 
 
 class Interrupts:
-    """Turn SIGINT / SIGTERM into a flag the loop checks after each step."""
+    """Turn SIGINT / SIGTERM / SIGHUP into a flag the loop checks after each step.
+
+    SIGHUP (a closed terminal) is left alone when it was already ignored at the start, as
+    `nohup` arranges, so that a run started that way outlives its terminal.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -274,7 +278,9 @@ class Interrupts:
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
+                    continue  # nohup
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -287,7 +293,7 @@ class Interrupts:
 class TrainResult:
     out: Path
     progress: Progress
-    stopped_by: str  # "epochs", "max_steps", "time_budget", or "SIGINT" / "SIGTERM"
+    stopped_by: str  # "epochs", "max_steps", "time_budget", or "SIGINT" / "SIGTERM" / "SIGHUP"
     last_row: dict[str, Any] | None
 
     @property

@@ -219,3 +219,42 @@ def test_random_bytes_are_a_corrupt_file_not_an_exploit(tmp_path):
     path.write_bytes(bytes(range(256)) * 8)
     with pytest.raises(CharLMError, match="truncated or corrupt"):
         checkpoint.load(path)
+
+
+def test_sighup_saves_like_sigterm_unless_started_under_nohup(corpus, tmp_path):
+    args = train_args(corpus, tmp_path / "hup", "random")
+    proc = spawn([*args, "--epochs", "50", "--save-every", "1"])
+    deadline = time.time() + 120
+    while not (tmp_path / "hup" / checkpoint.LATEST).exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGHUP, err
+    assert "SIGHUP: stopped at step" in err and "Traceback" not in err
+
+    nohup = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "charlm",
+            *train_args(corpus, tmp_path / "nohup", "random"),
+            "--epochs",
+            "50",
+            "--save-every",
+            "1",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    ckpt = tmp_path / "nohup" / checkpoint.LATEST
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    nohup.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert nohup.poll() is None  # still training
+    nohup.send_signal(signal.SIGTERM)
+    _, err = nohup.communicate(timeout=120)
+    assert nohup.returncode == 128 + signal.SIGTERM, err
