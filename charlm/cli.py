@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from charlm import __version__
+from charlm.console import (
+    PIPE_CLOSED_EXIT,
+    OutputClosed,
+    OutputFailed,
+    guard_streams,
+    silence_stdout,
+)
 from charlm.errors import CharLMError
 
 if TYPE_CHECKING:
@@ -32,10 +39,17 @@ def _user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()  # a write error surfaces here, not in the interpreter's exit
+            return result
         except CharLMError as e:
+            if isinstance(e, OutputFailed):
+                silence_stdout()
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
+        except OutputClosed:
+            silence_stdout()
+            sys.exit(PIPE_CLOSED_EXIT)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -43,7 +57,28 @@ def _user_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Main(click.Group):
+    """The command group, with standard streams that cannot end it in a traceback."""
+
+    def main(self, args: list[str] | None = None, **kwargs: Any) -> Any:
+        args = sys.argv[1:] if args is None else list(args)
+        # training only reports progress: a lost terminal or pipe must not end the run
+        guard_streams(forgiving=args[:1] == ["train"])
+        try:
+            return super().main(args, **kwargs)
+        except OutputClosed:  # outside a command: --version, --help
+            silence_stdout()
+            sys.exit(PIPE_CLOSED_EXIT)
+        except OutputFailed as e:
+            silence_stdout()
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(
+    cls=_Main,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="charlm")
 def main() -> None:
     """charlm: train character-level language models on any UTF-8 text.
