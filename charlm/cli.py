@@ -92,7 +92,7 @@ def main() -> None:
 
 def _train_options(fn):
     """One click option per TrainConfig field (corpus is the positional argument)."""
-    from charlm.train import TrainConfig
+    from charlm.config import TrainConfig
 
     for f in reversed(fields(TrainConfig)):
         if f.name == "corpus":
@@ -120,7 +120,7 @@ def _train_options(fn):
     return fn
 
 
-@main.command()
+@main.command(short_help="Train a model on a text file, or on the built-in corpus.")
 @click.argument("corpus", required=False)
 @_train_options
 @click.option("--resume", is_flag=True, help="continue the run in --out from its checkpoint.pt")
@@ -154,7 +154,8 @@ def train(
       charlm train --config run.toml --epochs 2      # settings from a file, flags win
     """
     from charlm import distributed
-    from charlm.train import TrainConfig, resume_config
+    from charlm.config import TrainConfig
+    from charlm.train import resume_config
     from charlm.train import train as run_training
 
     given = {
@@ -184,7 +185,7 @@ def train(
 
 # keys a run's config.json records beside the settings: accepted, so a run can be repeated
 # with `charlm train --config runs/charlm/config.json`, and ignored
-RECORD_KEYS = ("vocab_size", "corpus_source")
+RECORD_KEYS = ("vocab_size", "corpus_source", "torch_threads")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -192,7 +193,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
     Keys are TrainConfig field names, with dashes or underscores (`hidden-size`, `hidden_size`).
     """
-    from charlm.train import TrainConfig
+    from charlm.config import TrainConfig
 
     if not path.is_file():
         raise CharLMError(f"no such config file: {path}")
@@ -255,9 +256,15 @@ _checkpoint_option = click.option(
 _device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
+_threads_option = click.option(
+    "--threads",
+    default=0,
+    show_default=True,
+    help="CPU threads for torch (0: auto, one per core; fewer on a busy machine, see README)",
+)
 
 
-@main.command()
+@main.command(short_help="Continue a prefix with a trained model.")
 @_checkpoint_option
 @click.option("--prefix", default="", help="text to continue (printed first, as is)")
 @click.option("--length", default=200, show_default=True, help="characters to generate")
@@ -284,12 +291,14 @@ _device_option = click.option(
     help="prompt loop: each line typed is a prefix; Ctrl-D ends (line n uses --seed + n)",
 )
 @_device_option
+@_threads_option
 @_user_errors
 def generate(
     checkpoint_path: str,
     prefix: str,
     length: int,
     device: str,
+    threads: int,
     stream: bool,
     interactive: bool,
     **sampling: Any,
@@ -307,6 +316,7 @@ def generate(
       charlm generate --interactive                       # type prefixes, Ctrl-D to quit
     """
     from charlm.generate import check_sampling
+    from charlm.threads import use_threads
     from charlm.train import load_model
 
     if stream and sampling["num_samples"] != 1:
@@ -318,6 +328,7 @@ def generate(
         length, sampling["temperature"], sampling["top_k"], sampling["top_p"],
         sampling["num_samples"], sampling["amp"], sampling["int8"],
     )  # fmt: skip
+    use_threads(threads)
     model, vocab, _ = load_model(checkpoint_path, device)
     if not interactive:
         _print_samples(model, vocab, prefix, length, stream, sampling)
@@ -381,12 +392,12 @@ def _interactive(
         click.echo("", err=True)
 
 
-@main.group(name="eval")
+@main.group(name="eval", short_help="Score texts with a trained model.")
 def eval_group() -> None:
     """Score texts with a trained model."""
 
 
-@eval_group.command()
+@eval_group.command(short_help="Perplexity and bits per character of a text.")
 @click.argument("file", type=click.Path(dir_okay=True, path_type=Path))
 @_checkpoint_option
 @click.option("--seq-len", default=256, show_default=True, help="window length (state carried)")
@@ -414,6 +425,7 @@ def eval_group() -> None:
     help="--html shows at most this many characters (from the start)",
 )
 @_device_option
+@_threads_option
 @_user_errors
 def perplexity(
     file: Path,
@@ -424,6 +436,7 @@ def perplexity(
     encoding: str,
     as_json: bool,
     device: str,
+    threads: int,
     html_out: Path | None = None,
     html_max_chars: int = 20_000,
 ) -> None:
@@ -439,15 +452,22 @@ def perplexity(
     """
     from charlm.data import read_text
     from charlm.evaluate import score_text
+    from charlm.threads import use_threads
     from charlm.train import load_model
 
     if seq_len <= 0:
         raise CharLMError(f"--seq-len must be > 0, got {seq_len}")
     if html_out is not None and html_max_chars < 2:
         raise CharLMError(f"--html-max-chars must be >= 2, got {html_max_chars}")
+    use_threads(threads)
     model, vocab, ckpt = load_model(checkpoint_path, device)
     text = read_text(file, encoding)
-    result = score_text(model, vocab, text, seq_len, skip_unknown, streams, progress=True)
+    try:
+        result = score_text(model, vocab, text, seq_len, skip_unknown, streams, progress=True)
+    except CharLMError as e:
+        if skip_unknown or not vocab.unknown(text):
+            raise
+        raise CharLMError(f"{e}; to score the text without them, add --skip-unknown") from None
     if html_out is not None:
         from charlm.surprisal import surprisal_page
 
@@ -468,7 +488,7 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
 
 
-@main.command(name="corpora")
+@main.command(name="corpora", short_help="List the named corpora and where each is found.")
 @_user_errors
 def corpora_command() -> None:
     """List the named corpora: `charlm train NAME` finds, or downloads once, the text.
@@ -496,7 +516,7 @@ def corpora_command() -> None:
     click.echo(f"\nlooked in: $CHARLM_DATA = {data or '(not set)'}; cache {corpora.cache_dir()}")
 
 
-@main.command()
+@main.command(short_help="Plot the learning curves of one or more runs.")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "-o", "--out", default="curves.png", show_default=True, help="image file (.png, .svg, .pdf)"
@@ -508,14 +528,14 @@ def plot(runs: tuple[Path, ...], out: str, dpi: int) -> None:
 
     \b
     Example:
-      charlm plot runs/lstm runs/rnn -o curves.png      # needs: pip install charlm[plot]
+      charlm plot runs/lstm runs/rnn -o curves.png   # needs matplotlib: pip install matplotlib
     """
     from charlm.plot import plot_runs
 
     click.echo(f"wrote {plot_runs(runs, out, dpi)}")
 
 
-@main.command()
+@main.command(short_help="Show a run's model, corpus, progress and best score.")
 @click.argument("run", default="runs/charlm", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @_user_errors

@@ -20,6 +20,8 @@ from charlm.train import load_model
 def run_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The facts about a run folder (or one checkpoint file), as plain JSON-ready data."""
     path = Path(path)
+    if not path.exists():
+        raise CharLMError(f"no such run folder or checkpoint file: {path}")
     file = path / checkpoint.LATEST if (path / checkpoint.LATEST).is_file() else path
     model, vocab, ckpt = load_model(file, "cpu")
     try:

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-MODELS = ("rnn", "lstm", "gru")
-INITS = ("auto", "textbook", "pytorch")
+from charlm.config import MODELS
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 

@@ -5,7 +5,8 @@ One figure, four panels, every run in its own colour (training dashed, validatio
     perplexity vs epoch  | perplexity vs wall time
     BPC vs epoch         | BPC vs wall time
 
-matplotlib is an optional extra (`pip install charlm[plot]`), imported only when plotting.
+matplotlib is an optional extra (from a clone: `pip install -e ".[plot]"`), imported only when
+plotting.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def _import_pyplot() -> Any:
         import matplotlib
     except ImportError:
         raise CharLMError(
-            "plotting needs matplotlib, which is not installed: pip install charlm[plot]"
+            "plotting needs matplotlib, which is not installed: pip install matplotlib "
+            '(in a clone of charlm: pip install -e ".[plot]")'
         ) from None
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt

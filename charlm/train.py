@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,145 +29,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from charlm import checkpoint, corpora, distributed
-from charlm.data import BUILTIN, Vocab, load_corpus
+from charlm.config import FIXED_ON_RESUME, MODEL_FIELDS, TrainConfig, check_config, flag
+from charlm.data import Vocab, load_corpus
 from charlm.errors import CharLMError
 from charlm.evaluate import nll_sum
 from charlm.generate import generate
-from charlm.model import INITS, MODELS, CharLM, ModelConfig, detach_state
+from charlm.model import CharLM, ModelConfig, detach_state
+from charlm.progress import EpochProgress
 from charlm.samplers import LAYOUT, SAMPLERS
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
-
-
-def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run; saved as config.json and inside every checkpoint."""
-
-    corpus: str = _opt(BUILTIN, "training text (UTF-8 file), or 'builtin'")
-    out: str = _opt("runs/charlm", "run folder: checkpoints, metrics.jsonl, config.json")
-    # model
-    model: str = _opt("lstm", "recurrent cell: hand-written rnn, or nn.LSTM / nn.GRU", MODELS)
-    embedding_dim: int = _opt(64, "learned embedding size; 0 = one-hot input")
-    hidden_size: int = _opt(384, "hidden units per layer")
-    num_layers: int = _opt(1, "stacked recurrent layers")
-    dropout: float = _opt(0.0, "dropout between layers")
-    init: str = _opt("auto", "weight init (auto: textbook for rnn, pytorch otherwise)", INITS)
-    init_std: float = _opt(0.01, "std of the textbook N(0, std^2) init")
-    # data
-    sampler: str = _opt(
-        "random",
-        "batch order: random windows (state reset per batch) or consecutive (state carried)",
-        ("random", "consecutive"),
-    )
-    random_offset: bool = _opt(
-        False, "shift each epoch's windows by a random phase in [0, seq_len) (not in the textbook)"
-    )
-    seq_len: int = _opt(128, "characters per training window (BPTT length)")
-    batch_size: int = _opt(32, "windows per batch")
-    val_fraction: float = _opt(0.1, "last fraction of the text held out for validation")
-    encoding: str = _opt("utf-8", "text encoding of the corpus")
-    errors: str = _opt("strict", "decoding errors: strict fails, replace substitutes U+FFFD")
-    # optimisation
-    optimizer: str = _opt("adam", "optimizer", OPTIMIZERS)
-    lr: float = _opt(3e-3, "learning rate")
-    weight_decay: float = _opt(0.0, "weight decay")
-    clip: float = _opt(1.0, "clip the global gradient norm to this (0: no clipping)")
-    lr_schedule: str = _opt(
-        "cosine",
-        "learning-rate schedule over --epochs (or --max-steps); --time-budget only stops the run",
-        SCHEDULES,
-    )
-    warmup_steps: int = _opt(0, "linear warm-up steps")
-    lr_step_size: int = _opt(1000, "step schedule: steps between decays")
-    lr_gamma: float = _opt(0.5, "step schedule: decay factor")
-    # length of the run
-    epochs: int = _opt(7, "passes over the training text (and the span of the LR schedule)")
-    max_steps: int = _opt(0, "stop after this many steps in all (0: no limit)")
-    time_budget: float = _opt(0.0, "stop after this many seconds of training (0: no limit)")
-    # bookkeeping
-    seed: int = _opt(1337, "random seed: same seed, same data, same result")
-    device: str = _opt("auto", "auto picks CUDA when available", ("auto", "cpu", "cuda"))
-    sample_every: int = _opt(1, "print a sample every N epochs (0: never)")
-    sample_length: int = _opt(200, "characters per training sample")
-    save_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)")
-    log_every: int = _opt(20, "steps between progress-bar updates and NaN checks")
-    amp: bool = _opt(
-        False, "bfloat16 autocast: faster on GPUs and on CPUs with AVX512-BF16/AMX (see README)"
-    )
-    compile: bool = _opt(False, "torch.compile the model")
-
-
-MODEL_FIELDS = (
-    "model",
-    "embedding_dim",
-    "hidden_size",
-    "num_layers",
-    "dropout",
-    "init",
-    "init_std",
-)
-# settings a resumed run must keep, or it would not continue the same run
-FIXED_ON_RESUME = (
-    *MODEL_FIELDS,
-    "sampler",
-    "random_offset",
-    "seq_len",
-    "batch_size",
-    "val_fraction",
-    "optimizer",
-    "seed",
-)
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """Refuse settings that cannot train, naming the flag, before any work is done."""
-    positive = (
-        "hidden_size",
-        "num_layers",
-        "seq_len",
-        "batch_size",
-        "epochs",
-        "sample_length",
-        "log_every",
-        "lr_step_size",
-    )
-    for name in positive:
-        if getattr(cfg, name) <= 0:
-            raise CharLMError(f"{flag(name)} must be > 0, got {getattr(cfg, name)}")
-    non_negative = (
-        "embedding_dim",
-        "max_steps",
-        "time_budget",
-        "sample_every",
-        "save_every",
-        "warmup_steps",
-        "clip",
-        "weight_decay",
-    )
-    for name in non_negative:
-        if getattr(cfg, name) < 0:
-            raise CharLMError(f"{flag(name)} must be >= 0, got {getattr(cfg, name)}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise CharLMError(f"--lr must be > 0, got {cfg.lr}")
-    if not 0 <= cfg.dropout < 1:
-        raise CharLMError(f"--dropout must be in [0, 1), got {cfg.dropout}")
-    if not 0 <= cfg.val_fraction < 1:
-        raise CharLMError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
-    if not cfg.init_std > 0:
-        raise CharLMError(f"--init-std must be > 0, got {cfg.init_std}")
-    for f in fields(TrainConfig):
-        choices = f.metadata.get("choices")
-        if choices and getattr(cfg, f.name) not in choices:
-            raise CharLMError(f"{flag(f.name)} must be one of {', '.join(choices)}")
+from charlm.threads import use_threads
 
 
 def perplexity(loss: float) -> float:
@@ -317,6 +187,7 @@ class Trainer:
         self.cfg, self.progress_bar = cfg, progress_bar and self.dist.is_main
         self.out = Path(cfg.out)
         self.device = distributed.init(self.dist, resolve_device(cfg.device))
+        self.threads = use_threads(cfg.threads)  # it can change results: recorded in config.json
         # the corpus first: a mistyped path must not be reported as a clash with an older run
         corpus = load_corpus(corpora.resolve(cfg.corpus), cfg.encoding, cfg.errors)
         if not resume and not overwrite and (self.out / checkpoint.LATEST).exists():
@@ -368,7 +239,12 @@ class Trainer:
             self._restore(ckpt)
         elif self.dist.is_main:
             (self.out / "metrics.jsonl").write_text("")
-        config = {**asdict(cfg), "vocab_size": len(self.vocab), "corpus_source": corpus.source}
+        config = {
+            **asdict(cfg),
+            "vocab_size": len(self.vocab),
+            "corpus_source": corpus.source,
+            "torch_threads": self.threads,
+        }
         if self.dist.is_main:
             (self.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
@@ -380,11 +256,12 @@ class Trainer:
         schedule = cfg.lr_schedule + (f" (warm-up {cfg.warmup_steps})" if cfg.warmup_steps else "")
         offset = " + random offset" if cfg.random_offset else ""
         precision = "bfloat16 autocast" if cfg.amp else "float32"
+        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
         return (
             f"{m.model} {m.num_layers}x{m.hidden_size}, {embedding}, {params:,} parameters | "
             f"sampler {cfg.sampler}{offset}, batch {cfg.batch_size} x {cfg.seq_len} | "
             f"{cfg.optimizer} lr {cfg.lr:g}, {schedule} schedule over {self.total_steps:,} steps, "
-            f"clip {cfg.clip:g} | {self.device.type} {precision}, seed {cfg.seed}"
+            f"clip {cfg.clip:g} | {self.device.type} {precision}, {threads}, seed {cfg.seed}"
         )
 
     # --- checkpoints -------------------------------------------------------------------------
@@ -570,14 +447,13 @@ class Trainer:
             while p.epoch < cfg.epochs and stopped_by is None:
                 loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
                 grad_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-                bar = tqdm(
-                    total=len(self.sampler),
-                    initial=p.batch,
-                    unit="batch",
-                    desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
-                    leave=False,
-                    disable=not self.progress_bar,
-                    dynamic_ncols=True,
+                bar = EpochProgress(
+                    p.epoch + 1,
+                    cfg.epochs,
+                    len(self.sampler),
+                    p.batch,
+                    enabled=self.progress_bar,
+                    budget_s=cfg.time_budget,
                 )
                 tick = time.perf_counter()
                 for X, Y in self.sampler.batches(p.epoch, p.batch):
@@ -598,13 +474,8 @@ class Trainer:
                         self._check_finite(loss_sum)
                         mean = (p.epoch_loss + float(loss_sum)) / p.epoch_batches
                         chars = p.epoch_batches * cfg.seq_len * cfg.batch_size
-                        bar.set_postfix(
-                            loss=f"{mean:.3f}",
-                            ppl=f"{perplexity(mean):.2f}",
-                            chars_s=f"{chars / p.epoch_time_s:,.0f}",
-                            refresh=False,
-                        )
-                    bar.update()
+                        bar.report(mean, perplexity(mean), chars / p.epoch_time_s, self._left())
+                    bar.step()
                     if cfg.save_every and p.step % cfg.save_every == 0:
                         self._fold(loss_sum, grad_sum)
                         self.save()
@@ -620,6 +491,13 @@ class Trainer:
                 # an epoch whose last batch was trained is finished, whatever stopped the run
                 row = self._end_epoch(loss_sum, grad_sum, partial=not finished)
         return TrainResult(self.out, p, stopped_by or "epochs", row)
+
+    def _left(self) -> float:
+        """Seconds left: of the --time-budget if there is one (it stops the run), else the epoch."""
+        cfg, p = self.cfg, self.p
+        if cfg.time_budget:
+            return cfg.time_budget - p.elapsed_s
+        return (len(self.sampler) - p.batch) * p.epoch_time_s / max(1, p.epoch_batches)
 
     def _fold(self, loss_sum: torch.Tensor, grad_sum: torch.Tensor) -> None:
         """Move the running sums into Progress (so a checkpoint holds them), and zero them."""

@@ -190,7 +190,10 @@ def test_eval_unknown_characters_listed_or_skipped(run, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("First Citizen: \u2603 speak \u00e9")
     one_line_error(
-        invoke("eval", "perplexity", str(text), "--checkpoint", str(run)), "'\u2603'", "'\u00e9'"
+        invoke("eval", "perplexity", str(text), "--checkpoint", str(run)),
+        "'\u2603'",
+        "'\u00e9'",
+        "add --skip-unknown",
     )
     ok = invoke(
         "eval", "perplexity", str(text), "--checkpoint", str(run), "--skip-unknown", "--json"

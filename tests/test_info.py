@@ -60,8 +60,12 @@ def test_missing_or_bad_run_is_one_line(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["info", str(tmp_path / "nope")])
     assert result.exit_code == 1
-    assert result.output.startswith("error: no such checkpoint:")
-    assert len(result.output.splitlines()) == 1
+    assert result.output == f"error: no such run folder or checkpoint file: {tmp_path / 'nope'}\n"
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(main, ["info", str(tmp_path / "empty")])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: no checkpoint in ") and "train first" in result.output
+    assert "--checkpoint" not in result.output  # an option info does not have
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     result = runner.invoke(main, ["info", str(tmp_path / "junk.pt")])
     assert result.exit_code == 1

@@ -105,7 +105,8 @@ def test_without_matplotlib_the_error_says_how_to_install(
     result = CliRunner().invoke(main, ["plot", str(run), "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 1
     assert result.output == (
-        "error: plotting needs matplotlib, which is not installed: pip install charlm[plot]\n"
+        "error: plotting needs matplotlib, which is not installed: pip install matplotlib "
+        '(in a clone of charlm: pip install -e ".[plot]")\n'
     )
 
 

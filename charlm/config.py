@@ -1,0 +1,152 @@
+"""Every setting of a training run: one dataclass, its defaults, help texts and checks.
+
+Kept apart from the training loop and free of torch, so that the `charlm` command can build its
+options and answer --help, --version and Tab completion without importing torch (~2 s).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from charlm.data import BUILTIN
+from charlm.errors import CharLMError
+from charlm.threads import check_threads
+
+MODELS = ("rnn", "lstm", "gru")
+INITS = ("auto", "textbook", "pytorch")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; saved as config.json and inside every checkpoint."""
+
+    corpus: str = _opt(BUILTIN, "training text (UTF-8 file), or 'builtin'")
+    out: str = _opt("runs/charlm", "run folder: checkpoints, metrics.jsonl, config.json")
+    # model
+    model: str = _opt("lstm", "recurrent cell: hand-written rnn, or nn.LSTM / nn.GRU", MODELS)
+    embedding_dim: int = _opt(64, "learned embedding size; 0 = one-hot input")
+    hidden_size: int = _opt(384, "hidden units per layer")
+    num_layers: int = _opt(1, "stacked recurrent layers")
+    dropout: float = _opt(0.0, "dropout between layers")
+    init: str = _opt("auto", "weight init (auto: textbook for rnn, pytorch otherwise)", INITS)
+    init_std: float = _opt(0.01, "std of the textbook N(0, std^2) init")
+    # data
+    sampler: str = _opt(
+        "random",
+        "batch order: random windows (state reset per batch) or consecutive (state carried)",
+        ("random", "consecutive"),
+    )
+    random_offset: bool = _opt(
+        False, "shift each epoch's windows by a random phase in [0, seq_len) (not in the textbook)"
+    )
+    seq_len: int = _opt(128, "characters per training window (BPTT length)")
+    batch_size: int = _opt(32, "windows per batch")
+    val_fraction: float = _opt(0.1, "last fraction of the text held out for validation")
+    encoding: str = _opt("utf-8", "text encoding of the corpus")
+    errors: str = _opt("strict", "decoding errors: strict fails, replace substitutes U+FFFD")
+    # optimisation
+    optimizer: str = _opt("adam", "optimizer", OPTIMIZERS)
+    lr: float = _opt(3e-3, "learning rate")
+    weight_decay: float = _opt(0.0, "weight decay")
+    clip: float = _opt(1.0, "clip the global gradient norm to this (0: no clipping)")
+    lr_schedule: str = _opt(
+        "cosine",
+        "learning-rate schedule over --epochs (or --max-steps); --time-budget only stops the run",
+        SCHEDULES,
+    )
+    warmup_steps: int = _opt(0, "linear warm-up steps")
+    lr_step_size: int = _opt(1000, "step schedule: steps between decays")
+    lr_gamma: float = _opt(0.5, "step schedule: decay factor")
+    # length of the run
+    epochs: int = _opt(7, "passes over the training text (and the span of the LR schedule)")
+    max_steps: int = _opt(0, "stop after this many steps in all (0: no limit)")
+    time_budget: float = _opt(0.0, "stop after this many seconds of training (0: no limit)")
+    # bookkeeping
+    seed: int = _opt(1337, "random seed: same seed, same data, same result")
+    device: str = _opt("auto", "auto picks CUDA when available", ("auto", "cpu", "cuda"))
+    threads: int = _opt(0, "CPU threads for torch (0: auto, one per core; see README)")
+    sample_every: int = _opt(1, "print a sample every N epochs (0: never)")
+    sample_length: int = _opt(200, "characters per training sample")
+    save_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)")
+    log_every: int = _opt(20, "steps between progress-bar updates and NaN checks")
+    amp: bool = _opt(
+        False, "bfloat16 autocast: faster on GPUs and on CPUs with AVX512-BF16/AMX (see README)"
+    )
+    compile: bool = _opt(False, "torch.compile the model")
+
+
+MODEL_FIELDS = (
+    "model",
+    "embedding_dim",
+    "hidden_size",
+    "num_layers",
+    "dropout",
+    "init",
+    "init_std",
+)
+# settings a resumed run must keep, or it would not continue the same run
+FIXED_ON_RESUME = (
+    *MODEL_FIELDS,
+    "sampler",
+    "random_offset",
+    "seq_len",
+    "batch_size",
+    "val_fraction",
+    "optimizer",
+    "seed",
+)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot train, naming the flag, before any work is done."""
+    positive = (
+        "hidden_size",
+        "num_layers",
+        "seq_len",
+        "batch_size",
+        "epochs",
+        "sample_length",
+        "log_every",
+        "lr_step_size",
+    )
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise CharLMError(f"{flag(name)} must be > 0, got {getattr(cfg, name)}")
+    non_negative = (
+        "embedding_dim",
+        "max_steps",
+        "time_budget",
+        "sample_every",
+        "save_every",
+        "warmup_steps",
+        "clip",
+        "weight_decay",
+    )
+    for name in non_negative:
+        if getattr(cfg, name) < 0:
+            raise CharLMError(f"{flag(name)} must be >= 0, got {getattr(cfg, name)}")
+    check_threads(cfg.threads)
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise CharLMError(f"--lr must be > 0, got {cfg.lr}")
+    if not 0 <= cfg.dropout < 1:
+        raise CharLMError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise CharLMError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
+    if not cfg.init_std > 0:
+        raise CharLMError(f"--init-std must be > 0, got {cfg.init_std}")
+    for f in fields(TrainConfig):
+        choices = f.metadata.get("choices")
+        if choices and getattr(cfg, f.name) not in choices:
+            raise CharLMError(f"{flag(f.name)} must be one of {', '.join(choices)}")
