@@ -470,12 +470,12 @@ class Trainer:
                     p.epoch_time_s += now - tick
                     p.elapsed_s += now - tick
                     tick = now
+                    bar.step()
                     if p.step % cfg.log_every == 0:  # the only host syncs: every log_every steps
                         self._check_finite(loss_sum)
                         mean = (p.epoch_loss + float(loss_sum)) / p.epoch_batches
                         chars = p.epoch_batches * cfg.seq_len * cfg.batch_size
                         bar.report(mean, perplexity(mean), chars / p.epoch_time_s, self._left())
-                    bar.step()
                     if cfg.save_every and p.step % cfg.save_every == 0:
                         self._fold(loss_sum, grad_sum)
                         self.save()

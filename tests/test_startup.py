@@ -15,8 +15,7 @@ from tests.conftest import ROOT
 
 # runs the `charlm` command in a process where importing torch fails
 WITHOUT_TORCH = (
-    "import sys; sys.modules['torch'] = None; "
-    "from charlm.cli import main; main(prog_name='charlm')"
+    "import sys; sys.modules['torch'] = None; from charlm.cli import main; main(prog_name='charlm')"
 )
 
 
