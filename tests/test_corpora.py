@@ -17,10 +17,12 @@ from charlm import corpora
 from charlm.cli import main
 from charlm.errors import CharLMError
 from charlm.train import train
-from tests.conftest import TINY_SHAKESPEARE, tiny
+from tests.conftest import TEXT, TINY_SHAKESPEARE, tiny
 
 needs_shakespeare = pytest.mark.skipif(
-    not TINY_SHAKESPEARE.exists(), reason="tiny Shakespeare not in the shared corpora folder"
+    not TINY_SHAKESPEARE.exists(),
+    reason=f"checks the real tiny Shakespeare, not found at {TINY_SHAKESPEARE}: set "
+    f"CHARLM_DATA to a folder holding tinyshakespeare.txt (CI: CHARLM_DATA=../shared/corpora)",
 )
 
 
@@ -82,28 +84,58 @@ def test_unknown_name_is_one_line_naming_the_corpora(cache: Path) -> None:
         assert name in str(e.value)
 
 
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> tuple[corpora.NamedCorpus, bytes]:
+    """A registered corpus of generated text with its real size and sha256: the lookup and
+    caching logic is tested on it, without the network or a file the checkout lacks."""
+    text = TEXT.encode("utf-8")
+    entry = register(
+        monkeypatch,
+        name="small",
+        file="small.txt",
+        url="https://example.invalid/small.txt",
+        size=len(text),
+        sha256=hashlib.sha256(text).hexdigest(),
+    )
+    return entry, text
+
+
+def test_charlm_data_is_looked_in_first(cache: Path, small, tmp_path: Path, monkeypatch) -> None:
+    entry, text = small
+    cache.mkdir()
+    (cache / entry.file).write_text("a stale copy that must not be used")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / entry.file).write_bytes(text)
+    monkeypatch.setenv("CHARLM_DATA", str(data))
+    assert Path(corpora.resolve("small")) == data / entry.file
+
+
+def test_download_is_verified_cached_and_not_repeated(
+    cache: Path, small, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry, text = small
+    calls = serve(monkeypatch, text)
+    path = Path(corpora.resolve("small"))
+    assert path == cache / entry.file
+    assert path.read_bytes() == text
+    assert calls == [entry.url]
+    assert Path(corpora.resolve("small")) == path
+    assert len(calls) == 1, "a cached corpus was downloaded again"
+    assert sorted(p.name for p in cache.iterdir()) == [entry.file]
+
+
 @needs_shakespeare
-def test_charlm_data_is_looked_in_first(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_registry_knows_the_real_tiny_shakespeare(cache: Path, monkeypatch) -> None:
+    """Size and sha256 in the registry are those of the real file, which CHARLM_DATA serves."""
+    entry = corpora.CORPORA["tinyshakespeare"]
+    data = TINY_SHAKESPEARE.read_bytes()
+    assert len(data) == entry.size
+    assert hashlib.sha256(data).hexdigest() == entry.sha256
     cache.mkdir()
     (cache / "tinyshakespeare.txt").write_text("a stale copy that must not be used")
     monkeypatch.setenv("CHARLM_DATA", str(TINY_SHAKESPEARE.parent))
     assert Path(corpora.resolve("tinyshakespeare")) == TINY_SHAKESPEARE
-
-
-@needs_shakespeare
-def test_download_is_verified_cached_and_not_repeated(
-    cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls = serve(monkeypatch, TINY_SHAKESPEARE.read_bytes())
-    path = Path(corpora.resolve("tinyshakespeare"))
-    assert path == cache / "tinyshakespeare.txt"
-    assert (
-        hashlib.sha256(path.read_bytes()).hexdigest() == corpora.CORPORA["tinyshakespeare"].sha256
-    )
-    assert calls == [corpora.CORPORA["tinyshakespeare"].url]
-    assert Path(corpora.resolve("tinyshakespeare")) == path
-    assert len(calls) == 1, "a cached corpus was downloaded again"
-    assert sorted(p.name for p in cache.iterdir()) == ["tinyshakespeare.txt"]
 
 
 def test_checksum_mismatch_caches_nothing(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -194,32 +226,41 @@ def test_real_download_function_reads_a_url(tmp_path: Path) -> None:
     assert dest.read_bytes() == source.read_bytes()
 
 
-@needs_shakespeare
-def test_train_resolves_a_name(tiny_config, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHARLM_DATA", str(TINY_SHAKESPEARE.parent))
-    cfg = tiny(tiny_config, corpus="tinyshakespeare", max_steps=2, val_fraction=0.01)
+def test_train_resolves_a_name(cache: Path, small, tiny_config, tmp_path, monkeypatch) -> None:
+    entry, text = small
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / entry.file).write_bytes(text)
+    monkeypatch.setenv("CHARLM_DATA", str(data))
+    cfg = tiny(tiny_config, corpus="small", max_steps=2, val_fraction=0.01)
     result = train(cfg, progress_bar=False)
     config = json.loads((result.out / "config.json").read_text())
-    assert config["corpus"] == "tinyshakespeare"
-    assert Path(config["corpus_source"]).resolve() == TINY_SHAKESPEARE.resolve()
+    assert config["corpus"] == "small"
+    assert Path(config["corpus_source"]).resolve() == (data / entry.file).resolve()
 
 
-@needs_shakespeare
 def test_corpora_command_lists_them_and_where_they_are(
-    cache: Path, monkeypatch: pytest.MonkeyPatch
+    cache: Path, small, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CHARLM_DATA", str(TINY_SHAKESPEARE.parent))
+    entry, text = small
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / entry.file).write_bytes(text)
+    monkeypatch.setenv("CHARLM_DATA", str(data))
     result = CliRunner().invoke(main, ["corpora"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     by_name = {line.split()[0]: line for line in lines if line and not line.startswith(" ")}
-    assert f"local: {TINY_SHAKESPEARE}" in by_name["tinyshakespeare"]
+    assert f"local: {data / entry.file}" in by_name["small"]
+    assert f"{len(text) / 1e3:.1f} KB" in by_name["small"]
     assert "1.1 MB" in by_name["tinyshakespeare"]
-    assert "not local" in by_name["enwik8"] and "not local" in by_name["text8"]
+    for name in ("tinyshakespeare", "enwik8", "text8"):
+        assert "not local" in by_name[name]
     assert "local" in by_name["builtin"]
     for c in corpora.CORPORA.values():
         assert f"source:  {c.url}" in result.output
         assert f"license: {c.license}" in result.output
+    assert result.output.splitlines()[-1] == f"looked in: $CHARLM_DATA = {data}; cache {cache}"
 
 
 def test_train_cli_unknown_corpus_is_one_line(cache: Path, tmp_path: Path) -> None:
