@@ -42,7 +42,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's charlm, installed or not
 
-from charlm.data import load_corpus  # noqa: E402
+from charlm.data import builtin_text, load_corpus  # noqa: E402
 from charlm.generate import generate  # noqa: E402
 from charlm.model import CharLM, ModelConfig  # noqa: E402
 from charlm.train import MODEL_FIELDS, TrainConfig, Trainer  # noqa: E402
@@ -645,11 +645,25 @@ def machine() -> dict:
     }
 
 
+def default_corpus(work: Path) -> Path:
+    """Tiny Shakespeare where CI keeps it, else the built-in corpus written to a file in `work`."""
+    if DEFAULT_CORPUS.exists():
+        return DEFAULT_CORPUS
+    path = work / "builtin.txt"
+    path.write_text(builtin_text(), encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, for CI (< 1 minute)")
     ap.add_argument("--json", type=Path, help="also write the results here")
-    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="an English text")
+    ap.add_argument(
+        "--corpus",
+        type=Path,
+        help="an English text (default: tiny Shakespeare from $CHARLM_DATA if it is there, "
+        "else Python's built-in help text, so that a plain clone runs offline)",
+    )
     ap.add_argument("--rounds", type=int, default=0, help="alternations per row (default 3/1)")
     ap.add_argument(
         "--only", default="", help="comma-separated: train,generate,corpus,cuda,amp (CPU bfloat16)"
@@ -661,13 +675,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--amp", action="store_true", help="--learning: train with --amp")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    if not args.corpus.exists():
-        ap.error(f"no corpus at {args.corpus} (pass --corpus PATH, or set CHARLM_DATA)")
+    if args.corpus is not None and not args.corpus.exists():
+        ap.error(f"no corpus at {args.corpus}")
     only = set(filter(None, args.only.split(","))) or {"train", "generate", "corpus", "cuda", "amp"}
     info = machine()
     print(" ".join(f"{k}={v}" for k, v in info.items()), flush=True)
     with tempfile.TemporaryDirectory(prefix="charlm-bench-") as tmp:
         work = Path(tmp)
+        args.corpus = args.corpus or default_corpus(work)
+        print(f"corpus: {args.corpus}", flush=True)
         if args.learning:
             result = {"machine": info, "learning": learning(args, work)}
         else:

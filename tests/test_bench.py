@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY_SHAKESPEARE
+from tests.conftest import ROOT
 
 BENCH = ROOT / "benchmarks" / "bench.py"
 
@@ -68,11 +68,11 @@ def test_table_marks_pass_fail_and_skip():
     assert "skip" in lines[4] and "no CUDA device" in lines[4]
 
 
-@pytest.mark.skipif(not TINY_SHAKESPEARE.exists(), reason="tiny Shakespeare not found")
 def test_quick_mode_prints_the_table_and_writes_json(tmp_path):
+    """In a plain clone (no tiny Shakespeare anywhere) --quick runs on the built-in corpus."""
     out = tmp_path / "bench.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = ["--quick", "--json", str(out), "--corpus", str(TINY_SHAKESPEARE)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CHARLM_DATA": str(tmp_path / "no-corpora")}
+    args = ["--quick", "--json", str(out)]
     proc = subprocess.run(
         [sys.executable, str(BENCH), *args],
         capture_output=True,
@@ -82,6 +82,8 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
+    corpus = [line for line in proc.stdout.splitlines() if line.startswith("corpus: ")]
+    assert len(corpus) == 1 and corpus[0].endswith("/builtin.txt"), corpus
     result = json.loads(out.read_text())
     names = [r["name"] for r in result["rows"]]
     expected = [
