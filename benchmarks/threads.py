@@ -57,7 +57,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="charlm-threads-") as tmp:
         for rnd in range(args.rounds):
             for busy in (False, True):
-                spinner = subprocess.Popen([sys.executable, "-c", "while 1: pass"]) if busy else None
+                spin = [sys.executable, "-c", "while 1: pass"]
+                spinner = subprocess.Popen(spin) if busy else None
                 try:
                     for name, (threads, policy) in CASES.items():
                         s = seconds(threads, policy, args.steps, args.hidden_size, Path(tmp))
