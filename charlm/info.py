@@ -66,7 +66,7 @@ def format_info(info: dict[str, Any]) -> str:
     layers = f"{s['num_layers']} layer{'s' if s['num_layers'] > 1 else ''}"
     embed = f"embedding {s['embedding_dim']}" if s["embedding_dim"] else "one-hot input"
     extra = f" (+{info['batches_into_epoch']} batches)" if info["batches_into_epoch"] else ""
-    corpus = info["corpus"]
+    corpus = info["corpus"] if isinstance(info["corpus"], str) else " ".join(info["corpus"])
     source = info["corpus_source"]
     if source and source != corpus:  # the built-in corpus's source already begins with its name
         corpus = source if source.startswith(corpus) else f"{corpus} ({source})"

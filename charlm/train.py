@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from charlm import checkpoint, corpora, distributed
-from charlm.data import BUILTIN, Vocab, load_corpus
+from charlm import checkpoint, distributed
+from charlm.data import BUILTIN, Vocab
 from charlm.errors import CharLMError
 from charlm.evaluate import nll_sum
 from charlm.generate import generate
+from charlm.inputs import Selection, changes, load_inputs, unescape
 from charlm.model import INITS, MODELS, CharLM, ModelConfig, detach_state
 from charlm.samplers import LAYOUT, SAMPLERS
 
@@ -48,7 +49,8 @@ def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any
 class TrainConfig:
     """Every setting of a training run; saved as config.json and inside every checkpoint."""
 
-    corpus: str = _opt(BUILTIN, "training text (UTF-8 file), or 'builtin'")
+    # one input as a string, several as a sequence: files, folders, globs, names (see inputs.py)
+    corpus: str | tuple[str, ...] = _opt(BUILTIN, "training text: files, folders, globs, a name")
     out: str = _opt("runs/charlm", "run folder: checkpoints, metrics.jsonl, config.json")
     # model
     model: str = _opt("lstm", "recurrent cell: hand-written rnn, or nn.LSTM / nn.GRU", MODELS)
@@ -72,6 +74,13 @@ class TrainConfig:
     val_fraction: float = _opt(0.1, "last fraction of the text held out for validation")
     encoding: str = _opt("utf-8", "text encoding of the corpus")
     errors: str = _opt("strict", "decoding errors: strict fails, replace substitutes U+FFFD")
+    include: tuple[str, ...] = _opt((), "in folders: read only files matching this (repeatable)")
+    exclude: tuple[str, ...] = _opt((), "in folders: skip files/folders matching this (repeatable)")
+    hidden: bool = _opt(False, "also read hidden files and folders and virtual environments")
+    separator: str = _opt(r"\n", r"put between two documents (\n, \t: newline, tab)")
+    byte_level: bool = _opt(
+        False, "model bytes (a vocabulary of the 256 byte values): any file; bits per byte"
+    )
     # optimisation
     optimizer: str = _opt("adam", "optimizer", OPTIMIZERS)
     lr: float = _opt(3e-3, "learning rate")
@@ -318,7 +327,16 @@ class Trainer:
         self.out = Path(cfg.out)
         self.device = distributed.init(self.dist, resolve_device(cfg.device))
         # the corpus first: a mistyped path must not be reported as a clash with an older run
-        corpus = load_corpus(corpora.resolve(cfg.corpus), cfg.encoding, cfg.errors)
+        # the run's own folder is never read: its files change as the run goes on
+        chosen = Selection(
+            tuple(cfg.include), tuple(cfg.exclude), cfg.hidden, (str(self.out.resolve()),)
+        )
+        corpus = load_inputs(
+            cfg.corpus, chosen, separator=unescape(cfg.separator), encoding=cfg.encoding,
+            errors=cfg.errors, byte_level=cfg.byte_level,
+        )  # fmt: skip
+        if corpus.note and self.progress_bar:
+            tqdm.write(corpus.note, file=sys.stderr)
         if not resume and not overwrite and (self.out / checkpoint.LATEST).exists():
             raise CharLMError(
                 f"{self.out} already holds a run: continue it with --resume, start over with "
@@ -327,7 +345,13 @@ class Trainer:
         if self.dist.is_main:
             prepare_out(self.out)
         ckpt = checkpoint.load(self.out / checkpoint.LATEST) if resume else None
-        self.vocab = corpus.vocab
+        self.vocab, self.inputs = corpus.vocab, corpus.inputs
+        changed = ckpt is not None and changes(ckpt.get("inputs", corpus.inputs), corpus.inputs)
+        if changed:
+            raise CharLMError(
+                f"cannot resume: the inputs differ from those the run in {self.out} began with: "
+                f"{changed} (start a new run with another --out)"
+            )
         if ckpt is not None and ckpt["vocab"] != self.vocab.chars:
             raise CharLMError(
                 f"cannot resume: the characters of {cfg.corpus} differ from those the run in "
@@ -400,6 +424,7 @@ class Trainer:
             "config": asdict(self.cfg),
             "model_config": asdict(self.model_cfg),
             "vocab": self.vocab.chars,
+            "inputs": self.inputs,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),

@@ -58,14 +58,16 @@ def zipped(member: str, text: bytes) -> bytes:
     return buf.getvalue()
 
 
-def register(monkeypatch: pytest.MonkeyPatch, **fields) -> corpora.NamedCorpus:
-    """Add a small corpus to the registry, so zip handling is tested without 100 MB files."""
-    entry = corpora.NamedCorpus(
-        **{"url": "https://example.invalid/small.zip", "license": "test", "description": "test"}
-        | fields
-    )
-    monkeypatch.setitem(corpora.CORPORA, entry.name, entry)
-    return entry
+def register(monkeypatch: pytest.MonkeyPatch, folder: Path, **fields) -> corpora.NamedCorpus:
+    """Add a small corpus as a user manifest, so zip handling is tested without 100 MB files."""
+    manifest = {
+        "url": "https://example.invalid/small.zip", "license": "test", "description": "test",
+        "unpack": "zip" if "member" in fields else "none",
+    } | fields  # fmt: skip
+    folder.mkdir(exist_ok=True)
+    (folder / f"{fields['name']}.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("CHARLM_CORPORA", str(folder))
+    return corpora.catalog()[fields["name"]]
 
 
 def test_an_existing_path_wins_over_a_name(cache: Path) -> None:
@@ -98,16 +100,16 @@ def test_download_is_verified_cached_and_not_repeated(
     path = Path(corpora.resolve("tinyshakespeare"))
     assert path == cache / "tinyshakespeare.txt"
     assert (
-        hashlib.sha256(path.read_bytes()).hexdigest() == corpora.CORPORA["tinyshakespeare"].sha256
+        hashlib.sha256(path.read_bytes()).hexdigest() == corpora.catalog()["tinyshakespeare"].sha256
     )
-    assert calls == [corpora.CORPORA["tinyshakespeare"].url]
+    assert calls == [corpora.catalog()["tinyshakespeare"].url]
     assert Path(corpora.resolve("tinyshakespeare")) == path
     assert len(calls) == 1, "a cached corpus was downloaded again"
     assert sorted(p.name for p in cache.iterdir()) == ["tinyshakespeare.txt"]
 
 
 def test_checksum_mismatch_caches_nothing(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    size = corpora.CORPORA["tinyshakespeare"].size
+    size = corpora.catalog()["tinyshakespeare"].size
     serve(monkeypatch, b"x" * size)  # right size, wrong bytes: only the hash can tell
     with pytest.raises(CharLMError, match="sha256") as e:
         corpora.resolve("tinyshakespeare")
@@ -134,7 +136,7 @@ def test_offline_error_says_where_to_put_the_file(
     message = str(e.value)
     assert "\n" not in message
     assert "cannot download tinyshakespeare" in message
-    assert corpora.CORPORA["tinyshakespeare"].url in message
+    assert corpora.catalog()["tinyshakespeare"].url in message
     assert str(tmp_path / "data") in message and str(cache) in message
     assert list(cache.iterdir()) == []
 
@@ -143,7 +145,7 @@ def test_zipped_corpus_is_extracted(cache: Path, monkeypatch: pytest.MonkeyPatch
     text = b"anarchism originated as a term of abuse " * 50
     payload = zipped("small", text)
     register(
-        monkeypatch, name="small", file="small", size=len(text), member="small",
+        monkeypatch, cache.parent / "manifests", name="small", file="small", size=len(text), member="small",
         sha256=hashlib.sha256(payload).hexdigest(),
     )  # fmt: skip
     serve(monkeypatch, payload)
@@ -157,7 +159,7 @@ def test_size_is_checked_when_no_checksum_is_known(
 ) -> None:
     payload = zipped("small", b"some text")
     register(
-        monkeypatch, name="small", file="small", size=9, member="small",
+        monkeypatch, cache.parent / "manifests", name="small", file="small", size=9, member="small",
         download_size=len(payload) + 1,
     )  # fmt: skip
     serve(monkeypatch, payload)
@@ -168,7 +170,9 @@ def test_size_is_checked_when_no_checksum_is_known(
 
 def test_a_zip_without_the_member_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     payload = zipped("other", b"some text")
-    register(monkeypatch, name="small", file="small", size=9, member="small")
+    register(
+        monkeypatch, cache.parent / "manifests", name="small", file="small", size=9, member="small"
+    )
     serve(monkeypatch, payload)
     with pytest.raises(CharLMError, match="not a zip holding 'small'"):
         corpora.resolve("small")
@@ -217,7 +221,7 @@ def test_corpora_command_lists_them_and_where_they_are(
     assert "1.1 MB" in by_name["tinyshakespeare"]
     assert "not local" in by_name["enwik8"] and "not local" in by_name["text8"]
     assert "local" in by_name["builtin"]
-    for c in corpora.CORPORA.values():
+    for c in corpora.catalog().values():
         assert f"source:  {c.url}" in result.output
         assert f"license: {c.license}" in result.output
 
@@ -226,8 +230,8 @@ def test_train_cli_unknown_corpus_is_one_line(cache: Path, tmp_path: Path) -> No
     result = CliRunner().invoke(main, ["train", "nosuchcorpus", "--out", str(tmp_path / "r")])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "error: no such file: nosuchcorpus (nor a named corpus: builtin, tinyshakespeare, "
-        "enwik8, text8; see `charlm corpora`)"
+        "error: no such file: nosuchcorpus (nor a named corpus: builtin, enwik8, text8, "
+        "tinyshakespeare; see `charlm corpora`)"
     ]
 
 
