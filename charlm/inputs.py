@@ -91,11 +91,13 @@ class Selection:
         name = rel.rsplit("/", 1)[-1]
         return any(fnmatch.fnmatchcase(rel if "/" in p else name, p) for p in patterns)
 
-    def takes(self, rel: str) -> bool:
-        """Whether a found file (its path below the folder given) is read."""
-        if self._hit(self.exclude, rel):
+    def takes(self, rel: str, suffix: str = "") -> bool:
+        """Whether a found file (its path below the folder given) is read; a compressed file
+        matches with its suffix or without it (`*.txt` and `*.gz` both take `a.txt.gz`)."""
+        forms = (rel, rel[: len(rel) - len(suffix)]) if suffix else (rel,)
+        if any(self._hit(self.exclude, form) for form in forms):
             return False
-        return not self.include or self._hit(self.include, rel)
+        return not self.include or any(self._hit(self.include, form) for form in forms)
 
     def enters(self, rel: str) -> bool:
         """Whether a found folder is walked."""
@@ -245,7 +247,7 @@ class _Walk:
             self.archive(path, st, rel, explicit)
             return
         suffix = next((s for s in COMPRESSED if lower.endswith(s)), "")
-        if not explicit and not self.sel.takes(rel[: len(rel) - len(suffix)]):
+        if not explicit and not self.sel.takes(rel, suffix):
             self.skip("left out by --include/--exclude")
             return
         opener = _stream_opener(path, COMPRESSED[suffix]) if suffix else None
@@ -303,7 +305,7 @@ class _Walk:
         try:
             text = codecs.getincrementaldecoder(self.encoding)(self.errors).decode(head)
         except UnicodeDecodeError:
-            return f"not {self.encoding} (binary?)"
+            return "binary (NUL bytes)" if b"\x00" in head else f"not {self.encoding} (binary?)"
         return "binary (NUL bytes)" if "\x00" in text else None
 
 
