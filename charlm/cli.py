@@ -505,11 +505,12 @@ def corpora_command() -> None:
     from charlm import corpora
     from charlm.data import BUILTIN, builtin_text
 
+    found = corpora.catalog()  # a malformed manifest fails before anything is printed
     size = len(builtin_text().encode("utf-8"))
     click.echo(f"{BUILTIN:<16} {_size(size):>9}  local: ships with Python")
     click.echo(f"    {corpora.BUILTIN_DESCRIPTION}")
     click.echo(f"    license: {corpora.BUILTIN_LICENSE}")
-    for c in corpora.catalog().values():
+    for c in found.values():
         path = corpora.local_path(c)
         where = f"local: {path}" if path else "not local: downloaded on first use"
         click.echo(f"{c.name:<16} {_size(c.size):>9}  {where}")

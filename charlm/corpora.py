@@ -128,6 +128,8 @@ def parse_manifest(path: Path) -> NamedCorpus:
             raise bad(key, f"must be an integer >= {least}, got {value!r}")
         return value
 
+    size = count("size", data["size"])
+    download_size = count("download_size", data.get("download_size"))
     name, file = text("name"), text("file")
     for key in ("description", "url", "license", "unpack", "member", "unit", "sha256"):
         text(key)
@@ -156,12 +158,12 @@ def parse_manifest(path: Path) -> NamedCorpus:
         split = tuple(count(f"split.{p}", split[p], least=0) for p in PARTS)
         if split[0] < 2:
             raise bad("split.train", f"must be at least 2, got {split[0]}")
-        if unit == "byte" and sum(split) != data["size"]:
-            raise bad("split", f"adds up to {sum(split)} bytes, but size is {data['size']}")
+        if unit == "byte" and sum(split) != size:
+            raise bad("split", f"adds up to {sum(split)} bytes, but size is {size}")
     return NamedCorpus(
-        name=name, file=file, url=data["url"], size=count("size", data["size"]),
+        name=name, file=file, url=data["url"], size=size,
         license=data["license"], description=data["description"], sha256=sha256,
-        download_size=count("download_size", data.get("download_size")), member=member,
+        download_size=download_size, member=member,
         unit=unit, split=split, notes=notes, manifest=str(path),
     )  # fmt: skip
 

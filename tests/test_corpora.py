@@ -58,8 +58,9 @@ def zipped(member: str, text: bytes) -> bytes:
     return buf.getvalue()
 
 
-def register(monkeypatch: pytest.MonkeyPatch, folder: Path, **fields) -> corpora.NamedCorpus:
+def register(monkeypatch: pytest.MonkeyPatch, **fields) -> corpora.NamedCorpus:
     """Add a small corpus as a user manifest, so zip handling is tested without 100 MB files."""
+    folder = Path.cwd() / "manifests"  # the cache fixture works in tmp_path
     manifest = {
         "url": "https://example.invalid/small.zip", "license": "test", "description": "test",
         "unpack": "zip" if "member" in fields else "none",
@@ -145,7 +146,7 @@ def test_zipped_corpus_is_extracted(cache: Path, monkeypatch: pytest.MonkeyPatch
     text = b"anarchism originated as a term of abuse " * 50
     payload = zipped("small", text)
     register(
-        monkeypatch, cache.parent / "manifests", name="small", file="small", size=len(text), member="small",
+        monkeypatch, name="small", file="small", size=len(text), member="small",
         sha256=hashlib.sha256(payload).hexdigest(),
     )  # fmt: skip
     serve(monkeypatch, payload)
@@ -159,7 +160,7 @@ def test_size_is_checked_when_no_checksum_is_known(
 ) -> None:
     payload = zipped("small", b"some text")
     register(
-        monkeypatch, cache.parent / "manifests", name="small", file="small", size=9, member="small",
+        monkeypatch, name="small", file="small", size=9, member="small",
         download_size=len(payload) + 1,
     )  # fmt: skip
     serve(monkeypatch, payload)
@@ -170,9 +171,7 @@ def test_size_is_checked_when_no_checksum_is_known(
 
 def test_a_zip_without_the_member_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     payload = zipped("other", b"some text")
-    register(
-        monkeypatch, cache.parent / "manifests", name="small", file="small", size=9, member="small"
-    )
+    register(monkeypatch, name="small", file="small", size=9, member="small")
     serve(monkeypatch, payload)
     with pytest.raises(CharLMError, match="not a zip holding 'small'"):
         corpora.resolve("small")
