@@ -501,6 +501,8 @@ def corpora_command() -> None:
     $CHARLM_CORPORA (add your own there). A name is looked up in $CHARLM_DATA (if set),
     then in the cache ($CHARLM_CACHE, default ~/.cache/charlm/corpora); if absent it is
     downloaded, checked and cached. Offline, put the file in one of those folders yourself.
+    A corpus with a split trains on its train part and validates on its valid part; score
+    its test part with `charlm eval perplexity NAME:test`.
     """
     from charlm import corpora
     from charlm.data import BUILTIN, builtin_text
@@ -518,8 +520,8 @@ def corpora_command() -> None:
         click.echo(f"    source:  {c.url}")
         click.echo(f"    license: {c.license}")
         if c.split is not None:
-            parts = ", ".join(f"{p} {n:,}" for p, n in zip(corpora.PARTS, c.split, strict=True))
-            click.echo(f"    split:   {parts} {c.unit}s (train on {c.name}, score {c.name}:test)")
+            parts = " / ".join(f"{p} {n:,}" for p, n in zip(corpora.PARTS, c.split, strict=True))
+            click.echo(f"    split:   {parts} {c.unit}s")
         elif c.unit == "byte":
             click.echo("    read byte-level (its literature counts bytes)")
     data = corpora.data_dir()

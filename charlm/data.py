@@ -412,7 +412,9 @@ def cache_dir() -> Path:
 
 def _cache_paths(folder: Path, key: str, record: dict) -> tuple[Path, Path, str]:
     """(json, bin) paths: named by what was asked for (`key`), then by the inputs as they are."""
-    by_key = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    # bytes and characters of the same inputs are two entries, not versions of one
+    asked = f"{key}\0{record['byte_level']}"
+    by_key = hashlib.sha256(asked.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     version = json.dumps(record, sort_keys=True, ensure_ascii=True)
     by_version = hashlib.sha256(version.encode()).hexdigest()[:16]
     stem = folder / f"{by_key}-{by_version}"

@@ -404,8 +404,8 @@ def load_inputs(
     )  # fmt: skip
     if single and not found.skipped:
         return corpus
-    on_disk = sum(d.size for d in docs)
-    note = f"read {len(docs):,} documents ({_size(on_disk)} on disk); {found.summary()}"
+    on_disk = sum({d.path: d.size for d in docs}.values())  # an archive counts once
+    note = f"read {len(docs):,} document(s) ({_size(on_disk)} on disk); {found.summary()}"
     return replace(corpus, note=note)
 
 

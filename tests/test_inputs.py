@@ -96,7 +96,7 @@ def test_a_folder_is_read_in_sorted_order_skipping_what_is_not_text(tree: Path) 
     corpus = load_inputs([str(tree)])
     assert text_of(corpus) == "\n".join(TREE_DOCS)
     assert dict(find([str(tree)], Selection(), "utf-8", "strict").skipped) == TREE_SKIPPED
-    assert corpus.note.startswith("read 7 documents")
+    assert corpus.note.startswith("read 7 document(s)")
     assert "2 binary (NUL bytes)" in corpus.note and "1 symlink" not in corpus.note
     assert text_of(load_inputs([str(tree)])) == text_of(corpus)  # same folder, same order
 
@@ -273,4 +273,4 @@ def test_cli_trains_and_scores_a_folder_with_the_state_carried_across_documents(
     got = __import__("json").loads(out.output.splitlines()[-1])
     assert got["chars"] == len(joined) - 1 == expected.chars
     assert got["nll"] == pytest.approx(expected.nll, rel=1e-6)
-    assert "read 7 documents" in out.output  # the note goes to stderr, mixed in by CliRunner
+    assert "read 7 document(s)" in out.output  # the note goes to stderr, mixed in by CliRunner
