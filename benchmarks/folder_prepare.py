@@ -106,7 +106,7 @@ def main() -> None:
         ("second call (cache found)", second, "-"),
     ]
     print(f"{args.files:,} files, {mb:,.0f} MB in all, largest {largest / 1e6:.2f} MB\n")
-    print("| call | documents | seconds | MB/s | peak RSS (after imports) | target | result |")
+    print("| call | documents | seconds | MB/s | peak RSS (RSS after imports) | target | result |")
     print("|---|---|---|---|---|---|---|")
     for name, r, target in rows:
         rate = mb / r["seconds"]
