@@ -15,7 +15,7 @@ split its manifest declares). Then:
 - --include / --exclude are fnmatch patterns applied to what a walk, a glob or a zip finds: a
   pattern holding `/` is matched against the path below the folder given (`tests/*`), one
   without against the file name (`*.py`); compressed files are matched without their suffix
-  (`*.txt` takes `a.txt.gz`); an excluded folder is not entered. A file named on the command
+  (`*.txt` takes `a.txt.gz`); an excluded folder or zip is not entered. A file named on the command
   line is always read.
 - A file found by a walk, glob or zip is skipped and counted if its first 8 KB hold a NUL byte
   or are not valid in the encoding (binary), if it is empty, or if it cannot be read. A file
@@ -243,8 +243,11 @@ class _Walk:
             return
         self.seen.add((st.st_dev, st.st_ino))
         lower = path.lower()
-        if lower.endswith(".zip"):
-            self.archive(path, st, rel, explicit)
+        if lower.endswith(".zip"):  # like a folder: --exclude can leave it out
+            if explicit or self.sel.enters(rel):
+                self.archive(path, st, rel, explicit)
+            else:
+                self.skip("left out by --include/--exclude")
             return
         suffix = next((s for s in COMPRESSED if lower.endswith(s)), "")
         if not explicit and not self.sel.takes(rel, suffix):

@@ -119,6 +119,7 @@ def test_separator_escapes_and_hidden(tree: Path) -> None:
         ((), ("c",), [0, 1, 5, 6]),  # an excluded folder is not entered
         ((), ("a/b/*",), [1, 2, 3, 4, 5, 6]),  # a pattern with / matches the path below the root
         (("d.zip/z/1.*",), (), [5]),  # zip members by their path in the zip
+        ((), ("*.zip",), [0, 1, 2, 3, 4]),  # ... and a zip can be left out like a folder
         (("*.txt",), ("*.xz", "one.*"), [3, 4, 5, 6]),  # ... or with it
     ],
 )
