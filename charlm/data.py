@@ -390,9 +390,9 @@ def recode(ids: np.ndarray, source: Vocab, target: Vocab, skip_unknown: bool) ->
     Characters the target lacks are an error naming them, or dropped if asked.
     """
     if source == target:
-        return np.asarray(ids, dtype=np.int64)
+        return ids  # a memmap stays one
     table = target._lookup("".join(source.chars))  # source id -> target id, -1 where absent
-    mapped = table[np.asarray(ids, dtype=np.int64)]
+    mapped = table[ids]
     missing = mapped < 0
     if missing.any():
         if not skip_unknown:

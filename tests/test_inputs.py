@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from charlm.cli import main
-from charlm.data import Vocab
+from charlm.data import Vocab, recode
 from charlm.errors import CharLMError
 from charlm.evaluate import score
 from charlm.inputs import Selection, find, load_inputs, unescape
@@ -275,3 +275,12 @@ def test_cli_trains_and_scores_a_folder_with_the_state_carried_across_documents(
     assert got["chars"] == len(joined) - 1 == expected.chars
     assert got["nll"] == pytest.approx(expected.nll, rel=1e-6)
     assert "read 7 document(s)" in out.output  # the note goes to stderr, mixed in by CliRunner
+
+
+def test_recode_to_a_models_vocabulary() -> None:
+    source, target = Vocab(list("abcx")), Vocab(list("abdx"))
+    ids = source.encode("xacab")
+    with pytest.raises(CharLMError, match=r"1 character\(s\) not in the model's vocabulary: 'c'"):
+        recode(ids, source, target, skip_unknown=False)
+    np.testing.assert_array_equal(recode(ids, source, target, True), target.encode("xaab"))
+    assert recode(ids, source, source, False) is ids
