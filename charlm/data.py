@@ -173,12 +173,14 @@ Opener = Callable[[], BinaryIO]
 READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, RuntimeError)
 
 
-def _opener(path: str) -> Opener:
+def opener(path: str, open_fn: Callable[..., BinaryIO] = open) -> Opener:
+    """Opens `path` for reading (with `open_fn`: gzip.open, ...), a failure as a CharLMError."""
+
     def open_file() -> BinaryIO:
         try:
-            return open(path, "rb")
+            return open_fn(path, "rb")
         except OSError as e:
-            raise CharLMError(f"cannot read {path}: {e.strerror}") from None
+            raise CharLMError(f"cannot read {path}: {e.strerror or e}") from None
 
     return open_file
 
@@ -211,7 +213,7 @@ class Document:
 def file_document(path: str, name: str | None = None) -> Document:
     """A plain file as a document (an error if it is missing, a folder or a special file)."""
     st = _check_file(path)
-    return Document(name or path, _opener(path), os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    return Document(name or path, opener(path), os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
 def _read(f: BinaryIO, name: str, size: int) -> bytes:
@@ -301,7 +303,7 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
     """Read a whole text file, turning every way it can be unreadable into a CharLMError."""
     path = os.fspath(path)
     _check_file(path)
-    pieces = _decoded(_opener(path), path, encoding, errors, CHUNK_BYTES)
+    pieces = _decoded(opener(path), path, encoding, errors, CHUNK_BYTES)
     text = "".join(p.decode("ascii") if isinstance(p, bytes) else p for p in pieces)
     if not text:
         raise CharLMError(f"{path} is empty")

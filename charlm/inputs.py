@@ -55,6 +55,7 @@ from charlm.data import (
     file_document,
     load_corpus,
     load_documents,
+    opener,
 )
 from charlm.errors import CharLMError
 
@@ -124,16 +125,6 @@ class _Zips:
                 raise CharLMError(f"cannot read {name}: {e}") from None
 
         return open_member
-
-
-def _stream_opener(path: str, open_fn: Callable[..., BinaryIO]) -> Callable[[], BinaryIO]:
-    def open_stream() -> BinaryIO:
-        try:
-            return open_fn(path, "rb")
-        except OSError as e:
-            raise CharLMError(f"cannot read {path}: {e.strerror or e}") from None
-
-    return open_stream
 
 
 def _has_glob(arg: str) -> bool:
@@ -253,10 +244,9 @@ class _Walk:
         if not explicit and not self.sel.takes(rel, suffix):
             self.skip("left out by --include/--exclude")
             return
-        opener = _stream_opener(path, COMPRESSED[suffix]) if suffix else None
         doc = file_document(path)
-        if opener is not None:
-            doc = replace(doc, open=opener, packed=True)
+        if suffix:
+            doc = replace(doc, open=opener(path, COMPRESSED[suffix]), packed=True)
         self.add(doc, explicit)
 
     def archive(self, path: str, st: os.stat_result, rel: str, explicit: bool) -> None:
