@@ -11,6 +11,7 @@ import contextlib
 import functools
 import itertools
 import json
+import shlex
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -99,6 +100,9 @@ def _train_options(fn):
             continue
         name = "--" + f.name.replace("_", "-")
         help_text = f.metadata["help"]
+        if f.type == "tuple[str, ...]":
+            fn = click.option(name, f.name, multiple=True, help=help_text)(fn)
+            continue
         if f.type in ("bool", bool):
             fn = click.option(
                 f"{name}/--no-{name[2:]}",
@@ -120,8 +124,8 @@ def _train_options(fn):
     return fn
 
 
-@main.command(short_help="Train a model on a text file, or on the built-in corpus.")
-@click.argument("corpus", required=False)
+@main.command(short_help="Train a model on text files, folders, archives or a named corpus.")
+@click.argument("corpus", nargs=-1)
 @_train_options
 @click.option("--resume", is_flag=True, help="continue the run in --out from its checkpoint.pt")
 @click.option("--overwrite", is_flag=True, help="start afresh in an --out that holds a run")
@@ -136,19 +140,27 @@ def _train_options(fn):
 @_user_errors
 def train(
     ctx: click.Context,
-    corpus: str | None,
+    corpus: tuple[str, ...],
     resume: bool,
     overwrite: bool,
     quiet: bool,
     config_file: Path | None,
     **settings: Any,
 ) -> None:
-    """Train a model on CORPUS (a UTF-8 text file; none: the built-in corpus).
+    """Train a model on CORPUS: UTF-8 text files, folders, globs or a corpus name (none: the
+    built-in corpus).
+
+    Folders are walked in sorted order, leaving out hidden folders, virtual environments and
+    binary files (counted); .gz/.bz2/.xz files and .zip members are read as streams. The
+    documents are joined with --separator; validation is the last --val-fraction of the
+    joined text (a named corpus's declared split wins).
 
     \b
     Examples:
       charlm train                                   # built-in corpus, offline
       charlm train tinyshakespeare.txt --time-budget 180
+      charlm train ~/src/project --include '*.py'    # a source tree
+      charlm train enwik8                            # its standard split, bytes
       charlm train corpus.txt --model rnn --embedding-dim 0 --optimizer sgd --lr 1
       charlm train corpus.txt --resume               # continue an interrupted run
       charlm train --config run.toml --epochs 2      # settings from a file, flags win
@@ -163,8 +175,8 @@ def train(
         for k, v in settings.items()
         if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
     }
-    if corpus is not None:
-        given["corpus"] = corpus
+    if corpus:
+        given["corpus"] = corpus[0] if len(corpus) == 1 else corpus
     # precedence: defaults < the config file < flags on the command line
     given = {**(read_config_file(config_file) if config_file else {}), **given}
     out = given.get("out", settings["out"])
@@ -173,7 +185,8 @@ def train(
     if not distributed.detect().is_main:
         sys.exit(result.exit_code)  # under torchrun, rank 0 reports for all
     if result.stopped_by.startswith("SIG"):
-        corpus_arg = "" if cfg.corpus == "builtin" else f" {cfg.corpus}"
+        args = [cfg.corpus] if isinstance(cfg.corpus, str) else list(cfg.corpus)
+        corpus_arg = "" if args == ["builtin"] else " " + " ".join(map(shlex.quote, args))
         click.echo(
             f"{result.stopped_by}: stopped at step {result.progress.step}, checkpoint saved in "
             f"{cfg.out}. Resume with: charlm train{corpus_arg} --out {cfg.out} --resume",
@@ -237,6 +250,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if name not in kinds:
             continue
         kind = kinds[name]
+        if kind.endswith("tuple[str, ...]"):  # corpus (one or several), --include, --exclude
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = tuple(value)
+            elif isinstance(value, str):
+                value = value if kind.startswith("str") else (value,)
+            else:
+                raise CharLMError(f"{path}: {key} must be a string or a list of strings")
+            settings[name] = value
+            continue
         if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         wanted = {"int": int, "float": float, "str": str, "bool": bool}[kind]
@@ -398,7 +420,7 @@ def eval_group() -> None:
 
 
 @eval_group.command(short_help="Perplexity and bits per character of a text.")
-@click.argument("file", type=click.Path(dir_okay=True, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
 @_checkpoint_option
 @click.option("--seq-len", default=256, show_default=True, help="window length (state carried)")
 @click.option("--skip-unknown", is_flag=True, help="skip characters outside the vocabulary")
@@ -410,6 +432,12 @@ def eval_group() -> None:
     "but each piece starts without the text before it (1 is exact)",
 )
 @click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--include", multiple=True, help="in folders: read only files matching this")
+@click.option("--exclude", multiple=True, help="in folders: skip files/folders matching this")
+@click.option("--hidden", is_flag=True, help="also read hidden files, folders and venvs")
+@click.option(
+    "--separator", default=r"\n", show_default=True, help="put between two documents (\\n: newline)"
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option(
     "--html",
@@ -428,7 +456,7 @@ def eval_group() -> None:
 @_threads_option
 @_user_errors
 def perplexity(
-    file: Path,
+    inputs: tuple[str, ...],
     checkpoint_path: str,
     seq_len: int,
     skip_unknown: bool,
@@ -437,51 +465,79 @@ def perplexity(
     as_json: bool,
     device: str,
     threads: int,
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    hidden: bool = False,
+    separator: str = r"\n",
     html_out: Path | None = None,
     html_max_chars: int = 20_000,
 ) -> None:
-    """Perplexity and bits per character of FILE under the model.
+    """Perplexity and bits per character (per byte, for a byte-level model) of INPUTS.
 
-    Every character after the first is scored, the state carried through the whole text
-    (with --streams N, through each of N pieces). A bar shows progress on a terminal.
+    INPUTS are read as `charlm train` reads them (files, folders, globs, .gz/.zip, names;
+    NAME:PART is one part of a named corpus's split, e.g. enwik8:test) and joined with
+    --separator into one text. Every character after the first is scored, the state carried
+    through the whole text, across document boundaries too (with --streams N, through each of
+    N pieces). A bar shows progress on a terminal.
 
     \b
     Example:
       charlm eval perplexity test.txt --checkpoint runs/charlm --json
+      charlm eval perplexity enwik8:test --checkpoint runs/enwik8    # the standard test part
       charlm eval perplexity test.txt --html surprisal.html   # open it in a browser
     """
-    from charlm.data import read_text
-    from charlm.evaluate import score_text
+    from charlm.data import recode
+    from charlm.evaluate import score
+    from charlm.inputs import Selection, load_inputs, unescape
     from charlm.threads import use_threads
     from charlm.train import load_model
 
     if seq_len <= 0:
         raise CharLMError(f"--seq-len must be > 0, got {seq_len}")
+    if streams <= 0:
+        raise CharLMError(f"--streams must be > 0, got {streams}")
     if html_out is not None and html_max_chars < 2:
         raise CharLMError(f"--html-max-chars must be >= 2, got {html_max_chars}")
     use_threads(threads)
     model, vocab, ckpt = load_model(checkpoint_path, device)
-    text = read_text(file, encoding)
+    corpus = load_inputs(
+        inputs, Selection(include, exclude, hidden), separator=unescape(separator),
+        encoding=encoding, byte_level=vocab.is_bytes,
+    )  # fmt: skip
+    if corpus.vocab.is_bytes != vocab.is_bytes:
+        raise CharLMError(
+            f"{' '.join(inputs)} is counted in bytes (its manifest's unit), but the model in "
+            f"{checkpoint_path} reads characters: train one with --byte-level to compare"
+        )
+    if corpus.note:
+        click.echo(corpus.note, err=True)
+    if html_out is not None and vocab.is_bytes:
+        raise CharLMError("--html shows characters: it needs a character-level model")
     try:
-        result = score_text(model, vocab, text, seq_len, skip_unknown, streams, progress=True)
+        ids = recode(corpus.ids, corpus.vocab, vocab, skip_unknown)
     except CharLMError as e:
-        if skip_unknown or not vocab.unknown(text):
-            raise
         raise CharLMError(f"{e}; to score the text without them, add --skip-unknown") from None
+    if len(ids) < 2:
+        raise CharLMError("the text has fewer than 2 known characters: nothing to score")
+    result = score(model, ids, seq_len, streams, progress=True)
+    result.skipped = len(corpus.ids) - len(ids)
     if html_out is not None:
         from charlm.surprisal import surprisal_page
 
-        surprisal_page(html_out, model, vocab, ckpt, text, file, result, seq_len, html_max_chars)
+        text = corpus.vocab.decode(corpus.ids)
+        name = Path(inputs[0]) if len(inputs) == 1 else Path(corpus.source)
+        surprisal_page(html_out, model, vocab, ckpt, text, name, result, seq_len, html_max_chars)
         click.echo(f"wrote {html_out}", err=True)
     if as_json:
-        click.echo(json.dumps(result.as_dict()))
+        click.echo(json.dumps({**result.as_dict(), "unit": "byte" if vocab.is_bytes else "char"}))
         return
+    unit = "byte" if vocab.is_bytes else "char"
     click.echo(f"perplexity     {result.perplexity:.4f}")
-    click.echo(f"bits per char  {result.bits_per_char:.4f}")
+    click.echo(f"bits per {unit:<5} {result.bits_per_char:.4f}")
     click.echo(f"nll (nats)     {result.nll:.4f}")
-    click.echo(f"chars scored   {result.chars}")
+    click.echo(f"{unit}s scored   {result.chars}")
     if result.skipped:
-        click.echo(f"chars skipped  {result.skipped} (not in the vocabulary)")
+        click.echo(f"{unit}s skipped  {result.skipped} (not in the vocabulary)")
 
 
 def _size(n: int) -> str:
@@ -494,26 +550,37 @@ def corpora_command() -> None:
     """List the named corpora: `charlm train NAME` finds, or downloads once, the text.
 
     \b
-    A name is looked up in $CHARLM_DATA (if set), then in the cache ($CHARLM_CACHE, default
-    ~/.cache/charlm/corpora); if absent it is downloaded, checked and cached. Offline, put
-    the file in one of those folders yourself.
+    Each is a JSON manifest in charlm's corpora folder, or in the folder named by
+    $CHARLM_CORPORA (add your own there). A name is looked up in $CHARLM_DATA (if set),
+    then in the cache ($CHARLM_CACHE, default ~/.cache/charlm/corpora); if absent it is
+    downloaded, checked and cached. Offline, put the file in one of those folders yourself.
+    A corpus with a split trains on its train part and validates on its valid part; score
+    its test part with `charlm eval perplexity NAME:test`.
     """
     from charlm import corpora
     from charlm.data import BUILTIN, builtin_text
 
+    found = corpora.catalog()  # a malformed manifest fails before anything is printed
     size = len(builtin_text().encode("utf-8"))
     click.echo(f"{BUILTIN:<16} {_size(size):>9}  local: ships with Python")
     click.echo(f"    {corpora.BUILTIN_DESCRIPTION}")
     click.echo(f"    license: {corpora.BUILTIN_LICENSE}")
-    for c in corpora.CORPORA.values():
+    for c in found.values():
         path = corpora.local_path(c)
         where = f"local: {path}" if path else "not local: downloaded on first use"
         click.echo(f"{c.name:<16} {_size(c.size):>9}  {where}")
         click.echo(f"    {c.description}")
         click.echo(f"    source:  {c.url}")
         click.echo(f"    license: {c.license}")
+        if c.split is not None:
+            parts = " / ".join(f"{p} {n:,}" for p, n in zip(corpora.PARTS, c.split, strict=True))
+            click.echo(f"    split:   {parts} {c.unit}s")
+        elif c.unit == "byte":
+            click.echo("    read byte-level (its literature counts bytes)")
     data = corpora.data_dir()
     click.echo(f"\nlooked in: $CHARLM_DATA = {data or '(not set)'}; cache {corpora.cache_dir()}")
+    folders = ", ".join(str(d) for d in corpora.manifest_dirs())
+    click.echo(f"manifests: {folders} (add yours: ${corpora.MANIFESTS_ENV})")
 
 
 @main.command(short_help="Plot the learning curves of one or more runs.")

@@ -28,7 +28,8 @@ def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any
 class TrainConfig:
     """Every setting of a training run; saved as config.json and inside every checkpoint."""
 
-    corpus: str = _opt(BUILTIN, "training text (UTF-8 file), or 'builtin'")
+    # one input as a string, several as a sequence: files, folders, globs, names (see inputs.py)
+    corpus: str | tuple[str, ...] = _opt(BUILTIN, "training text: files, folders, globs, a name")
     out: str = _opt("runs/charlm", "run folder: checkpoints, metrics.jsonl, config.json")
     # model
     model: str = _opt("lstm", "recurrent cell: hand-written rnn, or nn.LSTM / nn.GRU", MODELS)
@@ -52,6 +53,13 @@ class TrainConfig:
     val_fraction: float = _opt(0.1, "last fraction of the text held out for validation")
     encoding: str = _opt("utf-8", "text encoding of the corpus")
     errors: str = _opt("strict", "decoding errors: strict fails, replace substitutes U+FFFD")
+    include: tuple[str, ...] = _opt((), "in folders: read only files matching this (repeatable)")
+    exclude: tuple[str, ...] = _opt((), "in folders: skip files/folders matching this (repeatable)")
+    hidden: bool = _opt(False, "also read hidden files and folders and virtual environments")
+    separator: str = _opt(r"\n", r"put between two documents (\n, \t: newline, tab)")
+    byte_level: bool = _opt(
+        False, "model bytes (a vocabulary of the 256 byte values): any file; bits per byte"
+    )
     # optimisation
     optimizer: str = _opt("adam", "optimizer", OPTIMIZERS)
     lr: float = _opt(3e-3, "learning rate")

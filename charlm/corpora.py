@@ -1,4 +1,15 @@
-"""Named corpora: `charlm train tinyshakespeare` finds, or fetches once, a well-known text.
+"""Named corpora: `charlm train enwik8` finds, or fetches once, a well-known text.
+
+Each named corpus is one JSON manifest, read at run time: first the project's corpora/ folder
+(shipped inside the wheel as charlm/manifests/), then the folder named by $CHARLM_CORPORA, where
+users drop their own (a name there replaces a shipped one). A manifest holds:
+
+    name, description, url, file, size, license      (size: bytes of the text file)
+    unpack        "none": the download is the text; "zip": the text is its `member`
+    sha256        of the download, checked when known; else download_size (bytes) is checked
+    unit          "char", or "byte" where the literature counts bytes (charlm then reads bytes)
+    split         {"train": N, "valid": N, "test": N}: consecutive parts from the start, in units
+    notes         free text
 
 A name resolves to a file in this order:
 
@@ -7,25 +18,34 @@ A name resolves to a file in this order:
     3. download from the public source -> verify -> write to the cache atomically
 
 A path that exists always wins over a name, so a local file called `enwik8` is read as is.
-Downloads are checked against a published SHA-256 where one is known, else against the
-published size; a download that fails or does not match never lands in the cache.
+`NAME:PART` (enwik8:test) names one part of a declared split. A download that fails or does not
+match never lands in the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from charlm.data import BUILTIN
 from charlm.errors import CharLMError
+
+MANIFESTS_ENV = "CHARLM_CORPORA"
+PARTS = ("train", "valid", "test")
+UNITS = ("char", "byte")
+BUILTIN_DESCRIPTION = "Python's pydoc help topics, shipped with Python: always offline"
+BUILTIN_LICENSE = "PSF License (Python documentation)"
 
 
 @dataclass(frozen=True)
@@ -41,48 +61,147 @@ class NamedCorpus:
     sha256: str | None = None  # of the downloaded file (the zip, for zipped corpora)
     download_size: int | None = None  # bytes of the downloaded file, checked when no sha256
     member: str | None = None  # the text's name inside the zip, for zipped corpora
+    unit: str = "char"  # what the literature counts: "char", or "byte" (read byte-level)
+    split: tuple[int, int, int] | None = None  # (train, valid, test) lengths in units
+    notes: str = ""
+    manifest: str = ""  # the file it was read from
+
+    def part(self, name: str) -> tuple[int, int]:
+        """(start, stop) of a part of the declared split, in units."""
+        assert self.split is not None
+        k = PARTS.index(name)
+        start = sum(self.split[:k])
+        return start, start + self.split[k]
 
 
-CORPORA: dict[str, NamedCorpus] = {
-    c.name: c
-    for c in (
-        NamedCorpus(
-            name="tinyshakespeare",
-            file="tinyshakespeare.txt",
-            url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-            size=1_115_394,
-            sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-            license="public domain (Shakespeare); collected in karpathy/char-rnn (MIT)",
-            description="40,000 lines of Shakespeare's plays, the char-rnn classic",
-        ),
-        NamedCorpus(
-            name="enwik8",
-            file="enwik8",
-            url="http://mattmahoney.net/dc/enwik8.zip",
-            size=100_000_000,
-            # sha256 of enwik8.zip as recorded in huggingface/datasets' enwik8 dataset_infos.json
-            sha256="547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc",
-            download_size=36_445_475,
-            member="enwik8",
-            license="Wikipedia text (CC BY-SA / GFDL)",
-            description="first 10^8 bytes of an English Wikipedia XML dump (Hutter Prize)",
-        ),
-        NamedCorpus(
-            name="text8",
-            file="text8",
-            url="http://mattmahoney.net/dc/text8.zip",
-            size=100_000_000,
-            # no published SHA-256 found: the zip's published size (31,344,016 bytes) and the
-            # text's size are checked instead
-            download_size=31_344_016,
-            member="text8",
-            license="Wikipedia text (CC BY-SA / GFDL)",
-            description="Wikipedia (from enwik9) cleaned to lowercase a-z and spaces, 10^8 chars",
-        ),
-    )
-}
-BUILTIN_DESCRIPTION = "Python's pydoc help topics, shipped with Python: always offline"
-BUILTIN_LICENSE = "PSF License (Python documentation)"
+def _shipped_dir() -> Path:
+    """The manifests that come with charlm: in the wheel, or in the checkout's corpora/."""
+    here = Path(__file__).resolve().parent
+    installed = here / "manifests"
+    return installed if installed.is_dir() else here.parent / "corpora"
+
+
+def manifest_dirs() -> list[Path]:
+    """Where manifests are read from, in order (a later one's name replaces an earlier one)."""
+    user = os.environ.get(MANIFESTS_ENV)
+    return [_shipped_dir(), *([Path(user).expanduser()] if user else [])]
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_REQUIRED = ("name", "description", "url", "file", "size", "license", "unpack")
+_OPTIONAL = ("sha256", "download_size", "member", "unit", "split", "notes")
+
+
+def parse_manifest(path: Path) -> NamedCorpus:
+    """Read and check one manifest; any flaw is one line naming the file and the field."""
+
+    def bad(field: str, why: str) -> CharLMError:
+        return CharLMError(f"corpus manifest {path}: field {field!r} {why}")
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise CharLMError(f"cannot read corpus manifest {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise CharLMError(
+            f"corpus manifest {path} is not valid JSON: {e.msg} at line {e.lineno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise CharLMError(f"corpus manifest {path} must hold one JSON object")
+    for key in data:
+        if key not in _REQUIRED + _OPTIONAL:
+            raise bad(key, f"is not a manifest field (fields: {', '.join(_REQUIRED + _OPTIONAL)})")
+    for key in _REQUIRED:
+        if key not in data:
+            raise bad(key, "is missing")
+
+    def text(key: str) -> Any:
+        value = data.get(key)
+        if key in data and (not isinstance(value, str) or not value.strip()):
+            raise bad(key, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def count(key: str, value: Any, least: int = 1) -> Any:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < least
+        ):
+            raise bad(key, f"must be an integer >= {least}, got {value!r}")
+        return value
+
+    size = count("size", data["size"])
+    download_size = count("download_size", data.get("download_size"))
+    name, file = text("name"), text("file")
+    for key in ("description", "url", "license", "unpack", "member", "unit", "sha256"):
+        text(key)
+    if not _NAME.fullmatch(name) or name == BUILTIN:
+        raise bad("name", f"must be letters, digits and . _ + - (not {BUILTIN!r}), got {name!r}")
+    if Path(file).name != file or file in (".", ".."):
+        raise bad("file", f"must be a plain file name, got {file!r}")
+    sha256 = data.get("sha256")
+    if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise bad("sha256", f"must be 64 lowercase hex digits, got {sha256!r}")
+    unpack, member = data["unpack"], data.get("member")
+    if unpack not in ("none", "zip"):
+        raise bad("unpack", f"must be 'none' or 'zip', got {unpack!r}")
+    if (unpack == "zip") != (member is not None):
+        raise bad("member", "is needed with unpack 'zip', and only then")
+    unit = data.get("unit", "char")
+    if unit not in UNITS:
+        raise bad("unit", f"must be 'char' or 'byte', got {unit!r}")
+    notes = data.get("notes", "")
+    if not isinstance(notes, str):
+        raise bad("notes", f"must be a string, got {notes!r}")
+    split = data.get("split")
+    if split is not None:
+        if not isinstance(split, dict) or sorted(split) != sorted(PARTS):
+            raise bad("split", f"must be an object with keys train, valid, test; got {split!r}")
+        split = tuple(count(f"split.{p}", split[p], least=0) for p in PARTS)
+        if split[0] < 2:
+            raise bad("split.train", f"must be at least 2, got {split[0]}")
+        if unit == "byte" and sum(split) != size:
+            raise bad("split", f"adds up to {sum(split)} bytes, but size is {size}")
+    return NamedCorpus(
+        name=name, file=file, url=data["url"], size=size,
+        license=data["license"], description=data["description"], sha256=sha256,
+        download_size=download_size, member=member,
+        unit=unit, split=split, notes=notes, manifest=str(path),
+    )  # fmt: skip
+
+
+def catalog() -> dict[str, NamedCorpus]:
+    """Every named corpus, by name, from the manifests (read afresh: the folder may change)."""
+    found: dict[str, NamedCorpus] = {}
+    for folder in manifest_dirs():
+        if not folder.is_dir():
+            if folder != _shipped_dir():
+                raise CharLMError(f"${MANIFESTS_ENV} is {folder}, which is not a folder")
+            continue
+        here: dict[str, NamedCorpus] = {}
+        for path in sorted(folder.glob("*.json")):
+            corpus = parse_manifest(path)
+            if corpus.name in here:
+                raise CharLMError(
+                    f"corpus manifests {here[corpus.name].manifest} and {path} both name "
+                    f"{corpus.name!r}"
+                )
+            here[corpus.name] = corpus
+        found.update(here)
+    return found
+
+
+def lookup(arg: str) -> tuple[NamedCorpus, str | None] | None:
+    """(corpus, part or None) for NAME or NAME:PART, None if `arg` names no corpus."""
+    name, _, part = arg.partition(":")
+    corpus = catalog().get(name)
+    if corpus is None:
+        return None
+    if not part:
+        return corpus, None
+    if part not in PARTS:
+        raise CharLMError(f"{arg}: the part must be one of {', '.join(PARTS)}, got {part!r}")
+    if corpus.split is None:
+        raise CharLMError(f"{arg}: {name} declares no split (see {corpus.manifest})")
+    return corpus, part
 
 
 def data_dir() -> Path | None:
@@ -218,18 +337,26 @@ def _check_local(corpus: NamedCorpus, path: Path) -> None:
         )
 
 
-def resolve(name_or_path: str) -> str:
-    """The file to read for a corpus argument: an existing path, else a named corpus's file."""
-    if name_or_path == BUILTIN or os.path.exists(name_or_path):
-        return name_or_path
-    corpus = CORPORA.get(name_or_path)
-    if corpus is None:
-        names = ", ".join([BUILTIN, *CORPORA])
-        raise CharLMError(
-            f"no such file: {name_or_path} (nor a named corpus: {names}; see `charlm corpora`)"
-        )
+def locate(corpus: NamedCorpus) -> str:
+    """The corpus's file: local if it is there (and of the right size), else downloaded."""
     path = local_path(corpus)
     if path is None:
         return str(fetch(corpus))
     _check_local(corpus, path)
     return str(path)
+
+
+def no_such(arg: str) -> CharLMError:
+    """The error for an argument that is neither a path nor a name, listing the names."""
+    names = ", ".join([BUILTIN, *catalog()])
+    return CharLMError(f"no such file: {arg} (nor a named corpus: {names}; see `charlm corpora`)")
+
+
+def resolve(name_or_path: str) -> str:
+    """The file to read for a corpus argument: an existing path, else a named corpus's file."""
+    if name_or_path == BUILTIN or os.path.exists(name_or_path):
+        return name_or_path
+    found = lookup(name_or_path)
+    if found is None:
+        raise no_such(name_or_path)
+    return locate(found[0])

@@ -8,10 +8,15 @@ A corpus file is read in chunks, twice, so memory does not grow with the file:
     pass 1: bytes -> incremental decoder -> code points -> np.bincount   => vocabulary, length
     pass 2: bytes -> incremental decoder -> code points -> lookup table  => ids (uint8/16/32)
 
-A chunk of pure ASCII skips the decoder (its bytes are its code points). Files of
-IN_MEMORY_BELOW bytes or more keep their ids in an encoded cache ($CHARLM_CACHE, default
-~/.cache/charlm/encoded/), keyed by absolute path, size and mtime, opened as a read-only np.memmap
-on the next run; smaller files keep their ids in memory.
+A chunk of pure ASCII skips the decoder (its bytes are its code points). Several documents
+(files, archive members) are read one after another as one text, a separator between them, so
+memory is a few chunks whatever the number or size of the files. Inputs of IN_MEMORY_BELOW bytes
+or more keep their ids in an encoded cache ($CHARLM_CACHE, default ~/.cache/charlm/encoded/),
+keyed by the list of documents and each one's size and mtime, opened as a read-only np.memmap on
+the next run; smaller inputs keep their ids in memory.
+
+Byte-level mode reads bytes, not characters: the vocabulary is the 256 byte values, any file can
+be read, and the scores are bits per byte, the unit the enwik8 literature reports.
 """
 
 from __future__ import annotations
@@ -20,13 +25,17 @@ import codecs
 import hashlib
 import io
 import json
+import lzma
 import os
+import stat
 import tempfile
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -36,7 +45,7 @@ BUILTIN = "builtin"
 CHUNK_BYTES = 16 << 20  # bytes read per chunk
 FIRST_LOOK = 1 << 16  # characters of the first chunk scanned on their own
 IN_MEMORY_BELOW = 32 << 20  # smaller files are encoded in memory, larger ones cached on disk
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 UNICODE = 0x110000  # code points 0 .. 0x10FFFF
 
 
@@ -66,6 +75,16 @@ class Vocab:
     def from_text(cls, text: str) -> Vocab:
         return cls([chr(c) for c in np.unique(_codepoints(text))])
 
+    @classmethod
+    def of_bytes(cls) -> Vocab:
+        """The 256 byte values, id = byte (no text corpus has them all: NUL makes it binary)."""
+        return cls([chr(b) for b in range(256)])
+
+    @property
+    def is_bytes(self) -> bool:
+        """A byte-level vocabulary: text goes in and out as UTF-8 bytes."""
+        return len(self.chars) == 256 and self.chars[0] == "\x00" and self.chars[-1] == "\xff"
+
     def __len__(self) -> int:
         return len(self.chars)
 
@@ -73,6 +92,8 @@ class Vocab:
         return isinstance(other, Vocab) and self.chars == other.chars
 
     def _lookup(self, text: str) -> np.ndarray:
+        if self.is_bytes:
+            return np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8).astype(np.int64)
         cps = _codepoints(text)
         ids = np.full(len(cps), -1, dtype=np.int64)
         inside = cps < len(self._lut)
@@ -81,6 +102,8 @@ class Vocab:
 
     def unknown(self, text: str) -> list[str]:
         """Distinct characters of `text` that are not in the vocabulary, sorted."""
+        if self.is_bytes:
+            return []
         cps = _codepoints(text)
         return [chr(c) for c in np.unique(cps[self._lookup(text) < 0])]
 
@@ -98,6 +121,8 @@ class Vocab:
         return ids
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        if self.is_bytes:  # bytes cut inside a character, or not UTF-8, show as U+FFFD
+            return np.asarray(ids, dtype=np.uint8).tobytes().decode("utf-8", "replace")
         cps = self.codepoints[np.asarray(ids, dtype=np.int64)].astype("<u4")
         return cps.tobytes().decode("utf-32-le", "surrogatepass")
 
@@ -109,9 +134,17 @@ class Corpus:
     ids: np.ndarray
     vocab: Vocab
     source: str
+    # [name, size, mtime_ns] of each document read: what --resume checks the inputs against
+    inputs: list[list[Any]] = field(default_factory=list)
+    # a named corpus's declared split, in ids: (end of train, end of validation)
+    declared: tuple[int, int] | None = None
+    note: str = ""  # one line on what was read and skipped, when there were several documents
 
     def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        """(train, val): the last `val_fraction` of the text is validation."""
+        """(train, val): the declared parts if any, else the last `val_fraction` is validation."""
+        if self.declared is not None:
+            train_end, val_end = self.declared
+            return self.ids[:train_end], self.ids[train_end:val_end]
         n_val = int(len(self.ids) * val_fraction)
         cut = len(self.ids) - n_val
         return self.ids[:cut], self.ids[cut:]
@@ -129,20 +162,70 @@ def _check_file(path: str) -> os.stat_result:
         raise CharLMError(f"no such file: {path}")
     if os.path.isdir(path):
         raise CharLMError(f"{path} is a directory, not a text file")
-    return os.stat(path)
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+        raise CharLMError(f"{path} is not a regular file (a pipe, socket or device?)")
+    return st
 
 
 Opener = Callable[[], BinaryIO]
+# what reading a file or a decompressing stream can raise, besides OSError
+READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, RuntimeError)
 
 
-def _opener(path: str) -> Opener:
+def opener(path: str, open_fn: Callable[..., BinaryIO] = open) -> Opener:
+    """Opens `path` for reading (with `open_fn`: gzip.open, ...), a failure as a CharLMError."""
+
     def open_file() -> BinaryIO:
         try:
-            return open(path, "rb")
+            return open_fn(path, "rb")
         except OSError as e:
-            raise CharLMError(f"cannot read {path}: {e.strerror}") from None
+            raise CharLMError(f"cannot read {path}: {e.strerror or e}") from None
 
     return open_file
+
+
+@dataclass(frozen=True)
+class Document:
+    """One text of the input: a file, a decompressed file or a member of an archive."""
+
+    name: str  # as messages show it: the path given, or archive.zip/member
+    open: Opener
+    path: str  # the file on disk, absolute
+    size: int  # of the file on disk (compressed, for `packed` documents)
+    mtime_ns: int
+    member: str = ""  # the member's name, in an archive
+    packed: bool = False  # compressed: the text is longer than `size`
+
+    @property
+    def identity(self) -> list[Any]:
+        where = f"{self.path}/{self.member}" if self.member else self.path
+        return [where, self.size, self.mtime_ns]
+
+    def changed(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns)
+
+
+def file_document(path: str, name: str | None = None) -> Document:
+    """A plain file as a document (an error if it is missing, a folder or a special file)."""
+    st = _check_file(path)
+    return Document(name or path, opener(path), os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def _read(f: BinaryIO, name: str, size: int) -> bytes:
+    try:
+        return f.read(size)
+    except READ_ERRORS as e:
+        reason = getattr(e, "strerror", None) or e
+        raise CharLMError(f"cannot read {name}: {reason}") from None
+
+
+def _binary(name: str) -> str:
+    return f"{name} looks like a binary file (it contains NUL bytes), not text (see --byte-level)"
 
 
 def _decoded(
@@ -162,12 +245,11 @@ def _decoded(
     offset = 0  # file offset of the start of `raw`
     with open_file() as f:
         while True:
-            try:
-                raw = f.read(chunk_size)
-            except OSError as e:
-                raise CharLMError(f"cannot read {name}: {e.strerror}") from None
+            raw = _read(f, name, chunk_size)
             pending = decoder.getstate()[0]  # bytes of a character cut by the last boundary
             if ascii_fast and raw and not pending and raw.isascii():
+                if b"\x00" in raw:
+                    raise CharLMError(_binary(name))
                 yield raw
             else:
                 try:
@@ -178,11 +260,39 @@ def _decoded(
                         f"byte offset {offset - len(pending) + e.start} (use --encoding to name "
                         f"the right encoding, or --errors replace)"
                     ) from None
+                if "\x00" in text:
+                    raise CharLMError(_binary(name))
                 if text:
                     yield text
             if not raw:
                 return
             offset += len(raw)
+
+
+def _raw(open_file: Opener, name: str, chunk_size: int) -> Iterator[bytes]:
+    """The file's bytes chunk by chunk (byte-level mode: nothing is decoded)."""
+    with open_file() as f:
+        while raw := _read(f, name, chunk_size):
+            yield raw
+
+
+def _joined(
+    docs: Sequence[Document],
+    separator: str,
+    encoding: str,
+    errors: str,
+    chunk_size: int,
+    byte_level: bool,
+) -> Iterator[bytes | str]:
+    """The documents one after another as one text, `separator` between two documents."""
+    sep: bytes | str = separator.encode("utf-8") if byte_level or separator.isascii() else separator
+    for k, doc in enumerate(docs):
+        if k and sep:
+            yield sep
+        if byte_level:
+            yield from _raw(doc.open, doc.name, chunk_size)
+        else:
+            yield from _decoded(doc.open, doc.name, encoding, errors, chunk_size)
 
 
 def _codepoints_of(piece: bytes | str) -> np.ndarray:
@@ -193,12 +303,10 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
     """Read a whole text file, turning every way it can be unreadable into a CharLMError."""
     path = os.fspath(path)
     _check_file(path)
-    pieces = _decoded(_opener(path), path, encoding, errors, CHUNK_BYTES)
+    pieces = _decoded(opener(path), path, encoding, errors, CHUNK_BYTES)
     text = "".join(p.decode("ascii") if isinstance(p, bytes) else p for p in pieces)
     if not text:
         raise CharLMError(f"{path} is empty")
-    if "\x00" in text:
-        raise CharLMError(f"{path} looks like a binary file (it contains NUL bytes), not text")
     return text
 
 
@@ -210,18 +318,20 @@ def id_dtype(vocab_size: int) -> np.dtype:
     raise AssertionError("more characters than Unicode has")
 
 
-def _scan(pieces: Iterator[bytes | str], name: str) -> tuple[Vocab, int]:
+def _scan(pieces: Iterator[bytes | str], name: str, byte_level: bool = False) -> tuple[Vocab, int]:
     """Pass 1: find every code point that occurs -> (vocabulary, number of characters).
 
     Only code points not seen before go through np.bincount (which widens them to 8 bytes
     each); after the first 64 KB that is usually none, so a chunk costs one filter
-    (bytes.translate for ASCII, a table look-up else).
+    (bytes.translate for ASCII, a table look-up else). Byte-level mode only counts.
     """
     seen = np.zeros(UNICODE, dtype=bool)
     n = 0
     for k, piece in enumerate(pieces):
         whole = piece if isinstance(piece, bytes) else _codepoints(piece)
         n += len(whole)
+        if byte_level:
+            continue
         # the first chunk's head first: the whole chunk then leaves little that is new
         for part in (whole[:FIRST_LOOK], whole) if k == 0 else (whole,):
             if isinstance(part, bytes):
@@ -234,13 +344,16 @@ def _scan(pieces: Iterator[bytes | str], name: str) -> tuple[Vocab, int]:
                 seen[:top] |= np.bincount(fresh, minlength=top) > 0
     if n == 0:
         raise CharLMError(f"{name} is empty")
-    if seen[0]:
-        raise CharLMError(f"{name} looks like a binary file (it contains NUL bytes), not text")
+    if byte_level:
+        return Vocab.of_bytes(), n
     return Vocab([chr(c) for c in np.flatnonzero(seen)]), n
 
 
 def _ids(pieces: Iterator[bytes | str], vocab: Vocab, dtype: np.dtype) -> Iterator[np.ndarray]:
     """Pass 2: the ids of each piece, through a code point -> id lookup table."""
+    if vocab.is_bytes:  # id = byte
+        yield from (np.frombuffer(piece, dtype=np.uint8) for piece in pieces)
+        return
     lut = np.zeros(UNICODE, dtype=dtype)
     lut[vocab.codepoints] = np.arange(len(vocab), dtype=dtype)
     ascii_table = lut[:256].tobytes() if dtype == np.uint8 else None
@@ -251,31 +364,46 @@ def _ids(pieces: Iterator[bytes | str], vocab: Vocab, dtype: np.dtype) -> Iterat
             yield lut[_codepoints_of(piece)]
 
 
-def encode_stream(
-    open_file: Opener,
+def _encode(
+    pieces: Iterator[bytes | str],
+    vocab: Vocab,
+    n: int,
     name: str,
-    encoding: str = "utf-8",
-    errors: str = "strict",
-    chunk_size: int = CHUNK_BYTES,
     write: Callable[[np.ndarray], None] | None = None,
-) -> tuple[np.ndarray | None, Vocab]:
-    """Encode a byte stream in two chunked passes: ids in memory, or handed to `write` in order.
-
-    Memory stays at a few chunks whatever the length of the text.
-    """
-    vocab, n = _scan(_decoded(open_file, name, encoding, errors, chunk_size), name)
+) -> np.ndarray | None:
+    """Pass 2 into memory, or handed to `write` in order; `n` from pass 1 must still hold."""
     dtype = id_dtype(len(vocab))
     ids = None if write is not None else np.empty(n, dtype=dtype)
     at = 0
-    for part in _ids(_decoded(open_file, name, encoding, errors, chunk_size), vocab, dtype):
+    for part in _ids(pieces, vocab, dtype):
         if ids is None:
             write(part)
-        else:
+        elif at + len(part) <= n:
             ids[at : at + len(part)] = part
         at += len(part)
     if at != n:
         raise CharLMError(f"{name} changed while it was being read; try again")
-    return ids, vocab
+    return ids
+
+
+def recode(ids: np.ndarray, source: Vocab, target: Vocab, skip_unknown: bool) -> np.ndarray:
+    """Ids of one vocabulary as ids of another (a corpus read for a trained model's vocabulary).
+
+    Characters the target lacks are an error naming them, or dropped if asked.
+    """
+    if source == target:
+        return ids  # a memmap stays one
+    table = target._lookup("".join(source.chars))  # source id -> target id, -1 where absent
+    mapped = table[ids]
+    missing = mapped < 0
+    if missing.any():
+        if not skip_unknown:
+            unknown = [source.chars[i] for i in np.unique(np.asarray(ids)[missing])]
+            raise CharLMError(
+                f"{len(unknown)} character(s) not in the model's vocabulary: {_show(unknown)}"
+            )
+        mapped = mapped[~missing]
+    return mapped
 
 
 def cache_dir() -> Path:
@@ -284,28 +412,19 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "charlm" / "encoded"
 
 
-def _cache_paths(folder: Path, source: str, st: os.stat_result, encoding: str, errors: str):
-    """(json, bin) paths: named by the file's path, then by its size, mtime and decoding."""
-    by_path = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    version = f"{st.st_size}\0{st.st_mtime_ns}\0{encoding}\0{errors}\0{CACHE_FORMAT}"
+def _cache_paths(folder: Path, key: str, record: dict) -> tuple[Path, Path, str]:
+    """(json, bin) paths: named by what was asked for (`key`), then by the inputs as they are."""
+    # bytes and characters of the same inputs are two entries, not versions of one
+    asked = f"{key}\0{record['byte_level']}"
+    by_key = hashlib.sha256(asked.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    version = json.dumps(record, sort_keys=True, ensure_ascii=True)
     by_version = hashlib.sha256(version.encode()).hexdigest()[:16]
-    stem = folder / f"{by_path}-{by_version}"
-    return stem.with_suffix(".json"), stem.with_suffix(".bin"), by_path
-
-
-def _meta(source: str, st: os.stat_result, encoding: str, errors: str) -> dict:
-    return {
-        "format": CACHE_FORMAT,
-        "source": source,
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "encoding": encoding,
-        "errors": errors,
-    }
+    stem = folder / f"{by_key}-{by_version}"
+    return stem.with_suffix(".json"), stem.with_suffix(".bin"), by_key
 
 
 def _open_cached(meta_path: Path, bin_path: Path, expect: dict) -> Corpus | None:
-    """The cached corpus if its record matches the file as it is now, else None."""
+    """The cached corpus if its record matches the inputs as they are now, else None."""
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if any(meta.get(k) != v for k, v in expect.items()):
@@ -314,7 +433,7 @@ def _open_cached(meta_path: Path, bin_path: Path, expect: dict) -> Corpus | None
         if bin_path.stat().st_size != length * dtype.itemsize:
             return None
         ids = np.memmap(bin_path, dtype=dtype, mode="r", shape=(length,))
-        return Corpus(ids, Vocab(meta["vocab"]), expect["source"])
+        return Corpus(ids, Vocab(meta["vocab"]), expect["source"], expect["inputs"])
     except (OSError, ValueError, KeyError, TypeError, CharLMError):
         return None
 
@@ -331,39 +450,81 @@ def _atomic_write(folder: Path, final: Path, fill: Callable[[BinaryIO], None]) -
 
 
 def _build_cache(
-    folder: Path,
-    name: str,
-    source: str,
-    st: os.stat_result,
-    encoding: str,
-    errors: str,
-    chunk_size: int,
+    folder: Path, key: str, record: dict, pieces: Iterator[bytes | str], vocab: Vocab, n: int
 ) -> Corpus:
     """Encode into the cache folder (ids file first, then its JSON record) and open it."""
-    meta_path, bin_path, by_path = _cache_paths(folder, source, st, encoding, errors)
+    meta_path, bin_path, by_key = _cache_paths(folder, key, record)
     folder.mkdir(parents=True, exist_ok=True)
-    found: dict = {}
-
-    def fill(f: BinaryIO) -> None:
-        _, found["vocab"] = encode_stream(
-            _opener(source), name, encoding, errors, chunk_size, write=lambda a: a.tofile(f)
-        )
-
-    _atomic_write(folder, bin_path, fill)
-    vocab: Vocab = found["vocab"]
+    name = record["source"]
+    _atomic_write(folder, bin_path, lambda f: _encode(pieces, vocab, n, name, f.write))
     dtype = id_dtype(len(vocab))
-    meta = {
-        **_meta(source, st, encoding, errors),
-        "dtype": dtype.str,
-        "length": bin_path.stat().st_size // dtype.itemsize,
-        "vocab": vocab.chars,
-    }
+    meta = {**record, "dtype": dtype.str, "length": n, "vocab": vocab.chars}
     _atomic_write(folder, meta_path, lambda f: f.write(json.dumps(meta).encode("utf-8")))
-    for old in folder.glob(f"{by_path}-*"):  # earlier versions of the same file
+    for old in folder.glob(f"{by_key}-*"):  # earlier versions of the same inputs
         if old not in (meta_path, bin_path):
             old.unlink(missing_ok=True)
-    corpus = _open_cached(meta_path, bin_path, _meta(source, st, encoding, errors))
+    corpus = _open_cached(meta_path, bin_path, record)
     assert corpus is not None
+    return corpus
+
+
+def load_documents(
+    docs: Sequence[Document],
+    source: str,
+    key: str,
+    *,
+    separator: str = "",
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    byte_level: bool = False,
+    chunk_size: int = CHUNK_BYTES,
+    in_memory_below: int = IN_MEMORY_BELOW,
+    cache: str | os.PathLike[str] | None = None,
+) -> Corpus:
+    """Encode documents joined by `separator`, in two chunked passes, into memory or the cache.
+
+    `source` names the inputs in messages and records; `key` names them in the cache, whose
+    entry also records every document's identity, so an added, removed or changed file is a
+    new version (the old one is deleted). Inputs of `in_memory_below` bytes or more (on disk,
+    or once decompressed) go to the cache and come back as a read-only np.memmap.
+    """
+    record = {
+        "format": CACHE_FORMAT,
+        "source": source,
+        "inputs": [d.identity for d in docs],
+        "encoding": encoding,
+        "errors": errors,
+        "separator": separator,
+        "byte_level": byte_level,
+    }
+    folder = Path(cache) if cache is not None else cache_dir()
+    meta_path, bin_path, _ = _cache_paths(folder, key, record)
+    on_disk = sum(d.size for d in docs)
+    if on_disk >= in_memory_below or any(d.packed for d in docs):
+        corpus = _open_cached(meta_path, bin_path, record)
+        if corpus is not None:
+            return corpus
+
+    def pieces() -> Iterator[bytes | str]:
+        return _joined(docs, separator, encoding, errors, chunk_size, byte_level)
+
+    vocab, n = _scan(pieces(), source, byte_level)
+    corpus = None
+    if max(on_disk, n) >= in_memory_below:
+        try:
+            corpus = _build_cache(folder, key, record, pieces(), vocab, n)
+        except OSError as e:
+            warnings.warn(
+                f"cannot write the encoded cache in {folder} ({e.strerror}); encoding {source} "
+                f"in memory (set $CHARLM_CACHE to a writable folder)",
+                stacklevel=2,
+            )
+    if corpus is None:
+        corpus = Corpus(_encode(pieces(), vocab, n, source), vocab, source, record["inputs"])
+    changed = [d.name for d in docs if d.changed()]
+    if changed:
+        meta_path.unlink(missing_ok=True)
+        raise CharLMError(f"{changed[0]} changed while it was being read; try again")
     return corpus
 
 
@@ -375,38 +536,23 @@ def load_corpus(
     chunk_size: int = CHUNK_BYTES,
     in_memory_below: int = IN_MEMORY_BELOW,
     cache: str | os.PathLike[str] | None = None,
+    byte_level: bool = False,
 ) -> Corpus:
-    """Read and encode a corpus; `builtin` names the offline built-in corpus.
+    """Read and encode one text file; `builtin` names the offline built-in corpus.
 
     Files of `in_memory_below` bytes or more are encoded once into the cache folder (`cache`,
     else `cache_dir()`) and opened from there as a read-only np.memmap on later runs.
     """
     if os.fspath(path) == BUILTIN:
         raw = builtin_text().encode("utf-8")
-        ids, vocab = encode_stream(lambda: io.BytesIO(raw), BUILTIN, "utf-8", "strict", chunk_size)
+        doc = Document(BUILTIN, lambda: io.BytesIO(raw), BUILTIN, len(raw), 0)
+        vocab, n = _scan(_joined([doc], "", "utf-8", "strict", chunk_size, byte_level), BUILTIN)
+        pieces = _joined([doc], "", "utf-8", "strict", chunk_size, byte_level)
+        ids = _encode(pieces, vocab, n, BUILTIN)
         return Corpus(ids, vocab, "builtin (Python's pydoc help topics)")
     source = os.path.abspath(path)
-    st = _check_file(source)
-    if st.st_size < in_memory_below:
-        ids, vocab = encode_stream(_opener(source), os.fspath(path), encoding, errors, chunk_size)
-        return Corpus(ids, vocab, source)
-    folder = Path(cache) if cache is not None else cache_dir()
-    meta_path, bin_path, _ = _cache_paths(folder, source, st, encoding, errors)
-    corpus = _open_cached(meta_path, bin_path, _meta(source, st, encoding, errors))
-    if corpus is not None:
-        return corpus
-    try:
-        corpus = _build_cache(folder, os.fspath(path), source, st, encoding, errors, chunk_size)
-    except OSError as e:
-        warnings.warn(
-            f"cannot write the encoded cache in {folder} ({e.strerror}); encoding {path} in "
-            f"memory (set $CHARLM_CACHE to a writable folder)",
-            stacklevel=2,
-        )
-        ids, vocab = encode_stream(_opener(source), os.fspath(path), encoding, errors, chunk_size)
-        corpus = Corpus(ids, vocab, source)
-    now = os.stat(source)
-    if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-        meta_path.unlink(missing_ok=True)
-        raise CharLMError(f"{path} changed while it was being read; try again")
-    return corpus
+    doc = file_document(source, os.fspath(path))
+    return load_documents(
+        [doc], source, source, encoding=encoding, errors=errors, byte_level=byte_level,
+        chunk_size=chunk_size, in_memory_below=in_memory_below, cache=cache,
+    )  # fmt: skip

@@ -14,6 +14,7 @@ run in bfloat16 (`amp`) or int8 (`int8`).
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -393,13 +394,20 @@ def stream(
     amp: bool = False,
     int8: bool = False,
 ) -> Iterator[list[str]]:
-    """Yield the next character of every sample, `length` times (the prefix is not yielded)."""
+    """Yield the next character of every sample, `length` times (the prefix is not yielded).
+
+    A byte-level model yields what its bytes decode to so far ('' inside a UTF-8 character).
+    """
     chars = vocab.chars
+    utf8 = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(num_samples)]
     for nxt in _sample_ids(
         model, vocab, prefix, length, temperature, top_k, top_p, greedy, num_samples, seed, amp,
         int8,
     ):  # fmt: skip
-        yield [chars[i] for i in nxt.tolist()]
+        if vocab.is_bytes:
+            yield [d.decode(bytes([i])) for d, i in zip(utf8, nxt.tolist(), strict=True)]
+        else:
+            yield [chars[i] for i in nxt.tolist()]
 
 
 def generate(

@@ -43,6 +43,7 @@ def run_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "model": model.cfg.model,
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(vocab),
+        "unit": "byte" if vocab.is_bytes else "char",
         "corpus": settings.get("corpus"),
         "corpus_source": source,
         "epochs_done": progress.get("epoch", 0),
@@ -68,12 +69,12 @@ def format_info(info: dict[str, Any]) -> str:
     layers = f"{s['num_layers']} layer{'s' if s['num_layers'] > 1 else ''}"
     embed = f"embedding {s['embedding_dim']}" if s["embedding_dim"] else "one-hot input"
     extra = f" (+{info['batches_into_epoch']} batches)" if info["batches_into_epoch"] else ""
-    corpus = info["corpus"]
+    corpus = info["corpus"] if isinstance(info["corpus"], str) else " ".join(info["corpus"])
     source = info["corpus_source"]
     if source and source != corpus:  # the built-in corpus's source already begins with its name
         corpus = source if source.startswith(corpus) else f"{corpus} ({source})"
     best = (
-        f"perplexity {info['best_val_ppl']:.4f}, {info['best_val_bpc']:.4f} bits per char"
+        f"perplexity {info['best_val_ppl']:.4f}, {info['best_val_bpc']:.4f} bits per {info['unit']}"
         if info["best_val_ppl"] is not None
         else "none (no validation yet)"
     )
@@ -81,7 +82,10 @@ def format_info(info: dict[str, Any]) -> str:
         ("checkpoint", info["checkpoint"]),
         ("model", f"{info['model']}, {layers} of {s['hidden_size']} units, {embed}"),
         ("parameters", f"{info['parameters']:,}"),
-        ("vocabulary", f"{info['vocab_size']} characters"),
+        (
+            "vocabulary",
+            f"{info['vocab_size']} {'byte values' if info['unit'] == 'byte' else 'characters'}",
+        ),
         ("corpus", corpus),
         (
             "trained",

@@ -28,12 +28,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from charlm import checkpoint, corpora, distributed
+from charlm import checkpoint, distributed
 from charlm.config import FIXED_ON_RESUME, MODEL_FIELDS, TrainConfig, check_config, flag
-from charlm.data import Vocab, load_corpus
+from charlm.data import Vocab
 from charlm.errors import CharLMError
 from charlm.evaluate import nll_sum
 from charlm.generate import generate
+from charlm.inputs import Selection, changes, load_inputs, unescape
 from charlm.model import CharLM, ModelConfig, detach_state
 from charlm.progress import EpochProgress
 from charlm.samplers import LAYOUT, SAMPLERS
@@ -189,7 +190,16 @@ class Trainer:
         self.device = distributed.init(self.dist, resolve_device(cfg.device))
         self.threads = use_threads(cfg.threads)  # it can change results: recorded in config.json
         # the corpus first: a mistyped path must not be reported as a clash with an older run
-        corpus = load_corpus(corpora.resolve(cfg.corpus), cfg.encoding, cfg.errors)
+        # the run's own folder is never read: its files change as the run goes on
+        chosen = Selection(
+            tuple(cfg.include), tuple(cfg.exclude), cfg.hidden, (str(self.out.resolve()),)
+        )
+        corpus = load_inputs(
+            cfg.corpus, chosen, separator=unescape(cfg.separator), encoding=cfg.encoding,
+            errors=cfg.errors, byte_level=cfg.byte_level,
+        )  # fmt: skip
+        if corpus.note and self.progress_bar:
+            tqdm.write(corpus.note, file=sys.stderr)
         if not resume and not overwrite and (self.out / checkpoint.LATEST).exists():
             raise CharLMError(
                 f"{self.out} already holds a run: continue it with --resume, start over with "
@@ -198,7 +208,13 @@ class Trainer:
         if self.dist.is_main:
             prepare_out(self.out)
         ckpt = checkpoint.load(self.out / checkpoint.LATEST) if resume else None
-        self.vocab = corpus.vocab
+        self.vocab, self.inputs = corpus.vocab, corpus.inputs
+        changed = ckpt is not None and changes(ckpt.get("inputs", corpus.inputs), corpus.inputs)
+        if changed:
+            raise CharLMError(
+                f"cannot resume: the inputs differ from those the run in {self.out} began with: "
+                f"{changed} (start a new run with another --out)"
+            )
         if ckpt is not None and ckpt["vocab"] != self.vocab.chars:
             raise CharLMError(
                 f"cannot resume: the characters of {cfg.corpus} differ from those the run in "
@@ -277,6 +293,7 @@ class Trainer:
             "config": asdict(self.cfg),
             "model_config": asdict(self.model_cfg),
             "vocab": self.vocab.chars,
+            "inputs": self.inputs,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),

@@ -126,7 +126,8 @@ def test_missing_corpus_and_directory(tmp_path, monkeypatch):
     Path("runs/charlm").mkdir(parents=True)
     Path("runs/charlm/checkpoint.pt").write_bytes(b"")  # an older run: the corpus is checked first
     one_line_error(invoke("train", str(tmp_path / "nope.txt"), *TINY), "no such file")
-    one_line_error(invoke("train", str(tmp_path), *TINY), "directory")
+    # a folder is read as a corpus; this one holds only the run's own folder, never read
+    one_line_error(invoke("train", str(tmp_path), *TINY), "no text to read", "1 run folder")
     one_line_error(invoke("train", "nope.txt", "--out", "new", *TINY), "no such file")
     assert not Path("new").exists()  # nothing created for a run that cannot start
 

@@ -61,13 +61,16 @@ def zipped(member: str, text: bytes) -> bytes:
 
 
 def register(monkeypatch: pytest.MonkeyPatch, **fields) -> corpora.NamedCorpus:
-    """Add a small corpus to the registry, so zip handling is tested without 100 MB files."""
-    entry = corpora.NamedCorpus(
-        **{"url": "https://example.invalid/small.zip", "license": "test", "description": "test"}
-        | fields
-    )
-    monkeypatch.setitem(corpora.CORPORA, entry.name, entry)
-    return entry
+    """Add a small corpus as a user manifest, so zip handling is tested without 100 MB files."""
+    folder = Path.cwd() / "manifests"  # the cache fixture works in tmp_path
+    manifest = {
+        "url": "https://example.invalid/small.zip", "license": "test", "description": "test",
+        "unpack": "zip" if "member" in fields else "none",
+    } | fields  # fmt: skip
+    folder.mkdir(exist_ok=True)
+    (folder / f"{fields['name']}.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("CHARLM_CORPORA", str(folder))
+    return corpora.catalog()[fields["name"]]
 
 
 def test_an_existing_path_wins_over_a_name(cache: Path) -> None:
@@ -128,7 +131,7 @@ def test_download_is_verified_cached_and_not_repeated(
 @needs_shakespeare
 def test_the_registry_knows_the_real_tiny_shakespeare(cache: Path, monkeypatch) -> None:
     """Size and sha256 in the registry are those of the real file, which CHARLM_DATA serves."""
-    entry = corpora.CORPORA["tinyshakespeare"]
+    entry = corpora.catalog()["tinyshakespeare"]
     data = TINY_SHAKESPEARE.read_bytes()
     assert len(data) == entry.size
     assert hashlib.sha256(data).hexdigest() == entry.sha256
@@ -139,7 +142,7 @@ def test_the_registry_knows_the_real_tiny_shakespeare(cache: Path, monkeypatch) 
 
 
 def test_checksum_mismatch_caches_nothing(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    size = corpora.CORPORA["tinyshakespeare"].size
+    size = corpora.catalog()["tinyshakespeare"].size
     serve(monkeypatch, b"x" * size)  # right size, wrong bytes: only the hash can tell
     with pytest.raises(CharLMError, match="sha256") as e:
         corpora.resolve("tinyshakespeare")
@@ -166,7 +169,7 @@ def test_offline_error_says_where_to_put_the_file(
     message = str(e.value)
     assert "\n" not in message
     assert "cannot download tinyshakespeare" in message
-    assert corpora.CORPORA["tinyshakespeare"].url in message
+    assert corpora.catalog()["tinyshakespeare"].url in message
     assert str(tmp_path / "data") in message and str(cache) in message
     assert list(cache.iterdir()) == []
 
@@ -257,18 +260,20 @@ def test_corpora_command_lists_them_and_where_they_are(
     for name in ("tinyshakespeare", "enwik8", "text8"):
         assert "not local" in by_name[name]
     assert "local" in by_name["builtin"]
-    for c in corpora.CORPORA.values():
+    for c in corpora.catalog().values():
         assert f"source:  {c.url}" in result.output
         assert f"license: {c.license}" in result.output
-    assert result.output.splitlines()[-1] == f"looked in: $CHARLM_DATA = {data}; cache {cache}"
+    folders = ", ".join(str(d) for d in corpora.manifest_dirs())
+    assert lines[-1] == f"manifests: {folders} (add yours: $CHARLM_CORPORA)"
+    assert str(Path.cwd() / "manifests") in folders  # the user's, beside the shipped ones
 
 
 def test_train_cli_unknown_corpus_is_one_line(cache: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["train", "nosuchcorpus", "--out", str(tmp_path / "r")])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "error: no such file: nosuchcorpus (nor a named corpus: builtin, tinyshakespeare, "
-        "enwik8, text8; see `charlm corpora`)"
+        "error: no such file: nosuchcorpus (nor a named corpus: builtin, enwik8, text8, "
+        "tinyshakespeare; see `charlm corpora`)"
     ]
 
 
