@@ -79,8 +79,16 @@ def _train_options(fn):
         if f.metadata.get("choices"):
             kind = click.Choice(f.metadata["choices"])
         assert f.default is not MISSING
+        # a value-less flag (`--amp`) means its flag_value; `--amp off` still takes a value
+        bare = {"is_flag": False, "flag_value": f.metadata["flag_value"]}
         fn = click.option(
-            name, f.name, type=kind, default=f.default, help=help_text, show_default=True
+            name,
+            f.name,
+            type=kind,
+            default=f.default,
+            help=help_text,
+            show_default=True,
+            **(bare if f.metadata.get("flag_value") is not None else {}),
         )(fn)
     return fn
 
@@ -149,7 +157,7 @@ def train(
 
 # keys a run's config.json records beside the settings: accepted, so a run can be repeated
 # with `charlm train --config runs/charlm/config.json`, and ignored
-RECORD_KEYS = ("vocab_size", "corpus_source")
+RECORD_KEYS = ("vocab_size", "corpus_source", "plan")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -203,6 +211,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         kind = kinds[name]
         if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if name == "amp" and isinstance(value, bool):  # written before --amp auto existed
+            value = "on" if value else "off"
         wanted = {"int": int, "float": float, "str": str, "bool": bool}[kind]
         if not isinstance(value, wanted) or (kind == "int" and isinstance(value, bool)):
             raise CharLMError(f"{path}: {key} must be {kind}, got {value!r}")
