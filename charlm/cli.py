@@ -388,6 +388,25 @@ def eval_group() -> None:
     show_default=True,
     help="--html shows at most this many characters (from the start)",
 )
+@click.option(
+    "--dynamic",
+    is_flag=True,
+    help="dynamic evaluation: after scoring each --seq-len window, take an SGD step on it, so "
+    "later text is predicted by a model adapted to the text so far (one stream; slower)",
+)
+@click.option(
+    "--dynamic-lr",
+    type=float,
+    default=None,
+    help="--dynamic: SGD step size  [default: the value tuned on training text, see README]",
+)
+@click.option(
+    "--dynamic-decay",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="--dynamic: pull the weights back towards the trained ones by this fraction per window",
+)
 @_device_option
 @_user_errors
 def perplexity(
@@ -401,35 +420,51 @@ def perplexity(
     device: str,
     html_out: Path | None = None,
     html_max_chars: int = 20_000,
+    dynamic: bool = False,
+    dynamic_lr: float | None = None,
+    dynamic_decay: float = 0.0,
 ) -> None:
     """Perplexity and bits per character of FILE under the model.
 
     Every character after the first is scored, the state carried through the whole text
     (with --streams N, through each of N pieces). A bar shows progress on a terminal.
+    --dynamic lets a copy of the model learn from each window once it is scored (the
+    checkpoint is not changed).
 
     \b
     Example:
       charlm eval perplexity test.txt --checkpoint runs/charlm --json
       charlm eval perplexity test.txt --html surprisal.html   # open it in a browser
+      charlm eval perplexity test.txt --dynamic               # adapt to the text as it reads
     """
     from charlm.data import read_text
-    from charlm.evaluate import score_text
+    from charlm.dynamic import Dynamic
+    from charlm.evaluate import check_dynamic, score_text
     from charlm.train import load_model
 
     if seq_len <= 0:
         raise CharLMError(f"--seq-len must be > 0, got {seq_len}")
     if html_out is not None and html_max_chars < 2:
         raise CharLMError(f"--html-max-chars must be >= 2, got {html_max_chars}")
+    if not dynamic and (dynamic_lr is not None or dynamic_decay):
+        raise CharLMError("--dynamic-lr and --dynamic-decay only apply with --dynamic")
+    adapt = None
+    if dynamic:
+        adapt = Dynamic(decay=dynamic_decay, **({} if dynamic_lr is None else {"lr": dynamic_lr}))
+        check_dynamic(adapt, streams)  # before the model is loaded
     model, vocab, ckpt = load_model(checkpoint_path, device)
     text = read_text(file, encoding)
-    result = score_text(model, vocab, text, seq_len, skip_unknown, streams, progress=True)
+    result = score_text(model, vocab, text, seq_len, skip_unknown, streams, True, adapt)
     if html_out is not None:
         from charlm.surprisal import surprisal_page
 
-        surprisal_page(html_out, model, vocab, ckpt, text, file, result, seq_len, html_max_chars)
+        surprisal_page(
+            html_out, model, vocab, ckpt, text, file, result, seq_len, html_max_chars, adapt
+        )
         click.echo(f"wrote {html_out}", err=True)
     if as_json:
-        click.echo(json.dumps(result.as_dict()))
+        extra = {} if adapt is None else {"dynamic": {"lr": adapt.lr, "decay": adapt.decay}}
+        click.echo(json.dumps({**result.as_dict(), **extra}))
         return
     click.echo(f"perplexity     {result.perplexity:.4f}")
     click.echo(f"bits per char  {result.bits_per_char:.4f}")
@@ -437,6 +472,8 @@ def perplexity(
     click.echo(f"chars scored   {result.chars}")
     if result.skipped:
         click.echo(f"chars skipped  {result.skipped} (not in the vocabulary)")
+    if adapt is not None:
+        click.echo(f"dynamic        SGD lr {adapt.lr:g}, decay {adapt.decay:g}")
 
 
 def _size(n: int) -> str:
