@@ -2,7 +2,7 @@
 
 A budget that only stopped the run would cut the learning-rate schedule wherever the clock
 ran out: on a large corpus, with the rate still near its peak. Instead the run measures what
-a step, a validation and a checkpoint cost on this machine (after the first, slow step), and
+a step, a validation and a checkpoint cost on this machine (after the first, slow steps), and
 plans the number of steps that fit together with the validations and checkpoints that come
 with them; the schedule (warm-up, cosine, step) spans that plan. The plan is recorded in
 config.json and in every checkpoint, so `--resume` keeps it, and `--max-steps PLANNED
@@ -19,9 +19,12 @@ from typing import Any
 
 # fraction of the budget left out of the plan: noise on a shared machine, samples, rounding
 SAFETY = 0.03
-# steps timed after the untimed first one, unless they take more than this fraction of the budget
+# untimed steps first (memory, kernels and optimizer state are set up in the first ones), then
+# up to MEASURE_STEPS timed ones (their median counts), while they take under MEASURE_FRACTION
+# of the budget
+WARM_UP_STEPS = 2
 MEASURE_STEPS = 5
-MEASURE_FRACTION = 0.02
+MEASURE_FRACTION = 0.03
 
 
 @dataclass(frozen=True)

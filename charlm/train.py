@@ -20,6 +20,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -32,7 +33,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from charlm import checkpoint, corpora, distributed
-from charlm.budget import MEASURE_FRACTION, MEASURE_STEPS, Costs, plan_line, plan_record, plan_steps
+from charlm.budget import (
+    MEASURE_FRACTION,
+    MEASURE_STEPS,
+    WARM_UP_STEPS,
+    Costs,
+    plan_line,
+    plan_record,
+    plan_steps,
+)
 from charlm.data import BUILTIN, Vocab, load_corpus
 from charlm.errors import CharLMError
 from charlm.evaluate import nll_sum
@@ -440,7 +449,7 @@ class Trainer:
             group["initial_lr"], group["lr"] = self.cfg.lr, self.cfg.lr * factor
 
     def measure_costs(self) -> Costs:
-        """Time a step, a validation and a checkpoint here, after one untimed warm-up step.
+        """Time a step, a validation and a checkpoint here, after untimed warm-up steps.
 
         The steps train a throwaway state: weights, optimizer, scheduler, RNG and hidden state
         are put back afterwards, so the run is the one `--max-steps PLANNED` replays. A public
@@ -460,14 +469,14 @@ class Trainer:
         if self.device.type == "cuda":
             saved = (*saved, torch.cuda.get_rng_state(self.device))
         times: list[float] = []
-        for _ in range(1 + MEASURE_STEPS):
+        for _ in range(WARM_UP_STEPS + MEASURE_STEPS):
             tick = time.perf_counter()
             float(self._train_step(X, Y)[0])  # float(): wait for the device
             times.append(time.perf_counter() - tick)
             spent = time.perf_counter() - start
-            if len(times) > 1 and spent > MEASURE_FRACTION * self.cfg.time_budget:
+            if len(times) > WARM_UP_STEPS and spent > MEASURE_FRACTION * self.cfg.time_budget:
                 break
-        step_s = sum(times[1:]) / len(times[1:])
+        step_s = statistics.median(times[WARM_UP_STEPS:])  # one slow step does not set the plan
         self.model.load_state_dict(saved[0])
         self.optimizer.load_state_dict(saved[1])
         self.scheduler.load_state_dict(saved[2])
