@@ -473,8 +473,10 @@ class Trainer:
             tick = time.perf_counter()
             float(self._train_step(X, Y)[0])  # float(): wait for the device
             times.append(time.perf_counter() - tick)
-            spent = time.perf_counter() - start
-            if len(times) > WARM_UP_STEPS and spent > MEASURE_FRACTION * self.cfg.time_budget:
+            over = time.perf_counter() - start > MEASURE_FRACTION * self.cfg.time_budget
+            # ranks stop measuring together: each of these steps all-reduces gradients
+            over = distributed.all_reduce_sum(torch.tensor(float(over), device=self.device))
+            if len(times) > WARM_UP_STEPS and float(over) > 0:
                 break
         step_s = statistics.median(times[WARM_UP_STEPS:])  # one slow step does not set the plan
         self.model.load_state_dict(saved[0])
