@@ -52,6 +52,7 @@ from charlm.samplers import LAYOUT, SAMPLERS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
+DEFAULT_EPOCHS = 7  # the run's length when neither --epochs, --max-steps nor a budget is given
 
 
 def _opt(
@@ -106,7 +107,11 @@ class TrainConfig:
     lr_step_size: int = _opt(1000, "step schedule: steps between decays")
     lr_gamma: float = _opt(0.5, "step schedule: decay factor")
     # length of the run
-    epochs: int = _opt(7, "passes over the training text (and the span of the LR schedule)")
+    epochs: int = _opt(
+        0,
+        f"passes over the training text; 0: as many as --max-steps or --time-budget allow, "
+        f"else {DEFAULT_EPOCHS}",
+    )
     max_steps: int = _opt(0, "stop after this many steps in all (0: no limit)")
     time_budget: float = _opt(
         0.0,
@@ -167,7 +172,6 @@ def check_config(cfg: TrainConfig) -> None:
         "num_layers",
         "seq_len",
         "batch_size",
-        "epochs",
         "sample_length",
         "log_every",
         "lr_step_size",
@@ -176,6 +180,7 @@ def check_config(cfg: TrainConfig) -> None:
         if getattr(cfg, name) <= 0:
             raise CharLMError(f"{flag(name)} must be > 0, got {getattr(cfg, name)}")
     non_negative = (
+        "epochs",
         "embedding_dim",
         "max_steps",
         "time_budget",
@@ -379,6 +384,10 @@ class Trainer:
             self.dist.world_size,
             cfg.random_offset,
         )
+        if cfg.epochs == 0 and not cfg.time_budget:  # a budget sets them once it has a plan
+            steps = cfg.max_steps
+            epochs = -(-steps // len(self.sampler)) if steps else DEFAULT_EPOCHS
+            self.cfg = cfg = replace(cfg, epochs=epochs)
         if cfg.val_fraction > 0 and len(self.val_ids) < 2:
             raise CharLMError(
                 f"--val-fraction {cfg.val_fraction} leaves {len(self.val_ids)} characters for "
@@ -436,8 +445,8 @@ class Trainer:
         """The steps the schedule spans: the budget's plan, else --epochs or --max-steps."""
         if self.p.planned_steps:
             return self.p.planned_steps
-        epoch_steps = self.cfg.epochs * len(self.sampler)
-        return min(epoch_steps, self.cfg.max_steps) if self.cfg.max_steps else epoch_steps
+        limits = [self.cfg.epochs * len(self.sampler), self.cfg.max_steps]
+        return min(n for n in limits if n) if any(limits) else 0  # 0: a budget will plan
 
     def _set_schedule(self) -> None:
         """Point the scheduler at `schedule_steps()` and --lr, from the step the run is at."""
@@ -517,9 +526,12 @@ class Trainer:
         mine = torch.tensor(float(fit if self.dist.is_main else 0), device=self.device)
         fit = int(distributed.all_reduce_sum(mine))
         self.p.elapsed_s += costs.measure_s
-        limit = self.schedule_steps()
+        limit = self.schedule_steps() or math.inf
         self.p.planned_steps = min(limit, self.p.step + fit)
         set_by = "time_budget" if self.p.planned_steps < limit else "epochs/max_steps"
+        if not self.cfg.epochs:  # only the budget bounds the run: the epochs that hold the plan
+            epochs = -(-self.p.planned_steps // len(self.sampler))
+            self.cfg = replace(self.cfg, epochs=epochs)
         self.plan = plan_record(self.p.planned_steps, set_by, costs)
         self._set_schedule()
         self._write_config()
@@ -702,10 +714,10 @@ class Trainer:
         return None
 
     def run(self) -> TrainResult:
-        cfg, p = self.cfg, self.p
-        row = None
-        if cfg.time_budget and not p.planned_steps:
+        if self.cfg.time_budget and not self.p.planned_steps:
             self._plan()
+        cfg, p = self.cfg, self.p  # the plan may have set --epochs
+        row = None
         if self.progress_bar:
             tqdm.write(self.describe(), file=sys.stdout)
             if self.plan is not None:

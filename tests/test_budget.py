@@ -14,7 +14,7 @@ import torch
 
 from charlm.budget import SAFETY, Costs, plan_steps
 from charlm.checkpoint import LATEST
-from charlm.train import Trainer, load_model
+from charlm.train import DEFAULT_EPOCHS, Trainer, load_model
 
 STEP_S = 1.0  # the injected cost of a step: far above a tiny step's real cost, so the
 # clock never stops these runs before their plan (a 60 s budget plans ~55 steps)
@@ -143,3 +143,22 @@ def test_the_clock_still_stops_a_run_slower_than_planned(budget_config, tmp_path
     assert result.stopped_by == "time_budget"
     assert result.progress.step < result.progress.planned_steps
     assert result.progress.elapsed_s < 5.0
+
+
+def test_without_epochs_the_budget_alone_sets_the_length(budget_config, tmp_path) -> None:
+    trainer = KnownCosts(replace(budget_config, epochs=0), progress_bar=False)
+    result = trainer.run()
+    E, planned = len(trainer.sampler), result.progress.planned_steps
+    assert planned == plan_steps(60.0, Costs(STEP_S, 0.2, 0.01), E) and planned > E
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["epochs"] == -(-planned // E) and config["plan"]["set_by"] == "time_budget"
+    assert result.progress.step == planned
+
+
+@pytest.mark.parametrize(("max_steps", "epochs"), [(0, DEFAULT_EPOCHS), (5, 1), (82, 2), (83, 3)])
+def test_without_budget_epochs_default_to_seven_or_what_max_steps_needs(
+    tiny_config, max_steps: int, epochs: int
+) -> None:
+    trainer = Trainer(replace(tiny_config, epochs=0, max_steps=max_steps), progress_bar=False)
+    assert len(trainer.sampler) == 41  # the tiny corpus: 41 batches an epoch
+    assert trainer.cfg.epochs == epochs
