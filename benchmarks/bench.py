@@ -3,7 +3,8 @@
     python benchmarks/bench.py                 # every row (the 1 GB corpus row takes minutes)
     python benchmarks/bench.py --quick         # small sizes, well under a minute (CI)
     python benchmarks/bench.py --json out.json --corpus tinyshakespeare.txt
-    python benchmarks/bench.py --learning      # learning curve of `charlm train --time-budget 180`
+    python benchmarks/bench.py --learning      # validation loss of --time-budget 30, 60, 180
+    python benchmarks/bench.py --dynamic runs/charlm   # bits/char with and without --dynamic
 
 Every speed target is a ratio of two loops measured in the same process, alternating
 charlm / reference round by round (the median round counts), so a busy or slow machine moves
@@ -43,9 +44,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's charlm, installed or not
 
 from charlm.data import builtin_text, load_corpus  # noqa: E402
+from charlm.dynamic import Dynamic  # noqa: E402
+from charlm.evaluate import score  # noqa: E402
 from charlm.generate import generate  # noqa: E402
 from charlm.model import CharLM, ModelConfig  # noqa: E402
-from charlm.train import MODEL_FIELDS, TrainConfig, Trainer  # noqa: E402
+from charlm.train import MODEL_FIELDS, TrainConfig, Trainer, load_model  # noqa: E402
 
 DEFAULT_CORPUS = (
     Path(os.environ.get("CHARLM_DATA", ROOT.parent / "shared" / "corpora")) / "tinyshakespeare.txt"
@@ -175,7 +178,8 @@ def zipf_corpus(path: Path, n_chars: int, vocab: int = 1000, seed: int = 0) -> P
 
 
 def charlm_train_rate(corpus: Path, work: Path, steps: int, **settings) -> Callable[[], float]:
-    """chars/s of `steps` steps of charlm's own Trainer.run (its timer: training steps only)."""
+    """chars/s of `steps` steps of charlm's own Trainer.run (its timer: training steps only,
+    the epoch's chars/s of the one metrics row)."""
 
     def measure() -> float:
         cfg = TrainConfig(
@@ -189,7 +193,7 @@ def charlm_train_rate(corpus: Path, work: Path, steps: int, **settings) -> Calla
         )
         trainer = Trainer(cfg, progress_bar=False)
         result = trainer.run()
-        return steps * cfg.seq_len * cfg.batch_size / result.progress.elapsed_s
+        return result.last_row["chars_per_sec"]
 
     return measure
 
@@ -536,53 +540,61 @@ def corpus_rows(args: argparse.Namespace, work: Path) -> list[Row]:
 
 # --- the learning curve ----------------------------------------------------------------------
 
-
-class CurveTrainer(Trainer):
-    """A Trainer that also validates at fixed training times (validation time not counted)."""
-
-    def __init__(self, cfg: TrainConfig, marks: list[float]) -> None:
-        super().__init__(cfg, progress_bar=False)
-        self.marks, self.curve = list(marks), []
-
-    def _stop_reason(self, interrupts):
-        if self.marks and self.p.elapsed_s >= self.marks[0]:
-            self.marks.pop(0)
-            t = time.perf_counter()
-            val = self.validate()
-            self.curve.append({"elapsed_s": self.p.elapsed_s, "step": self.p.step, "val": val})
-            print(f"  {self.p.elapsed_s:6.1f} s  step {self.p.step:5d}  val {val:.4f}", flush=True)
-            spent = time.perf_counter() - t  # the loop adds it to the next step: take it back
-            self.p.elapsed_s -= spent
-            self.p.epoch_time_s -= spent
-        return super()._stop_reason(interrupts)
+# validation loss (nats/char) each budget must reach on tiny Shakespeare (issue 20)
+TARGETS = {30.0: 1.65, 60.0: 1.55, 180.0: 1.45}
 
 
-def learning(args: argparse.Namespace, work: Path) -> dict:
-    """`charlm train CORPUS --time-budget 180` with every other setting at its default."""
-    budget = args.budget
-    marks = [m for m in (30, 60, 90, 120, 150) if m < budget]
-    cfg = TrainConfig(
-        corpus=str(args.corpus), out=str(work / "learn"), time_budget=budget, amp=args.amp
-    )
-    trainer = CurveTrainer(cfg, marks)
-    load = os.getloadavg()
-    result = trainer.run()
-    final = result.last_row["val_loss"]
-    trainer.curve.append({"elapsed_s": result.progress.elapsed_s, "step": result.progress.step,
-                          "val": final})  # fmt: skip
-    at60 = min((c["val"] for c in trainer.curve if c["elapsed_s"] <= 61), default=None)
-    out = {
-        "config": asdict(cfg),
-        "curve": trainer.curve,
-        "val_at_60s": at60,
-        "val_final": final,
-        "targets": {"60s <= 1.886": at60 is not None and at60 <= 1.886,
-                    f"{budget:g}s <= 1.50": final <= 1.50},
-        "loadavg_start": load,
-        "loadavg_end": os.getloadavg(),
-    }  # fmt: skip
-    print(json.dumps({k: v for k, v in out.items() if k not in ("config", "curve")}, indent=1))
-    return out
+def learning(args: argparse.Namespace, work: Path) -> list[dict]:
+    """`charlm train CORPUS --time-budget B` for each budget, every other setting at its
+    default: the validation loss that each budget buys (the plan, validation included)."""
+    runs = []
+    for budget in (float(b) for b in args.budgets.split(",")):
+        amp = {} if args.amp == "auto" else {"amp": args.amp}
+        cfg = TrainConfig(
+            corpus=str(args.corpus), out=str(work / f"learn{budget:g}"), time_budget=budget, **amp
+        )
+        load = os.getloadavg()[0]
+        trainer = Trainer(cfg, progress_bar=False)
+        result = trainer.run()
+        val = result.last_row["val_loss"]
+        target = TARGETS.get(budget)
+        run = {
+            "budget_s": budget,
+            "val_loss": val,
+            "elapsed_s": result.progress.elapsed_s,
+            "steps": result.progress.step,
+            "planned_steps": result.progress.planned_steps,
+            "stopped_by": result.stopped_by,
+            "amp": trainer.cfg.amp,
+            "target": target,
+            "pass": None if target is None else val <= target,
+            "loadavg_start": load,
+            "loadavg_end": os.getloadavg()[0],
+        }
+        print(json.dumps(run), flush=True)
+        runs.append(run)
+    return runs
+
+
+def dynamic_gain(args: argparse.Namespace) -> list[dict]:
+    """bits/char of tiny Shakespeare's validation split and of another domain (the built-in
+    corpus's last 100,000 characters) under the model in args.dynamic, static and dynamic."""
+    model, vocab, _ = load_model(args.dynamic, "cpu")
+    _, val = load_corpus(args.corpus).split(0.1)
+    other = vocab.encode(builtin_text()[-100_000:], skip_unknown=True)
+    rows = []
+    for name, ids in (
+        ("tiny Shakespeare validation", val),
+        ("built-in corpus (Python docs)", other),
+    ):
+        for dyn in (None, Dynamic()):
+            t0 = time.perf_counter()
+            result = score(model, ids, seq_len=256, dynamic=dyn)
+            row = {"text": name, "chars": result.chars, "dynamic": dyn is not None,
+                   "bpc": result.bits_per_char, "seconds": time.perf_counter() - t0}  # fmt: skip
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
 
 
 # --- output ----------------------------------------------------------------------------------
@@ -671,8 +683,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     ap.add_argument("--sizes", default="", help="corpus rows in MB (default 10,100,1000; quick 10)")
     ap.add_argument("--learning", action="store_true", help="run the learning curve instead")
-    ap.add_argument("--budget", type=float, default=180.0, help="--learning: seconds")
-    ap.add_argument("--amp", action="store_true", help="--learning: train with --amp")
+    ap.add_argument("--budgets", default="30,60,180", help="--learning: seconds, comma-separated")
+    ap.add_argument("--amp", default="auto", choices=("auto", "on", "off"), help="--learning")
+    ap.add_argument(
+        "--dynamic", type=Path, help="score with and without dynamic evaluation under this model"
+    )
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.corpus is not None and not args.corpus.exists():
@@ -686,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corpus: {args.corpus}", flush=True)
         if args.learning:
             result = {"machine": info, "learning": learning(args, work)}
+        elif args.dynamic:
+            result = {"machine": info, "dynamic": dynamic_gain(args)}
         else:
             rates: dict[str, float] = {}  # ceiling name -> best GFLOP/s measured
             cpu, seconds = ["cpu float32", "cpu bfloat16", "cpu int8"], 0.3 if args.quick else 1.0

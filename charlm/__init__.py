@@ -5,6 +5,7 @@ result = charlm.train(charlm.TrainConfig(corpus="input.txt", epochs=1))
 model, vocab, _ = charlm.load_model("runs/charlm")
 print(charlm.generate(model, vocab, "ROMEO:", length=100)[0])
 print(charlm.score_text(model, vocab, "Some text to score.").perplexity)
+print(charlm.score_text(model, vocab, long_text, dynamic=charlm.Dynamic()).bits_per_char)
 
 The names below are imported on first use (PEP 562), so that `import charlm` and the `charlm`
 command's --help, --version and Tab completion do not pay for importing torch.
@@ -27,6 +28,7 @@ wait_passively()  # before anything imports torch: see charlm/threads.py
 _WHERE = {
     "CharLM": "charlm.model",
     "CharLMError": "charlm.errors",
+    "Dynamic": "charlm.dynamic",
     "Corpus": "charlm.data",
     "ModelConfig": "charlm.model",
     "Score": "charlm.evaluate",

@@ -118,8 +118,16 @@ def _train_options(fn):
         if f.metadata.get("choices"):
             kind = click.Choice(f.metadata["choices"])
         assert f.default is not MISSING
+        # a value-less flag (`--amp`) means its flag_value; `--amp off` still takes a value
+        bare = {"is_flag": False, "flag_value": f.metadata["flag_value"]}
         fn = click.option(
-            name, f.name, type=kind, default=f.default, help=help_text, show_default=True
+            name,
+            f.name,
+            type=kind,
+            default=f.default,
+            help=help_text,
+            show_default=True,
+            **(bare if f.metadata.get("flag_value") is not None else {}),
         )(fn)
     return fn
 
@@ -198,7 +206,7 @@ def train(
 
 # keys a run's config.json records beside the settings: accepted, so a run can be repeated
 # with `charlm train --config runs/charlm/config.json`, and ignored
-RECORD_KEYS = ("vocab_size", "corpus_source", "torch_threads")
+RECORD_KEYS = ("vocab_size", "corpus_source", "torch_threads", "plan")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -261,6 +269,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             continue
         if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if name == "amp" and isinstance(value, bool):  # written before --amp auto existed
+            value = "on" if value else "off"
         wanted = {"int": int, "float": float, "str": str, "bool": bool}[kind]
         if not isinstance(value, wanted) or (kind == "int" and isinstance(value, bool)):
             raise CharLMError(f"{path}: {key} must be {kind}, got {value!r}")
@@ -452,6 +462,25 @@ def eval_group() -> None:
     show_default=True,
     help="--html shows at most this many characters (from the start)",
 )
+@click.option(
+    "--dynamic",
+    is_flag=True,
+    help="dynamic evaluation: after scoring each --seq-len window, take an SGD step on it, so "
+    "later text is predicted by a model adapted to the text so far (one stream; slower)",
+)
+@click.option(
+    "--dynamic-lr",
+    type=float,
+    default=None,
+    help="--dynamic: SGD step size  [default: the value tuned on training text, see README]",
+)
+@click.option(
+    "--dynamic-decay",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="--dynamic: pull the weights back towards the trained ones by this fraction per window",
+)
 @_device_option
 @_threads_option
 @_user_errors
@@ -471,6 +500,9 @@ def perplexity(
     separator: str = r"\n",
     html_out: Path | None = None,
     html_max_chars: int = 20_000,
+    dynamic: bool = False,
+    dynamic_lr: float | None = None,
+    dynamic_decay: float = 0.0,
 ) -> None:
     """Perplexity and bits per character (per byte, for a byte-level model) of INPUTS.
 
@@ -479,15 +511,19 @@ def perplexity(
     --separator into one text. Every character after the first is scored, the state carried
     through the whole text, across document boundaries too (with --streams N, through each of
     N pieces). A bar shows progress on a terminal.
+    --dynamic lets a copy of the model learn from each window once it is scored (the
+    checkpoint is not changed).
 
     \b
     Example:
       charlm eval perplexity test.txt --checkpoint runs/charlm --json
       charlm eval perplexity enwik8:test --checkpoint runs/enwik8    # the standard test part
       charlm eval perplexity test.txt --html surprisal.html   # open it in a browser
+      charlm eval perplexity test.txt --dynamic               # adapt to the text as it reads
     """
     from charlm.data import recode
-    from charlm.evaluate import score
+    from charlm.dynamic import Dynamic
+    from charlm.evaluate import check_dynamic, score
     from charlm.inputs import Selection, load_inputs, unescape
     from charlm.threads import use_threads
     from charlm.train import load_model
@@ -498,6 +534,12 @@ def perplexity(
         raise CharLMError(f"--streams must be > 0, got {streams}")
     if html_out is not None and html_max_chars < 2:
         raise CharLMError(f"--html-max-chars must be >= 2, got {html_max_chars}")
+    if not dynamic and (dynamic_lr is not None or dynamic_decay):
+        raise CharLMError("--dynamic-lr and --dynamic-decay only apply with --dynamic")
+    adapt = None
+    if dynamic:
+        adapt = Dynamic(decay=dynamic_decay, **({} if dynamic_lr is None else {"lr": dynamic_lr}))
+        check_dynamic(adapt, streams)  # before the model is loaded
     use_threads(threads)
     model, vocab, ckpt = load_model(checkpoint_path, device)
     corpus = load_inputs(
@@ -519,17 +561,21 @@ def perplexity(
         raise CharLMError(f"{e}; to score the text without them, add --skip-unknown") from None
     if len(ids) < 2:
         raise CharLMError("the text has fewer than 2 known characters: nothing to score")
-    result = score(model, ids, seq_len, streams, progress=True)
+    result = score(model, ids, seq_len, streams, progress=True, dynamic=adapt)
     result.skipped = len(corpus.ids) - len(ids)
     if html_out is not None:
         from charlm.surprisal import surprisal_page
 
         text = corpus.vocab.decode(corpus.ids)
         name = Path(inputs[0]) if len(inputs) == 1 else Path(corpus.source)
-        surprisal_page(html_out, model, vocab, ckpt, text, name, result, seq_len, html_max_chars)
+        surprisal_page(
+            html_out, model, vocab, ckpt, text, name, result, seq_len, html_max_chars, adapt
+        )
         click.echo(f"wrote {html_out}", err=True)
     if as_json:
-        click.echo(json.dumps({**result.as_dict(), "unit": "byte" if vocab.is_bytes else "char"}))
+        extra = {} if adapt is None else {"dynamic": {"lr": adapt.lr, "decay": adapt.decay}}
+        unit = {"unit": "byte" if vocab.is_bytes else "char"}
+        click.echo(json.dumps({**result.as_dict(), **unit, **extra}))
         return
     unit = "byte" if vocab.is_bytes else "char"
     click.echo(f"perplexity     {result.perplexity:.4f}")
@@ -538,6 +584,8 @@ def perplexity(
     click.echo(f"{unit}s scored   {result.chars}")
     if result.skipped:
         click.echo(f"{unit}s skipped  {result.skipped} (not in the vocabulary)")
+    if adapt is not None:
+        click.echo(f"dynamic        SGD lr {adapt.lr:g}, decay {adapt.decay:g}")
 
 
 def _size(n: int) -> str:

@@ -17,11 +17,18 @@ from charlm.threads import check_threads
 MODELS = ("rnn", "lstm", "gru")
 INITS = ("auto", "textbook", "pytorch")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+AMP_CHOICES = ("auto", "on", "off")
+DEFAULT_EPOCHS = 7  # the run's length when neither --epochs, --max-steps nor a budget is given
 SCHEDULES = ("constant", "cosine", "step")
 
 
-def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
+def _opt(
+    default: Any, help: str, choices: tuple[str, ...] | None = None, flag_value: Any = None
+) -> Any:
+    """A setting; `flag_value` is what the bare flag means when its value is left out."""
+    return field(
+        default=default, metadata={"help": help, "choices": choices, "flag_value": flag_value}
+    )
 
 
 @dataclass
@@ -67,16 +74,25 @@ class TrainConfig:
     clip: float = _opt(1.0, "clip the global gradient norm to this (0: no clipping)")
     lr_schedule: str = _opt(
         "cosine",
-        "learning-rate schedule over --epochs (or --max-steps); --time-budget only stops the run",
+        "learning-rate schedule over the planned steps: --epochs, --max-steps, or what fits in "
+        "--time-budget, whichever is fewest",
         SCHEDULES,
     )
     warmup_steps: int = _opt(0, "linear warm-up steps")
     lr_step_size: int = _opt(1000, "step schedule: steps between decays")
     lr_gamma: float = _opt(0.5, "step schedule: decay factor")
     # length of the run
-    epochs: int = _opt(7, "passes over the training text (and the span of the LR schedule)")
+    epochs: int = _opt(
+        0,
+        f"passes over the training text; 0: as many as --max-steps or --time-budget allow, "
+        f"else {DEFAULT_EPOCHS}",
+    )
     max_steps: int = _opt(0, "stop after this many steps in all (0: no limit)")
-    time_budget: float = _opt(0.0, "stop after this many seconds of training (0: no limit)")
+    time_budget: float = _opt(
+        0.0,
+        "seconds for the whole run, validation included: the steps that fit are measured and "
+        "planned once at the start, and the LR schedule spans them (0: no limit)",
+    )
     # bookkeeping
     seed: int = _opt(1337, "random seed: same seed, same data, same result")
     device: str = _opt("auto", "auto picks CUDA when available", ("auto", "cpu", "cuda"))
@@ -85,10 +101,18 @@ class TrainConfig:
     sample_length: int = _opt(200, "characters per training sample")
     save_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)")
     log_every: int = _opt(20, "steps between progress-bar updates and NaN checks")
-    amp: bool = _opt(
-        False, "bfloat16 autocast: faster on GPUs and on CPUs with AVX512-BF16/AMX (see README)"
+    amp: str = _opt(
+        "auto",
+        "bfloat16 autocast; auto: on where the hardware computes bfloat16 (CUDA GPUs that "
+        "support it, CPUs with AVX512-BF16 or AMX); a bare --amp means on",
+        AMP_CHOICES,
+        flag_value="on",
     )
     compile: bool = _opt(False, "torch.compile the model")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.amp, bool):  # configs and checkpoints from before --amp auto
+            self.amp = "on" if self.amp else "off"
 
 
 MODEL_FIELDS = (
@@ -124,7 +148,6 @@ def check_config(cfg: TrainConfig) -> None:
         "num_layers",
         "seq_len",
         "batch_size",
-        "epochs",
         "sample_length",
         "log_every",
         "lr_step_size",
@@ -133,6 +156,7 @@ def check_config(cfg: TrainConfig) -> None:
         if getattr(cfg, name) <= 0:
             raise CharLMError(f"{flag(name)} must be > 0, got {getattr(cfg, name)}")
     non_negative = (
+        "epochs",
         "embedding_dim",
         "max_steps",
         "time_budget",

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from charlm.data import Vocab
+from charlm.dynamic import Dynamic, adapted_windows
 from charlm.errors import CharLMError
 from charlm.model import CharLM, detach_state
 
@@ -120,17 +121,24 @@ def nll_sum(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = False,
+    dynamic: Dynamic | None = None,
 ) -> tuple[float, int]:
     """(summed NLL, characters scored): `char_nll` without keeping a value per character.
 
     `progress` shows a bar on stderr when it is a terminal: one stream scores 40,000-50,000
-    chars/s on a 2-core CPU, so a 100 MB text takes over half an hour.
+    chars/s on a 2-core CPU, so a 100 MB text takes over half an hour. With `dynamic`, the
+    model learns from each window after scoring it (one stream; see dynamic.py).
     """
     total, count = 0.0, 0
     bar = tqdm(total=len(ids), unit="char", unit_scale=True, desc="scoring", leave=False,
                disable=None if progress else True)  # fmt: skip
+    pieces = (
+        windows(model, ids, seq_len, streams, rank, world_size)
+        if dynamic is None
+        else adapted_windows(model, ids, seq_len, dynamic)
+    )
     with bar:
-        for _, nll, valid in windows(model, ids, seq_len, streams, rank, world_size):
+        for _, nll, valid in pieces:
             total += float(nll[valid].double().sum())
             scored = int(valid.sum())
             count += scored
@@ -139,11 +147,29 @@ def nll_sum(
 
 
 def score(
-    model: CharLM, ids: np.ndarray, seq_len: int = 256, streams: int = 1, progress: bool = False
+    model: CharLM,
+    ids: np.ndarray,
+    seq_len: int = 256,
+    streams: int = 1,
+    progress: bool = False,
+    dynamic: Dynamic | None = None,
 ) -> Score:
-    """Mean NLL of a text (see `char_nll`)."""
-    total, count = nll_sum(model, ids, seq_len, streams, progress=progress)
+    """Mean NLL of a text (see `char_nll`; `dynamic`: see `nll_sum`)."""
+    check_dynamic(dynamic, streams)
+    total, count = nll_sum(model, ids, seq_len, streams, progress=progress, dynamic=dynamic)
     return Score(nll=total / count, chars=count)
+
+
+def check_dynamic(dynamic: Dynamic | None, streams: int) -> None:
+    """Refuse what dynamic evaluation cannot do: it reads the text once, in order."""
+    if dynamic is None:
+        return
+    dynamic.check()
+    if streams != 1:
+        raise CharLMError(
+            f"--dynamic learns from the text in order, as one stream: it cannot score it as "
+            f"--streams {streams} pieces at once (drop --streams)"
+        )
 
 
 def score_text(
@@ -154,17 +180,20 @@ def score_text(
     skip_unknown: bool = False,
     streams: int = 1,
     progress: bool = False,
+    dynamic: Dynamic | None = None,
 ) -> Score:
     """Score a text; characters outside the vocabulary are an error, or skipped and counted.
 
     `streams` > 1 scores that many contiguous pieces as one batch: several times faster, but
     each piece starts without the text before it and its first character is not scored.
+    `dynamic` (one stream only) lets the model learn from each window once it is scored.
     """
     if streams <= 0:
         raise CharLMError(f"--streams must be > 0, got {streams}")
+    check_dynamic(dynamic, streams)
     ids = vocab.encode(text, skip_unknown=skip_unknown)
     if len(ids) < 2:
         raise CharLMError("the text has fewer than 2 known characters: nothing to score")
-    result = score(model, ids, seq_len, streams, progress)
+    result = score(model, ids, seq_len, streams, progress, dynamic)
     result.skipped = len(text) - len(ids)
     return result

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from charlm.data import Vocab
+from charlm.dynamic import Dynamic, adapted_windows
 from charlm.errors import CharLMError
 from charlm.evaluate import Score, windows
 from charlm.model import CharLM
@@ -44,16 +45,21 @@ COLOURS = (
 
 @torch.no_grad()
 def char_predictions(
-    model: CharLM, ids: np.ndarray, seq_len: int = 256, k: int = 5
+    model: CharLM, ids: np.ndarray, seq_len: int = 256, k: int = 5, dynamic: Dynamic | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For every character after the first: its NLL (nats), the top-k ids and probabilities.
 
     Same windows and carried state as `evaluate.char_nll` with one stream, so the NLLs are the
-    ones `score` averages. Shapes: (n-1,), (n-1, k), (n-1, k).
+    ones `score` averages (with `dynamic`: the adapted model's). Shapes: (n-1,), (n-1, k) x 2.
     """
     k = min(k, model.cfg.vocab_size)
     nll, top_p, top_i = [], [], []
-    for logits, window_nll, _ in windows(model, ids, seq_len, streams=1, rank=0, world_size=1):
+    pieces = (
+        windows(model, ids, seq_len, streams=1, rank=0, world_size=1)
+        if dynamic is None
+        else adapted_windows(model, ids, seq_len, dynamic)
+    )
+    for logits, window_nll, _ in pieces:
         p, i = logits[:, 0].softmax(-1).topk(k, dim=-1)
         nll.append(window_nll[:, 0])
         top_p.append(p)
@@ -85,15 +91,23 @@ class Surprisal:
         return 2.0**self.bits_per_char
 
 
-def surprisal(model: CharLM, vocab: Vocab, text: str, seq_len: int = 256, k: int = 5) -> Surprisal:
+def surprisal(
+    model: CharLM,
+    vocab: Vocab,
+    text: str,
+    seq_len: int = 256,
+    k: int = 5,
+    dynamic: Dynamic | None = None,
+) -> Surprisal:
     """Score every character of `text`; those outside the vocabulary are left unscored and
-    skipped by the model (as `eval perplexity --skip-unknown` does), as is the first one."""
+    skipped by the model (as `eval perplexity --skip-unknown` does), as is the first one.
+    With `dynamic`, the model learns from each window after scoring it."""
     unknown = set(vocab.unknown(text))
     known = [c not in unknown for c in text]
     ids = vocab.encode(text, skip_unknown=True)
     if len(ids) < 2:
         raise CharLMError("the text has fewer than 2 known characters: nothing to score")
-    nll, top_i, top_p = char_predictions(model, ids, seq_len, k)
+    nll, top_i, top_p = char_predictions(model, ids, seq_len, k, dynamic)
     bits_known = (nll.double() / math.log(2)).tolist()
     chars = vocab.chars
     tops = [
@@ -332,11 +346,12 @@ def surprisal_page(
     whole: Score,
     seq_len: int = 256,
     max_chars: int = 20_000,
+    dynamic: Dynamic | None = None,
 ) -> Path:
     """The page for `eval perplexity --html`: the first `max_chars` characters of `text`,
     with a note giving the whole text's numbers when that is not all of it."""
     shown = text[:max_chars]
-    s = surprisal(model, vocab, shown, seq_len)
+    s = surprisal(model, vocab, shown, seq_len, dynamic=dynamic)
     mc = ckpt["model_config"]
     layers = f"{mc['num_layers']} layer{'s' if mc['num_layers'] > 1 else ''}"
     about = (
@@ -350,6 +365,11 @@ def surprisal_page(
             f"the numbers above are for those. The whole text: perplexity "
             f"{whole.perplexity:.4f}, {whole.bits_per_char:.4f} bits per character over "
             f"{whole.chars:,} characters."
+        )
+    if dynamic is not None:
+        notes.append(
+            f"Dynamic evaluation: the model learned from the text as it read it (SGD, lr "
+            f"{dynamic.lr:g}, decay {dynamic.decay:g}); each character is scored before that."
         )
     skipped = s.known.count(False)
     if skipped:

@@ -7,16 +7,20 @@
         validate, append a row to metrics.jsonl, write checkpoint.pt (and best.pt)
 
 A run stops after --epochs, --max-steps or --time-budget, whichever comes first; a stop in the
-middle of an epoch still validates and writes a final row and checkpoint. SIGINT / SIGTERM /
-SIGHUP finish the current step and save a checkpoint from which --resume continues exactly.
+middle of an epoch still validates and writes a final row and checkpoint. With a time budget the
+number of steps that fit is planned once, early, and the LR schedule spans it (see budget.py).
+SIGINT / SIGTERM / SIGHUP finish the current step and save a checkpoint that --resume continues
+exactly.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -29,13 +33,30 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from charlm import checkpoint, distributed
-from charlm.config import FIXED_ON_RESUME, MODEL_FIELDS, TrainConfig, check_config, flag
+from charlm.budget import (
+    MEASURE_FRACTION,
+    MEASURE_STEPS,
+    WARM_UP_STEPS,
+    Costs,
+    plan_line,
+    plan_record,
+    plan_steps,
+)
+from charlm.config import (
+    DEFAULT_EPOCHS,
+    FIXED_ON_RESUME,
+    MODEL_FIELDS,
+    TrainConfig,
+    check_config,
+    flag,
+)
 from charlm.data import Vocab
 from charlm.errors import CharLMError
 from charlm.evaluate import nll_sum
 from charlm.generate import generate
 from charlm.inputs import Selection, changes, load_inputs, unescape
 from charlm.model import CharLM, ModelConfig, detach_state
+from charlm.precision import resolve_amp
 from charlm.progress import EpochProgress
 from charlm.samplers import LAYOUT, SAMPLERS
 from charlm.threads import use_threads
@@ -131,6 +152,8 @@ class Progress:
     epoch_grad_norm: float = 0.0
     epoch_batches: int = 0
     epoch_time_s: float = 0.0
+    # the steps the LR schedule spans, fixed once when a --time-budget run starts (0: none yet)
+    planned_steps: int = 0
 
 
 class Interrupts:
@@ -189,6 +212,8 @@ class Trainer:
         self.out = Path(cfg.out)
         self.device = distributed.init(self.dist, resolve_device(cfg.device))
         self.threads = use_threads(cfg.threads)  # it can change results: recorded in config.json
+        self.amp, self.amp_reason = resolve_amp(cfg.amp, self.device)
+        self.cfg = cfg = replace(cfg, amp="on" if self.amp else "off")  # recorded as resolved
         # the corpus first: a mistyped path must not be reported as a clash with an older run
         # the run's own folder is never read: its files change as the run goes on
         chosen = Selection(
@@ -230,6 +255,10 @@ class Trainer:
             self.dist.world_size,
             cfg.random_offset,
         )
+        if cfg.epochs == 0 and not cfg.time_budget:  # a budget sets them once it has a plan
+            steps = cfg.max_steps
+            epochs = -(-steps // len(self.sampler)) if steps else DEFAULT_EPOCHS
+            self.cfg = cfg = replace(cfg, epochs=epochs)
         if cfg.val_fraction > 0 and len(self.val_ids) < 2:
             raise CharLMError(
                 f"--val-fraction {cfg.val_fraction} leaves {len(self.val_ids)} characters for "
@@ -244,23 +273,27 @@ class Trainer:
         ddp = distributed.wrap(self.model, self.device)  # self.model stays the plain module
         self.step_model = torch.compile(ddp) if cfg.compile else ddp
         self.optimizer = make_optimizer(cfg, self.model)
-        epoch_steps = cfg.epochs * len(self.sampler)
-        self.total_steps = min(epoch_steps, cfg.max_steps) if cfg.max_steps else epoch_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(cfg, self.total_steps)
-        )
         self.p = Progress()
+        self.plan: dict[str, Any] | None = None  # budget.plan_record, once a budget set a plan
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(cfg, self.schedule_steps())
+        )
         self.state = None  # the carried hidden state (consecutive sampler)
         if ckpt is not None:
             self._restore(ckpt)
         elif self.dist.is_main:
             (self.out / "metrics.jsonl").write_text("")
-        config = {
-            **asdict(cfg),
+        self.record = {
             "vocab_size": len(self.vocab),
             "corpus_source": corpus.source,
             "torch_threads": self.threads,
         }
+        self._write_config()
+
+    def _write_config(self) -> None:
+        """config.json: every effective setting, and the plan once there is one."""
+        plan = {} if self.plan is None else {"plan": self.plan}
+        config = {**asdict(self.cfg), **self.record, **plan}
         if self.dist.is_main:
             (self.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
@@ -271,14 +304,113 @@ class Trainer:
         embedding = f"embedding {m.embedding_dim}" if m.embedding_dim else "one-hot input"
         schedule = cfg.lr_schedule + (f" (warm-up {cfg.warmup_steps})" if cfg.warmup_steps else "")
         offset = " + random offset" if cfg.random_offset else ""
-        precision = "bfloat16 autocast" if cfg.amp else "float32"
+        precision = "bfloat16 autocast" if self.amp else "float32"
+        steps = self.schedule_steps()
         threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
         return (
             f"{m.model} {m.num_layers}x{m.hidden_size}, {embedding}, {params:,} parameters | "
             f"sampler {cfg.sampler}{offset}, batch {cfg.batch_size} x {cfg.seq_len} | "
-            f"{cfg.optimizer} lr {cfg.lr:g}, {schedule} schedule over {self.total_steps:,} steps, "
-            f"clip {cfg.clip:g} | {self.device.type} {precision}, {threads}, seed {cfg.seed}"
+            f"{cfg.optimizer} lr {cfg.lr:g}, {schedule} schedule over {steps:,} steps, "
+            f"clip {cfg.clip:g} | {self.device.type} {precision} ({self.amp_reason}), {threads}, "
+            f"seed {cfg.seed}"
         )
+
+    # --- the plan: the steps the LR schedule spans --------------------------------------------
+
+    def schedule_steps(self) -> int:
+        """The steps the schedule spans: the budget's plan, else --epochs or --max-steps."""
+        if self.p.planned_steps:
+            return self.p.planned_steps
+        limits = [self.cfg.epochs * len(self.sampler), self.cfg.max_steps]
+        return min(n for n in limits if n) if any(limits) else 0  # 0: a budget will plan
+
+    def _set_schedule(self) -> None:
+        """Point the scheduler at `schedule_steps()` and --lr, from the step the run is at."""
+        n = len(self.optimizer.param_groups)
+        self.scheduler.lr_lambdas = [lr_factor(self.cfg, self.schedule_steps())] * n
+        self.scheduler.base_lrs = [self.cfg.lr] * n
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"], group["lr"] = self.cfg.lr, self.cfg.lr * factor
+
+    def measure_costs(self) -> Costs:
+        """Time a step, a validation and a checkpoint here, after untimed warm-up steps.
+
+        The steps train a throwaway state: weights, optimizer, scheduler, RNG and hidden state
+        are put back afterwards, so the run is the one `--max-steps PLANNED` replays. A public
+        hook: a subclass may return known costs (the tests do, for a plan independent of the
+        machine's load).
+        """
+        start = time.perf_counter()
+        saved = (
+            copy.deepcopy(self.model.state_dict()),
+            copy.deepcopy(self.optimizer.state_dict()),
+            self.scheduler.state_dict(),
+            torch.get_rng_state(),
+            self.state,
+        )
+        X, Y = next(self.sampler.batches(self.p.epoch))
+        X, Y = X.to(self.device), Y.to(self.device)
+        if self.device.type == "cuda":
+            saved = (*saved, torch.cuda.get_rng_state(self.device))
+        times: list[float] = []
+        for _ in range(WARM_UP_STEPS + MEASURE_STEPS):
+            tick = time.perf_counter()
+            float(self._train_step(X, Y)[0])  # float(): wait for the device
+            times.append(time.perf_counter() - tick)
+            over = time.perf_counter() - start > MEASURE_FRACTION * self.cfg.time_budget
+            # ranks stop measuring together: each of these steps all-reduces gradients
+            over = distributed.all_reduce_sum(torch.tensor(float(over), device=self.device))
+            if len(times) > WARM_UP_STEPS and float(over) > 0:
+                break
+        step_s = statistics.median(times[WARM_UP_STEPS:])  # one slow step does not set the plan
+        self.model.load_state_dict(saved[0])
+        self.optimizer.load_state_dict(saved[1])
+        self.scheduler.load_state_dict(saved[2])
+        torch.set_rng_state(saved[3])
+        self.state = saved[4]
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(saved[5], self.device)
+        validation_s = 0.0
+        if len(self.val_ids):
+            # a validation window is the shape of a training batch (streams = batch rows)
+            self.model.eval()
+            with torch.no_grad():
+                for _ in range(2):  # the first one warms up
+                    tick = time.perf_counter()
+                    float(self.model(X)[0].sum())
+                    forward_s = time.perf_counter() - tick
+            self.model.train()
+            windows = math.ceil(math.ceil(len(self.val_ids) / self.cfg.batch_size) / X.shape[0])
+            validation_s = windows * forward_s
+        tick = time.perf_counter()
+        payload = self._payload()  # on every rank: it gathers the hidden state
+        if self.dist.is_main:
+            probe = self.out / ".checkpoint-probe.pt"
+            checkpoint.save(payload, probe)
+            probe.unlink()
+        checkpoint_s = time.perf_counter() - tick
+        return Costs(step_s, validation_s, checkpoint_s, time.perf_counter() - start)
+
+    def _plan(self) -> None:
+        """Fix, once, the number of steps the budget allows; the schedule spans it."""
+        costs = self.measure_costs()
+        fit = plan_steps(
+            self.cfg.time_budget - self.p.elapsed_s, costs, len(self.sampler), self.cfg.save_every
+        )
+        # every rank takes rank 0's plan: their clocks differ, their schedules must not
+        mine = torch.tensor(float(fit if self.dist.is_main else 0), device=self.device)
+        fit = int(distributed.all_reduce_sum(mine))
+        self.p.elapsed_s += costs.measure_s
+        limit = self.schedule_steps() or math.inf
+        self.p.planned_steps = min(limit, self.p.step + fit)
+        set_by = "time_budget" if self.p.planned_steps < limit else "epochs/max_steps"
+        if not self.cfg.epochs:  # only the budget bounds the run: the epochs that hold the plan
+            epochs = -(-self.p.planned_steps // len(self.sampler))
+            self.cfg = replace(self.cfg, epochs=epochs)
+        self.plan = plan_record(self.p.planned_steps, set_by, costs)
+        self._set_schedule()
+        self._write_config()
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -298,6 +430,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "progress": asdict(self.p),
+            "plan": self.plan,
             "rng": rng,
             "state": state,
             "sampler_layout": LAYOUT,
@@ -314,12 +447,10 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        # a resumed run may change --lr: the schedule then continues from the new base rate
-        self.scheduler.base_lrs = [self.cfg.lr] * len(self.optimizer.param_groups)
-        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
-        for group in self.optimizer.param_groups:
-            group["initial_lr"], group["lr"] = self.cfg.lr, self.cfg.lr * factor
         self.p = Progress(**ckpt["progress"])
+        self.plan = ckpt.get("plan")
+        # a resumed run keeps its plan, and may change --lr: the schedule continues from there
+        self._set_schedule()
         torch.set_rng_state(ckpt["rng"]["torch"])
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
@@ -357,7 +488,7 @@ class Trainer:
     def _train_step(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.sampler.carries_state:
             self.state = None
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits, state = self.step_model(X, self.state)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), Y.reshape(-1))
         self.state = detach_state(state) if self.sampler.carries_state else None
@@ -384,6 +515,7 @@ class Trainer:
 
     def _end_epoch(self, loss_sum: torch.Tensor, grad_sum: torch.Tensor, partial: bool) -> dict:
         """Validate, write the epoch's metrics row, checkpoints and sample."""
+        start = time.perf_counter()  # epoch-end work is part of the time budget
         distributed.average_(loss_sum, grad_sum)  # the global batch's means, as one process
         self._check_finite(loss_sum)
         p, cfg = self.p, self.cfg
@@ -391,6 +523,8 @@ class Trainer:
         p.epoch_grad_norm += float(grad_sum)
         train_loss = p.epoch_loss / max(1, p.epoch_batches)
         val_loss = self.validate()
+        p.elapsed_s += time.perf_counter() - start
+        start = time.perf_counter()
         chars = p.epoch_batches * cfg.seq_len * cfg.batch_size
         row = {
             "epoch": p.epoch + 1,
@@ -422,6 +556,7 @@ class Trainer:
             tqdm.write(epoch_summary(row), file=sys.stdout)
         if cfg.sample_every and (row["epoch"] % cfg.sample_every == 0 or partial):
             self._sample(row["epoch"])
+        p.elapsed_s += time.perf_counter() - start  # saving and sampling (after the checkpoint)
         return row
 
     def _sample(self, epoch: int) -> None:
@@ -449,15 +584,21 @@ class Trainer:
             return signal.Signals(signum).name
         if cfg.max_steps and p.step >= cfg.max_steps:
             return "max_steps"
+        if p.planned_steps and p.step >= p.planned_steps < cfg.epochs * len(self.sampler):
+            return "time_budget"  # the planned step: the budget's end, the schedule's end
         if out_of_time:
             return "time_budget"
         return None
 
     def run(self) -> TrainResult:
-        cfg, p = self.cfg, self.p
+        if self.cfg.time_budget and not self.p.planned_steps:
+            self._plan()
+        cfg, p = self.cfg, self.p  # the plan may have set --epochs
         row = None
         if self.progress_bar:
             tqdm.write(self.describe(), file=sys.stdout)
+            if self.plan is not None:
+                tqdm.write(plan_line(self.plan), file=sys.stdout)
         with Interrupts() as interrupts:
             # a resumed run may already be at its limit: then it trains no step and writes no row
             stopped_by = self._stop_reason(interrupts) if p.step or p.elapsed_s else None

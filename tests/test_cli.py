@@ -148,7 +148,7 @@ def test_lenient_decoding_option(tmp_path):
         ("--batch-size", "-4", "--batch-size"),
         ("--lr", "0", "--lr must be > 0"),
         ("--lr", "-0.1", "--lr"),
-        ("--epochs", "0", "--epochs"),
+        ("--epochs", "-1", "--epochs"),
         ("--embedding-dim", "-1", "--embedding-dim"),
         ("--dropout", "1.5", "--dropout"),
         ("--val-fraction", "1", "--val-fraction must be in [0, 1)"),

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from charlm.budget import Costs
 from charlm.checkpoint import BEST, LATEST
 from charlm.info import format_info, run_info
 from charlm.train import TrainConfig, load_model, train
@@ -200,6 +201,9 @@ def test_stop_at_or_before_an_epoch_boundary_then_resume(
     elif reason == "time_budget":
         clock = SimpleNamespace(perf_counter=StepClock())
         monkeypatch.setattr(sys.modules["charlm.train"], "time", clock)
+        # the plan sets no earlier stop (a step costs ~nothing) and measuring takes no time:
+        # the clock alone stops the run, one step per second
+        monkeypatch.setattr(Trainer, "measure_costs", lambda self: Costs(1e-6, 0.0, 0.0))
         cfg = boundary_config(tiny_config, out, sampler, time_budget=stop_at - 0.5)
         first = train(cfg, progress_bar=False)
         monkeypatch.undo()

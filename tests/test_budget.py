@@ -1,0 +1,176 @@
+"""--time-budget plans the run: the steps that fit, fixed once, recorded, resumable, replayable.
+
+The costs a plan is made from are injected through the public `Trainer.measure_costs` hook,
+so every plan here is the same on a quiet machine and on a busy one.
+"""
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from charlm.budget import SAFETY, Costs, plan_steps
+from charlm.checkpoint import LATEST
+from charlm.train import DEFAULT_EPOCHS, Trainer, load_model
+
+STEP_S = 1.0  # the injected cost of a step: far above a tiny step's real cost, so the
+# clock never stops these runs before their plan (a 60 s budget plans ~55 steps)
+
+
+class KnownCosts(Trainer):
+    """Measures for real (so the throwaway steps run and must leave no trace), then plans
+    from known costs."""
+
+    def measure_costs(self) -> Costs:
+        super().measure_costs()
+        return Costs(step_s=STEP_S, validation_s=0.2, checkpoint_s=0.01, measure_s=0.0)
+
+
+class NeverMeasures(Trainer):
+    def measure_costs(self) -> Costs:
+        raise AssertionError("a plan is made once; a resumed run must not measure again")
+
+
+class StopsAt(KnownCosts):
+    """Simulates Ctrl-C after step `at`: the loop saves a checkpoint, as for a real signal."""
+
+    at = 0
+
+    def _stop_reason(self, interrupts):
+        return "SIGINT" if self.p.step == self.at else super()._stop_reason(interrupts)
+
+
+def cost(n: int, c: Costs, steps_per_epoch: int) -> float:
+    """The seconds n steps take with their epoch ends: the quantity a plan must keep in budget."""
+    return n * c.step_s + math.ceil(n / steps_per_epoch) * (c.validation_s + 2 * c.checkpoint_s)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_plan_fits_the_budget_and_wastes_at_most_an_epoch_end(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    step, val, ckpt = (torch.rand(3, generator=g) * torch.tensor([0.2, 5.0, 0.5])).tolist()
+    c = Costs(step_s=step + 1e-3, validation_s=val, checkpoint_s=ckpt)
+    E = int(torch.randint(1, 3000, (1,), generator=g))
+    budget = float(torch.randint(30, 3600, (1,), generator=g))
+    n = plan_steps(budget, c, E)
+    usable = budget * (1 - SAFETY)
+    assert n == 1 or cost(n, c, E) <= usable
+    best = max(k for k in range(1, n + 20_000) if cost(k, c, E) <= usable or k == 1)
+    assert best - n <= (c.validation_s + 2 * c.checkpoint_s) / c.step_s + 1
+
+
+def test_plan_counts_measuring_and_periodic_checkpoints() -> None:
+    c = Costs(step_s=0.1, validation_s=0.0, checkpoint_s=0.5, measure_s=10.0)
+    # (100 - 10) * 0.97 = 87.3 s; per step 0.1 + 2 * 0.5 / 1000 + 0.5 / 10 = 0.151 s
+    assert plan_steps(100.0, c, 1000, save_every=10) == int((87.3 - 1.0) / 0.151)
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def one_thread():
+    """Bitwise comparisons on one thread: on a loaded machine MKL may change its thread count
+    between two runs, and with it the order of a sum (seen here with dropout, 2 threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def budget_config(tiny_config):
+    # 2 layers and dropout: the throwaway steps draw random numbers that must be given back
+    return replace(tiny_config, epochs=1000, time_budget=60.0, num_layers=2, dropout=0.2)
+
+
+def test_budget_plans_records_and_anneals(budget_config, tmp_path: Path) -> None:
+    trainer = KnownCosts(budget_config, progress_bar=False)
+    result = trainer.run()
+    E = len(trainer.sampler)
+    costs = Costs(step_s=STEP_S, validation_s=0.2, checkpoint_s=0.01)
+    planned = plan_steps(60.0, costs, E)
+    assert planned < 1000 * E
+    assert result.stopped_by == "time_budget" and result.progress.step == planned
+    plan = json.loads((tmp_path / "run" / "config.json").read_text())["plan"]
+    assert plan["steps"] == planned and plan["set_by"] == "time_budget"
+    assert plan["replay"] == f"--max-steps {planned} --time-budget 0"
+    ckpt = torch.load(tmp_path / "run" / LATEST, weights_only=True)
+    assert ckpt["progress"]["planned_steps"] == planned and ckpt["plan"] == plan
+    # the cosine schedule has run its course: the rate ends at lr / 20
+    assert rows(tmp_path / "run")[-1]["lr"] == pytest.approx(budget_config.lr * 0.05)
+
+
+@pytest.mark.parametrize("sampler", ["random", "consecutive"])
+@pytest.mark.usefixtures("one_thread")
+def test_a_budget_run_replays_step_for_step(budget_config, tmp_path: Path, sampler: str) -> None:
+    a = replace(budget_config, sampler=sampler, out=str(tmp_path / "a"))
+    KnownCosts(a, progress_bar=False).run()
+    replay = json.loads((tmp_path / "a" / "config.json").read_text())["plan"]["steps"]
+    b = replace(a, out=str(tmp_path / "b"), max_steps=replay, time_budget=0.0)
+    result = Trainer(b, progress_bar=False).run()
+    assert result.stopped_by == "max_steps" and result.progress.step == replay
+    wa = load_model(tmp_path / "a" / LATEST, "cpu")[0].state_dict()
+    wb = load_model(tmp_path / "b" / LATEST, "cpu")[0].state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    keys = ("step", "train_loss", "val_loss", "lr", "grad_norm")
+    ra, rb = rows(tmp_path / "a"), rows(tmp_path / "b")
+    assert [[r[k] for k in keys] for r in ra] == [[r[k] for k in keys] for r in rb]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_resume_keeps_the_plan(budget_config, tmp_path: Path) -> None:
+    whole = replace(budget_config, out=str(tmp_path / "whole"))
+    KnownCosts(whole, progress_bar=False).run()
+    cut = replace(budget_config, out=str(tmp_path / "cut"))
+    StopsAt.at = 7
+    assert StopsAt(cut, progress_bar=False).run().stopped_by == "SIGINT"
+    result = NeverMeasures(cut, resume=True, progress_bar=False).run()
+    assert result.stopped_by == "time_budget"
+    wa = load_model(tmp_path / "whole" / LATEST, "cpu")[0].state_dict()
+    wb = load_model(tmp_path / "cut" / LATEST, "cpu")[0].state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert rows(tmp_path / "whole")[-1]["lr"] == rows(tmp_path / "cut")[-1]["lr"]
+
+
+def test_fewer_epochs_than_the_budget_allows_set_the_plan(budget_config, tmp_path) -> None:
+    trainer = KnownCosts(replace(budget_config, epochs=2, time_budget=600.0), progress_bar=False)
+    result = trainer.run()
+    assert result.stopped_by == "epochs" and result.progress.step == 2 * len(trainer.sampler)
+    plan = json.loads((tmp_path / "run" / "config.json").read_text())["plan"]
+    assert plan["steps"] == 2 * len(trainer.sampler) and plan["set_by"] == "epochs/max_steps"
+    assert [r["partial"] for r in rows(tmp_path / "run")] == [False, False]
+
+
+def test_the_clock_still_stops_a_run_slower_than_planned(budget_config, tmp_path) -> None:
+    class Optimist(Trainer):
+        def measure_costs(self) -> Costs:
+            return Costs(step_s=1e-6, validation_s=0.0, checkpoint_s=0.0)
+
+    result = Optimist(replace(budget_config, time_budget=0.5), progress_bar=False).run()
+    assert result.stopped_by == "time_budget"
+    assert result.progress.step < result.progress.planned_steps
+    assert result.progress.elapsed_s < 5.0
+
+
+def test_without_epochs_the_budget_alone_sets_the_length(budget_config, tmp_path) -> None:
+    trainer = KnownCosts(replace(budget_config, epochs=0), progress_bar=False)
+    result = trainer.run()
+    E, planned = len(trainer.sampler), result.progress.planned_steps
+    assert planned == plan_steps(60.0, Costs(STEP_S, 0.2, 0.01), E) and planned > E
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["epochs"] == -(-planned // E) and config["plan"]["set_by"] == "time_budget"
+    assert result.progress.step == planned
+
+
+@pytest.mark.parametrize(("max_steps", "epochs"), [(0, DEFAULT_EPOCHS), (5, 1), (82, 2), (83, 3)])
+def test_without_budget_epochs_default_to_seven_or_what_max_steps_needs(
+    tiny_config, max_steps: int, epochs: int
+) -> None:
+    trainer = Trainer(replace(tiny_config, epochs=0, max_steps=max_steps), progress_bar=False)
+    assert len(trainer.sampler) == 41  # the tiny corpus: 41 batches an epoch
+    assert trainer.cfg.epochs == epochs
