@@ -35,7 +35,8 @@ class Terminal(io.StringIO):
 def test_a_log_file_gets_plain_lines_and_no_carriage_returns(corpus: Path, tmp_path: Path):
     args = ["train", str(corpus), "--out", str(tmp_path / "run"), "--hidden-size", "16",
             "--embedding-dim", "8", "--seq-len", "16", "--batch-size", "8", "--epochs", "2",
-            "--log-every", "5", "--device", "cpu", "--sample-every", "0"]  # fmt: skip
+            "--log-every", "5", "--device", "cpu", "--sample-every", "0",
+            "--amp", "off"]  # fmt: skip
     with open(tmp_path / "err.log", "w") as err, open(tmp_path / "out.log", "w") as out:
         proc = subprocess.run(
             [sys.executable, "-c", EVERY_LOG_STEP, *args],
@@ -61,7 +62,9 @@ def test_a_log_file_gets_plain_lines_and_no_carriage_returns(corpus: Path, tmp_p
     steps = [(e - 1) * per_epoch + b for e, b in batches]
     assert steps == list(range(5, 2 * per_epoch + 1, 5))
     out_lines = (tmp_path / "out.log").read_text().splitlines()
-    assert re.search(r"\| cpu float32, \d+ threads?, seed 1337$", out_lines[0])  # the start line
+    assert re.search(
+        r"\| cpu float32 \(--amp off\), \d+ threads?, seed 1337$", out_lines[0]
+    )  # the start line
     assert [line.split(":")[0] for line in out_lines[1:3]] == ["epoch 1", "epoch 2"]
     assert out_lines[-1] == f"done (epochs); saved in {tmp_path / 'run'}"
 
