@@ -170,6 +170,14 @@ def check_config(cfg: TrainConfig) -> None:
         if getattr(cfg, name) < 0:
             raise CharLMError(f"{flag(name)} must be >= 0, got {getattr(cfg, name)}")
     check_threads(cfg.threads)
+    for f in fields(TrainConfig):  # NaN passes every comparison, infinity means nothing here
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CharLMError(f"{flag(f.name)} must be a finite number, got {value}")
+    if not 0 <= cfg.seed < 2**63:
+        raise CharLMError(f"--seed must be in [0, 2**63), got {cfg.seed}")
+    if not 0 < cfg.lr_gamma <= 1:
+        raise CharLMError(f"--lr-gamma is a decay factor: it must be in (0, 1], got {cfg.lr_gamma}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise CharLMError(f"--lr must be > 0, got {cfg.lr}")
     if not 0 <= cfg.dropout < 1:

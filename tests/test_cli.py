@@ -205,3 +205,26 @@ def test_eval_unknown_characters_listed_or_skipped(run, tmp_path):
 def test_missing_checkpoint(tmp_path):
     one_line_error(invoke("generate", "--checkpoint", str(tmp_path / "none")), "no such")
     one_line_error(invoke("generate", "--checkpoint", str(tmp_path)), "no checkpoint")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--seed", "-1"],
+        ["--seed", str(2**70)],
+        ["--weight-decay", "nan"],
+        ["--clip", "nan"],
+        ["--time-budget", "nan"],
+        ["--time-budget", "inf"],
+        ["--lr", "inf"],
+        ["--dropout", "nan"],
+        ["--lr-gamma", "-2"],
+        ["--lr-gamma", "0"],
+    ],
+)
+def test_numbers_outside_their_meaning_are_one_line_and_create_nothing(tmp_path, flags):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--out", str(out), *flags])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {flags[0]} ") and result.output.count("\n") == 1
+    assert not out.exists()
