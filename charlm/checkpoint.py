@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from charlm.errors import CharLMError
+from charlm.storage import atomic_write
 
 FORMAT = "charlm-checkpoint"
 VERSION = 1
@@ -24,26 +24,8 @@ LATEST, BEST = "checkpoint.pt", "best.pt"
 
 
 def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`.
-
-    A kill at any moment leaves either the old file or the new one, never a torn one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    """Write durably and atomically: a kill at any moment leaves the old file or the new one."""
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **payload}, f))
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:

@@ -600,7 +600,7 @@ def corpora_command() -> None:
     \b
     Each is a JSON manifest in charlm's corpora folder, or in the folder named by
     $CHARLM_CORPORA (add your own there). A name is looked up in $CHARLM_DATA (if set),
-    then in the cache ($CHARLM_CACHE, default ~/.cache/charlm/corpora); if absent it is
+    then in the cache ($CHARLM_CACHE/corpora, default ~/.cache/charlm/corpora); if absent it is
     downloaded, checked and cached. Offline, put the file in one of those folders yourself.
     A corpus with a split trains on its train part and validates on its valid part; score
     its test part with `charlm eval perplexity NAME:test`.
@@ -626,7 +626,8 @@ def corpora_command() -> None:
         elif c.unit == "byte":
             click.echo("    read byte-level (its literature counts bytes)")
     data = corpora.data_dir()
-    click.echo(f"\nlooked in: $CHARLM_DATA = {data or '(not set)'}; cache {corpora.cache_dir()}")
+    cache = corpora.cache_dir("corpora")
+    click.echo(f"\nlooked in: $CHARLM_DATA = {data or '(not set)'}; cache {cache}")
     folders = ", ".join(str(d) for d in corpora.manifest_dirs())
     click.echo(f"manifests: {folders} (add yours: ${corpora.MANIFESTS_ENV})")
 

@@ -14,7 +14,7 @@ users drop their own (a name there replaces a shipped one). A manifest holds:
 A name resolves to a file in this order:
 
     1. $CHARLM_DATA/<file>                      (a folder you fill yourself; no network)
-    2. the cache: $CHARLM_CACHE/<file>, default ~/.cache/charlm/corpora/<file>
+    2. the cache: storage.cache_dir("corpora")/<file>, default ~/.cache/charlm/corpora/<file>
     3. download from the public source -> verify -> write to the cache atomically
 
 A path that exists always wins over a name, so a local file called `enwik8` is read as is.
@@ -24,22 +24,25 @@ match never lands in the cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tqdm.auto import tqdm
 
 from charlm.data import BUILTIN
 from charlm.errors import CharLMError
+from charlm.storage import atomic_write, cache_dir
 
 MANIFESTS_ENV = "CHARLM_CORPORA"
 PARTS = ("train", "valid", "test")
@@ -210,18 +213,9 @@ def data_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def cache_dir() -> Path:
-    """Where downloads are kept: $CHARLM_CACHE, else ~/.cache/charlm/corpora."""
-    value = os.environ.get("CHARLM_CACHE")
-    if value:
-        return Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "charlm" / "corpora"
-
-
 def local_path(corpus: NamedCorpus) -> Path | None:
     """The corpus's file in $CHARLM_DATA or the cache, if it is there (no network)."""
-    folders = [d for d in (data_dir(), cache_dir()) if d is not None]
+    folders = [d for d in (data_dir(), cache_dir("corpora")) if d is not None]
     for folder in folders:
         path = folder / corpus.file
         if path.is_file():
@@ -256,10 +250,8 @@ def _sha256(path: Path) -> str:
 
 
 def _where_to_put(corpus: NamedCorpus) -> str:
-    data = data_dir()
-    where = (
-        f"{data} or {cache_dir()}" if data else f"{cache_dir()} (or a folder named by $CHARLM_DATA)"
-    )
+    data, cache = data_dir(), cache_dir("corpora")
+    where = f"{data} or {cache}" if data else f"{cache} (or a folder named by $CHARLM_DATA)"
     unzip = ", unzip it" if corpus.member else ""
     return f"download {corpus.url}{unzip} and put {corpus.file} in {where}"
 
@@ -279,21 +271,31 @@ def _verify_download(corpus: NamedCorpus, path: Path) -> None:
         )
 
 
-def _extract(corpus: NamedCorpus, archive: Path, dest: Path) -> None:
+def _text_of(corpus: NamedCorpus, download: Path, f: BinaryIO) -> None:
+    """Write the corpus's text into f: the download itself, or its zip member."""
     try:
-        with zipfile.ZipFile(archive) as z, z.open(corpus.member) as src, open(dest, "wb") as f:
-            while chunk := src.read(1 << 20):
-                f.write(chunk)
+        with contextlib.ExitStack() as stack:
+            if corpus.member:
+                archive = stack.enter_context(zipfile.ZipFile(download))
+                src = stack.enter_context(archive.open(corpus.member))
+            else:
+                src = stack.enter_context(open(download, "rb"))
+            shutil.copyfileobj(src, f, 1 << 20)
     except (zipfile.BadZipFile, KeyError) as e:
         raise CharLMError(
             f"the download of {corpus.name} is not a zip holding {corpus.member!r} ({e}); "
             f"nothing was cached"
         ) from None
+    if f.tell() != corpus.size:
+        raise CharLMError(
+            f"{corpus.name} has {f.tell()} bytes after download, expected {corpus.size}; "
+            f"nothing was cached"
+        )
 
 
 def fetch(corpus: NamedCorpus) -> Path:
     """Download, verify and cache a corpus; the cache only ever holds complete, checked files."""
-    folder = cache_dir()
+    folder = cache_dir("corpora")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -302,9 +304,10 @@ def fetch(corpus: NamedCorpus) -> Path:
             f"another folder, or CHARLM_DATA to a folder holding {corpus.file})"
         ) from None
     target = folder / corpus.file
-    part = Path(tempfile.mkstemp(dir=folder, prefix=f".{corpus.file}.", suffix=".part")[1])
-    text = part.with_suffix(".text") if corpus.member else part
-    try:
+    # the download lives in a temporary folder, removed whatever happens; the checked text is
+    # then written into the cache atomically
+    with tempfile.TemporaryDirectory(dir=folder, prefix=f".{corpus.file}.") as tmp:
+        part = Path(tmp) / "download"
         try:
             download(corpus.url, part, corpus.download_size or corpus.size)
         except (urllib.error.URLError, OSError, ValueError) as e:
@@ -314,17 +317,7 @@ def fetch(corpus: NamedCorpus) -> Path:
                 f"{_where_to_put(corpus)}"
             ) from None
         _verify_download(corpus, part)
-        if corpus.member:
-            _extract(corpus, part, text)
-        if text.stat().st_size != corpus.size:
-            raise CharLMError(
-                f"{corpus.name} has {text.stat().st_size} bytes after download, expected "
-                f"{corpus.size}; nothing was cached"
-            )
-        os.replace(text, target)  # atomic: readers see no file or the whole, checked file
-    finally:
-        for leftover in {part, text}:
-            leftover.unlink(missing_ok=True)
+        atomic_write(target, lambda f: _text_of(corpus, part, f))
     return target
 
 

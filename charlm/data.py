@@ -11,9 +11,9 @@ A corpus file is read in chunks, twice, so memory does not grow with the file:
 A chunk of pure ASCII skips the decoder (its bytes are its code points). Several documents
 (files, archive members) are read one after another as one text, a separator between them, so
 memory is a few chunks whatever the number or size of the files. Inputs of IN_MEMORY_BELOW bytes
-or more keep their ids in an encoded cache ($CHARLM_CACHE, default ~/.cache/charlm/encoded/),
-keyed by the list of documents and each one's size and mtime, opened as a read-only np.memmap on
-the next run; smaller inputs keep their ids in memory.
+or more keep their ids in an encoded cache (storage.cache_dir("encoded")), keyed by the list of
+documents and each one's size and mtime, opened as a read-only np.memmap on the next run; smaller
+inputs keep their ids in memory.
 
 Byte-level mode reads bytes, not characters: the vocabulary is the 256 byte values, any file can
 be read, and the scores are bits per byte, the unit the enwik8 literature reports.
@@ -28,7 +28,6 @@ import json
 import lzma
 import os
 import stat
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -40,6 +39,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from charlm.errors import CharLMError
+from charlm.storage import WriteFailed, atomic_write, cache_dir, write_text
 
 BUILTIN = "builtin"
 CHUNK_BYTES = 16 << 20  # bytes read per chunk
@@ -406,12 +406,6 @@ def recode(ids: np.ndarray, source: Vocab, target: Vocab, skip_unknown: bool) ->
     return mapped
 
 
-def cache_dir() -> Path:
-    """$CHARLM_CACHE, else ~/.cache/charlm/encoded."""
-    env = os.environ.get("CHARLM_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "charlm" / "encoded"
-
-
 def _cache_paths(folder: Path, key: str, record: dict) -> tuple[Path, Path, str]:
     """(json, bin) paths: named by what was asked for (`key`), then by the inputs as they are."""
     # bytes and characters of the same inputs are two entries, not versions of one
@@ -438,17 +432,6 @@ def _open_cached(meta_path: Path, bin_path: Path, expect: dict) -> Corpus | None
         return None
 
 
-def _atomic_write(folder: Path, final: Path, fill: Callable[[BinaryIO], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fill(f)
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _build_cache(
     folder: Path, key: str, record: dict, pieces: Iterator[bytes | str], vocab: Vocab, n: int
 ) -> Corpus:
@@ -456,10 +439,10 @@ def _build_cache(
     meta_path, bin_path, by_key = _cache_paths(folder, key, record)
     folder.mkdir(parents=True, exist_ok=True)
     name = record["source"]
-    _atomic_write(folder, bin_path, lambda f: _encode(pieces, vocab, n, name, f.write))
+    atomic_write(bin_path, lambda f: _encode(pieces, vocab, n, name, f.write), durable=False)
     dtype = id_dtype(len(vocab))
     meta = {**record, "dtype": dtype.str, "length": n, "vocab": vocab.chars}
-    _atomic_write(folder, meta_path, lambda f: f.write(json.dumps(meta).encode("utf-8")))
+    write_text(meta_path, json.dumps(meta))
     for old in folder.glob(f"{by_key}-*"):  # earlier versions of the same inputs
         if old not in (meta_path, bin_path):
             old.unlink(missing_ok=True)
@@ -497,7 +480,7 @@ def load_documents(
         "separator": separator,
         "byte_level": byte_level,
     }
-    folder = Path(cache) if cache is not None else cache_dir()
+    folder = Path(cache) if cache is not None else cache_dir("encoded")
     meta_path, bin_path, _ = _cache_paths(folder, key, record)
     on_disk = sum(d.size for d in docs)
     if on_disk >= in_memory_below or any(d.packed for d in docs):
@@ -513,10 +496,10 @@ def load_documents(
     if max(on_disk, n) >= in_memory_below:
         try:
             corpus = _build_cache(folder, key, record, pieces(), vocab, n)
-        except OSError as e:
+        except (OSError, WriteFailed) as e:
             warnings.warn(
-                f"cannot write the encoded cache in {folder} ({e.strerror}); encoding {source} "
-                f"in memory (set $CHARLM_CACHE to a writable folder)",
+                f"cannot write the encoded cache in {folder} ({getattr(e, 'strerror', e)}); "
+                f"encoding {source} in memory (set $CHARLM_CACHE to a writable folder)",
                 stacklevel=2,
             )
     if corpus is None:
@@ -541,7 +524,7 @@ def load_corpus(
     """Read and encode one text file; `builtin` names the offline built-in corpus.
 
     Files of `in_memory_below` bytes or more are encoded once into the cache folder (`cache`,
-    else `cache_dir()`) and opened from there as a read-only np.memmap on later runs.
+    else `cache_dir("encoded")`) and opened from there as a read-only np.memmap on later runs.
     """
     if os.fspath(path) == BUILTIN:
         raw = builtin_text().encode("utf-8")

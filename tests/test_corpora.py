@@ -28,9 +28,10 @@ needs_shakespeare = pytest.mark.skipif(
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty cache, no $CHARLM_DATA, and a download that fails the test if it is called."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("CHARLM_CACHE", str(folder))
+    """An empty corpus cache ($CHARLM_CACHE/corpora), no $CHARLM_DATA, and a download that
+    fails the test if it is called."""
+    monkeypatch.setenv("CHARLM_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "corpora"
     monkeypatch.delenv("CHARLM_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
 
@@ -105,7 +106,7 @@ def small(monkeypatch: pytest.MonkeyPatch) -> tuple[corpora.NamedCorpus, bytes]:
 
 def test_charlm_data_is_looked_in_first(cache: Path, small, tmp_path: Path, monkeypatch) -> None:
     entry, text = small
-    cache.mkdir()
+    cache.mkdir(parents=True)
     (cache / entry.file).write_text("a stale copy that must not be used")
     data = tmp_path / "data"
     data.mkdir()
@@ -135,7 +136,7 @@ def test_the_registry_knows_the_real_tiny_shakespeare(cache: Path, monkeypatch) 
     data = TINY_SHAKESPEARE.read_bytes()
     assert len(data) == entry.size
     assert hashlib.sha256(data).hexdigest() == entry.sha256
-    cache.mkdir()
+    cache.mkdir(parents=True)
     (cache / "tinyshakespeare.txt").write_text("a stale copy that must not be used")
     monkeypatch.setenv("CHARLM_DATA", str(TINY_SHAKESPEARE.parent))
     assert Path(corpora.resolve("tinyshakespeare")) == TINY_SHAKESPEARE
@@ -214,7 +215,7 @@ def test_a_zip_without_the_member_is_refused(cache: Path, monkeypatch: pytest.Mo
 
 
 def test_a_local_file_of_the_wrong_size_is_refused(cache: Path) -> None:
-    cache.mkdir()
+    cache.mkdir(parents=True)
     (cache / "tinyshakespeare.txt").write_text("truncated")
     with pytest.raises(CharLMError, match="has 9 bytes, but tinyshakespeare has 1115394"):
         corpora.resolve("tinyshakespeare")

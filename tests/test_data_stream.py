@@ -115,9 +115,9 @@ def test_other_encodings_stream_too(tmp_path: Path) -> None:
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("CHARLM_CACHE", str(folder))
-    return folder
+    """The encoded-corpus cache: $CHARLM_CACHE/encoded."""
+    monkeypatch.setenv("CHARLM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "encoded"
 
 
 def test_cache_is_written_and_reused(tmp_path: Path, cache: Path, monkeypatch) -> None:

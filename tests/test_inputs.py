@@ -27,9 +27,9 @@ from tests.conftest import tiny
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("CHARLM_CACHE", str(folder))
-    return folder
+    """The encoded-corpus cache: $CHARLM_CACHE/encoded."""
+    monkeypatch.setenv("CHARLM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "encoded"
 
 
 def write(path: Path, data: bytes) -> Path:

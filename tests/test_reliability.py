@@ -1,5 +1,6 @@
 """Reliability and security: untrusted checkpoints, atomic writes, signals, NaN, exact resume."""
 
+import errno
 import json
 import os
 import pickle
@@ -102,10 +103,10 @@ def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatc
 
     def broken_save(obj, f):
         f.write(b"partial")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(CharLMError, match=r"cannot write .*c\.pt: the disk is full"):
         checkpoint.save({"x": torch.zeros(2)}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
