@@ -12,7 +12,6 @@ encoded corpora) under $CHARLM_CACHE, else $XDG_CACHE_HOME/charlm, else ~/.cache
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -35,8 +34,8 @@ def cache_dir(kind: str) -> Path:
     return Path(base).expanduser() / "charlm" / kind
 
 
-@functools.cache
 def _umask() -> int:
+    """The process's umask, read on every write: it may change while a run goes on."""
     mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
     os.umask(mask)
     return mask
