@@ -43,12 +43,14 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's charlm, installed or not
 
+from charlm.checkpoint import load_model  # noqa: E402
+from charlm.config import MODEL_FIELDS  # noqa: E402
 from charlm.data import builtin_text, load_corpus  # noqa: E402
 from charlm.dynamic import Dynamic  # noqa: E402
 from charlm.evaluate import score  # noqa: E402
 from charlm.generate import generate  # noqa: E402
 from charlm.model import CharLM, ModelConfig  # noqa: E402
-from charlm.train import MODEL_FIELDS, TrainConfig, Trainer, load_model  # noqa: E402
+from charlm.train import TrainConfig, Trainer  # noqa: E402
 
 DEFAULT_CORPUS = (
     Path(os.environ.get("CHARLM_DATA", ROOT.parent / "shared" / "corpora")) / "tinyshakespeare.txt"

@@ -37,7 +37,7 @@ _WHERE = {
     "Vocab": "charlm.data",
     "generate": "charlm.generate",
     "load_corpus": "charlm.data",
-    "load_model": "charlm.train",
+    "load_model": "charlm.checkpoint",
     "score": "charlm.evaluate",
     "score_text": "charlm.evaluate",
     "train": "charlm.train",

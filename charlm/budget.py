@@ -14,8 +14,19 @@ config.json and in every checkpoint, so `--resume` keeps it, and `--max-steps PL
 
 from __future__ import annotations
 
+import io
+import math
+import statistics
+import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from charlm import checkpoint, distributed
+
+if TYPE_CHECKING:
+    from charlm.train import Trainer
 
 # fraction of the budget left out of the plan: noise on a shared machine, samples, rounding
 SAFETY = 0.03
@@ -76,3 +87,68 @@ def plan_line(record: dict[str, Any]) -> str:
         f"plan: {record['steps']:,} steps (set by {record['set_by']}{measured}); replay exactly "
         f"with {record['replay']}"
     )
+
+
+def agreed_fit(trainer: Trainer, costs: Costs) -> int:
+    """The steps that fit in what is left of the budget, rank 0's answer on every rank: their
+    clocks differ, their schedules must not."""
+    cfg, p = trainer.cfg, trainer.p
+    fit = plan_steps(cfg.time_budget - p.elapsed_s, costs, len(trainer.sampler), cfg.save_every)
+    mine = torch.tensor(float(fit if trainer.dist.is_main else 0), device=trainer.device)
+    return int(distributed.all_reduce_sum(mine))
+
+
+def measure(trainer: Trainer) -> Costs:
+    """Time a step, a validation and a checkpoint here, after untimed warm-up steps.
+
+    The steps train a throwaway copy of the run's state, put back afterwards, so the run is the
+    one `--max-steps PLANNED` replays.
+    """
+    start = time.perf_counter()
+    snapshot = io.BytesIO()
+    torch.save(trainer.payload(), snapshot)  # weights, optimizer, schedule, RNG, hidden state
+    learner = trainer.learner
+    X, Y = learner.to_device(*next(trainer.sampler.batches(trainer.p.epoch)))
+    step_s = _time_steps(trainer, X, Y, start)
+    snapshot.seek(0)
+    trainer.restore(torch.load(snapshot, map_location=learner.device, weights_only=True))
+    validation_s = _time_validation(trainer, X)
+    tick = time.perf_counter()
+    payload = trainer.payload()  # on every rank: it gathers the hidden state
+    if trainer.dist.is_main:
+        probe = trainer.folder.file(".checkpoint-probe.pt")
+        checkpoint.save(payload, probe)
+        probe.unlink()
+    checkpoint_s = time.perf_counter() - tick
+    return Costs(step_s, validation_s, checkpoint_s, time.perf_counter() - start)
+
+
+def _time_steps(trainer: Trainer, X: torch.Tensor, Y: torch.Tensor, start: float) -> float:
+    """The median of up to MEASURE_STEPS steps, after WARM_UP_STEPS untimed ones."""
+    times: list[float] = []
+    for _ in range(WARM_UP_STEPS + MEASURE_STEPS):
+        tick = time.perf_counter()
+        float(trainer.learner.step(X, Y)[0])  # float(): wait for the device
+        times.append(time.perf_counter() - tick)
+        over = time.perf_counter() - start > MEASURE_FRACTION * trainer.cfg.time_budget
+        # ranks stop measuring together: each of these steps all-reduces gradients
+        over = distributed.all_reduce_sum(torch.tensor(float(over), device=trainer.device))
+        if len(times) > WARM_UP_STEPS and float(over) > 0:
+            break
+    return statistics.median(times[WARM_UP_STEPS:])  # one slow step does not set the plan
+
+
+def _time_validation(trainer: Trainer, X: torch.Tensor) -> float:
+    """A validation window is the shape of a training batch (streams = batch rows)."""
+    if not len(trainer.val_ids):
+        return 0.0
+    model = trainer.model
+    model.eval()
+    with torch.no_grad():
+        for _ in range(2):  # the first one warms up
+            tick = time.perf_counter()
+            float(model(X)[0].sum())
+            forward_s = time.perf_counter() - tick
+    model.train()
+    windows = math.ceil(math.ceil(len(trainer.val_ids) / trainer.cfg.batch_size) / X.shape[0])
+    return windows * forward_s

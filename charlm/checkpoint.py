@@ -4,6 +4,7 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts, saved with
 read with torch.load(weights_only=True), so a file from a stranger cannot execute anything.
 It holds everything needed to generate (weights, vocabulary, model config) and to resume
 training exactly (optimizer, schedule, counters, RNG states, the carried hidden state).
+`load_model` is how generation, evaluation and `info` get a model: no training code involved.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from typing import Any
 
 import torch
 
+from charlm.data import Vocab
 from charlm.errors import CharLMError
+from charlm.model import CharLM, ModelConfig
+from charlm.precision import resolve_device
+from charlm.run import BEST, LATEST
 from charlm.storage import atomic_write
 
 FORMAT = "charlm-checkpoint"
 VERSION = 1
-LATEST, BEST = "checkpoint.pt", "best.pt"
 
 
 def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -69,3 +73,21 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
             f"charlm reads version {VERSION}"
         )
     return ckpt
+
+
+def load_model(
+    path: str | os.PathLike[str], device: str = "auto"
+) -> tuple[CharLM, Vocab, dict[str, Any]]:
+    """Model (in eval mode), vocabulary and raw checkpoint from a checkpoint file or run folder."""
+    dev = resolve_device(device)
+    ckpt = load(path, map_location=dev)
+    try:
+        model = CharLM(ModelConfig(**ckpt["model_config"])).to(dev)
+        model.load_state_dict(ckpt["model"])
+        vocab = Vocab(ckpt["vocab"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CharLMError(
+            f"{path}: the checkpoint's contents do not fit a charlm model: {e}"
+        ) from None
+    model.eval()
+    return model, vocab, ckpt

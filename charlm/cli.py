@@ -174,7 +174,7 @@ def train(
       charlm train --config run.toml --epochs 2      # settings from a file, flags win
     """
     from charlm import distributed
-    from charlm.config import TrainConfig
+    from charlm.config import TrainConfig, read_settings
     from charlm.train import resume_config
     from charlm.train import train as run_training
 
@@ -186,7 +186,7 @@ def train(
     if corpus:
         given["corpus"] = corpus[0] if len(corpus) == 1 else corpus
     # precedence: defaults < the config file < flags on the command line
-    given = {**(read_config_file(config_file) if config_file else {}), **given}
+    given = {**(read_settings(config_file) if config_file else {}), **given}
     out = given.get("out", settings["out"])
     cfg = resume_config(out, given) if resume else TrainConfig(**{**settings, **given})
     result = run_training(cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite)
@@ -202,80 +202,6 @@ def train(
         )
         sys.exit(result.exit_code)
     click.echo(f"done ({result.stopped_by}); saved in {cfg.out}")
-
-
-# keys a run's config.json records beside the settings: accepted, so a run can be repeated
-# with `charlm train --config runs/charlm/config.json`, and ignored
-RECORD_KEYS = ("vocab_size", "corpus_source", "torch_threads", "plan")
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Training settings from a .json or .toml file, so a run is a file that can be shared.
-
-    Keys are TrainConfig field names, with dashes or underscores (`hidden-size`, `hidden_size`).
-    """
-    from charlm.config import TrainConfig
-
-    if not path.is_file():
-        raise CharLMError(f"no such config file: {path}")
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".toml"):
-        raise CharLMError(f"{path}: a config file must end in .json or .toml")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CharLMError(f"cannot read {path}: {e}") from None
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise CharLMError(f"{path} is not valid JSON: {e}") from None
-    else:
-        try:
-            import tomllib
-        except ModuleNotFoundError:
-            raise CharLMError(
-                f"{path}: TOML config files need Python 3.11 or newer; use a .json file"
-            ) from None
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise CharLMError(f"{path} is not valid TOML: {e}") from None
-    if not isinstance(data, dict):
-        raise CharLMError(f"{path} must hold one object of settings, got {type(data).__name__}")
-    kinds = {
-        f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in fields(TrainConfig)
-    }
-    unknown = [k for k in data if k.replace("-", "_") not in kinds and k not in RECORD_KEYS]
-    if unknown:
-        raise CharLMError(
-            f"{path}: unknown setting(s): {', '.join(unknown)} (the settings are the options "
-            f"of `charlm train --help`)"
-        )
-    settings: dict[str, Any] = {}
-    for key, value in data.items():
-        name = key.replace("-", "_")
-        if name not in kinds:
-            continue
-        kind = kinds[name]
-        if kind.endswith("tuple[str, ...]"):  # corpus (one or several), --include, --exclude
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                value = tuple(value)
-            elif isinstance(value, str):
-                value = value if kind.startswith("str") else (value,)
-            else:
-                raise CharLMError(f"{path}: {key} must be a string or a list of strings")
-            settings[name] = value
-            continue
-        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if name == "amp" and isinstance(value, bool):  # written before --amp auto existed
-            value = "on" if value else "off"
-        wanted = {"int": int, "float": float, "str": str, "bool": bool}[kind]
-        if not isinstance(value, wanted) or (kind == "int" and isinstance(value, bool)):
-            raise CharLMError(f"{path}: {key} must be {kind}, got {value!r}")
-        settings[name] = value
-    return settings
 
 
 _checkpoint_option = click.option(
@@ -347,9 +273,9 @@ def generate(
       charlm generate --num-samples 64 --amp              # many samples, fast, on a GPU
       charlm generate --interactive                       # type prefixes, Ctrl-D to quit
     """
+    from charlm.checkpoint import load_model
     from charlm.generate import check_sampling
     from charlm.threads import use_threads
-    from charlm.train import load_model
 
     if stream and sampling["num_samples"] != 1:
         raise CharLMError(
@@ -521,12 +447,12 @@ def perplexity(
       charlm eval perplexity test.txt --html surprisal.html   # open it in a browser
       charlm eval perplexity test.txt --dynamic               # adapt to the text as it reads
     """
+    from charlm.checkpoint import load_model
     from charlm.data import recode
     from charlm.dynamic import Dynamic
     from charlm.evaluate import check_dynamic, score
     from charlm.inputs import Selection, load_inputs, unescape
     from charlm.threads import use_threads
-    from charlm.train import load_model
 
     if seq_len <= 0:
         raise CharLMError(f"--seq-len must be > 0, got {seq_len}")

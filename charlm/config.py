@@ -6,8 +6,11 @@ options and answer --help, --version and Tab completion without importing torch 
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from charlm.data import BUILTIN
@@ -114,6 +117,11 @@ class TrainConfig:
         if isinstance(self.amp, bool):  # configs and checkpoints from before --amp auto
             self.amp = "on" if self.amp else "off"
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+        """The settings of a .json / .toml file (see `read_settings`), `overrides` on top."""
+        return cls(**{**read_settings(path), **overrides})
+
 
 MODEL_FIELDS = (
     "model",
@@ -190,3 +198,82 @@ def check_config(cfg: TrainConfig) -> None:
         choices = f.metadata.get("choices")
         if choices and getattr(cfg, f.name) not in choices:
             raise CharLMError(f"{flag(f.name)} must be one of {', '.join(choices)}")
+
+
+# keys a run's config.json records beside the settings: accepted, so a run can be repeated
+# with `charlm train --config runs/charlm/config.json`, and ignored
+RECORD_KEYS = ("vocab_size", "corpus_source", "torch_threads", "plan")
+
+
+def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Training settings from a .json or .toml file, so a run is a file that can be shared.
+
+    Keys are TrainConfig field names, with dashes or underscores (`hidden-size`, `hidden_size`).
+    Only the settings the file names are returned: what it leaves out keeps its default.
+    """
+    path = Path(path)
+    data = _read_table(path)
+    kinds = {
+        f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in fields(TrainConfig)
+    }
+    unknown = [k for k in data if k.replace("-", "_") not in kinds and k not in RECORD_KEYS]
+    if unknown:
+        raise CharLMError(
+            f"{path}: unknown setting(s): {', '.join(unknown)} (the settings are the options "
+            f"of `charlm train --help`)"
+        )
+    return {
+        key.replace("-", "_"): _setting(path, key, value, kinds[key.replace("-", "_")])
+        for key, value in data.items()
+        if key.replace("-", "_") in kinds
+    }
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    """The one table of settings a .json or .toml file holds."""
+    if not path.is_file():
+        raise CharLMError(f"no such config file: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise CharLMError(f"{path}: a config file must end in .json or .toml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CharLMError(f"cannot read {path}: {e}") from None
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CharLMError(f"{path} is not valid JSON: {e}") from None
+    else:
+        try:
+            import tomllib
+        except ModuleNotFoundError:
+            raise CharLMError(
+                f"{path}: TOML config files need Python 3.11 or newer; use a .json file"
+            ) from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise CharLMError(f"{path} is not valid TOML: {e}") from None
+    if not isinstance(data, dict):
+        raise CharLMError(f"{path} must hold one object of settings, got {type(data).__name__}")
+    return data
+
+
+def _setting(path: Path, key: str, value: Any, kind: str) -> Any:
+    """One value of a config file, checked against its field's type."""
+    if kind.endswith("tuple[str, ...]"):  # corpus (one or several), --include, --exclude
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        if isinstance(value, str):
+            return value if kind.startswith("str") else (value,)
+        raise CharLMError(f"{path}: {key} must be a string or a list of strings")
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if key.replace("-", "_") == "amp" and isinstance(value, bool):  # before --amp auto existed
+        value = "on" if value else "off"
+    wanted = {"int": int, "float": float, "str": str, "bool": bool}[kind]
+    if not isinstance(value, wanted) or (kind == "int" and isinstance(value, bool)):
+        raise CharLMError(f"{path}: {key} must be {kind}, got {value!r}")
+    return value

@@ -521,7 +521,8 @@ def load_corpus(
     cache: str | os.PathLike[str] | None = None,
     byte_level: bool = False,
 ) -> Corpus:
-    """Read and encode one text file; `builtin` names the offline built-in corpus.
+    """Read and encode one text file, or a named corpus's file (`charlm corpora`);
+    `builtin` names the offline built-in corpus.
 
     Files of `in_memory_below` bytes or more are encoded once into the cache folder (`cache`,
     else `cache_dir("encoded")`) and opened from there as a read-only np.memmap on later runs.
@@ -533,6 +534,10 @@ def load_corpus(
         pieces = _joined([doc], "", "utf-8", "strict", chunk_size, byte_level)
         ids = _encode(pieces, vocab, n, BUILTIN)
         return Corpus(ids, vocab, "builtin (Python's pydoc help topics)")
+    if not os.path.lexists(path):  # a corpus name: its file, found locally or fetched once
+        from charlm.corpora import resolve  # here: corpora.py imports this module
+
+        path = resolve(os.fspath(path))
     source = os.path.abspath(path)
     doc = file_document(source, os.fspath(path))
     return load_documents(

@@ -5,7 +5,6 @@ Perplexity = exp(mean NLL in nats); bits per character = mean NLL / ln 2.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from charlm import metrics
 from charlm.data import Vocab
 from charlm.dynamic import Dynamic, adapted_windows
 from charlm.errors import CharLMError
@@ -30,11 +30,11 @@ class Score:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nll)
+        return metrics.perplexity(self.nll)
 
     @property
     def bits_per_char(self) -> float:
-        return self.nll / math.log(2)
+        return metrics.bits(self.nll)
 
     def as_dict(self) -> dict[str, float | int]:
         return {

@@ -6,15 +6,16 @@ from its latest checkpoint, so the progress shown is where training stands now.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from charlm import checkpoint
+from charlm.checkpoint import load_model
 from charlm.errors import CharLMError
-from charlm.train import load_model
+from charlm.metrics import bits, perplexity
+from charlm.run import RunFolder
 
 
 def run_info(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -29,13 +30,7 @@ def run_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (KeyError, TypeError):
         raise CharLMError(f"{file}: the checkpoint holds no training settings") from None
     folder = path if path.is_dir() else path.parent
-    config_json = folder / "config.json"
-    source = None
-    if config_json.is_file():
-        try:
-            source = json.loads(config_json.read_text()).get("corpus_source")
-        except (ValueError, AttributeError):
-            source = None
+    source = (RunFolder(folder).saved_config() or {}).get("corpus_source")
     best = progress.get("best_val_loss", math.inf)
     best_ok = best is not None and math.isfinite(best)
     return {
@@ -51,8 +46,8 @@ def run_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "batches_into_epoch": progress.get("batch", 0),
         "steps": progress.get("step", 0),
         "elapsed_s": progress.get("elapsed_s", 0.0),
-        "best_val_ppl": math.exp(best) if best_ok else None,
-        "best_val_bpc": best / math.log(2) if best_ok else None,
+        "best_val_ppl": perplexity(best) if best_ok else None,
+        "best_val_bpc": bits(best) if best_ok else None,
         "settings": settings,
     }
 

@@ -11,35 +11,20 @@ plotting.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from charlm.errors import CharLMError
-
-METRICS = "metrics.jsonl"
+from charlm.metrics import bits, perplexity
+from charlm.run import METRICS, read_rows
 
 
 def read_metrics(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The rows of a run's metrics.jsonl (a run folder, or the file itself)."""
     path = Path(run)
-    if path.is_dir():
-        path = path / METRICS
-    if not path.is_file():
-        raise CharLMError(f"no {METRICS} in {run} (is it a charlm run folder?)")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            float(row["epoch"]), float(row["train_loss"]), float(row["elapsed_s"])
-        except (ValueError, KeyError, TypeError):
-            raise CharLMError(f"{path}, line {n}: not a charlm metrics row") from None
-        rows.append(row)
+    rows = read_rows(path / METRICS if path.is_dir() or not path.exists() else path)
     if not rows:
         raise CharLMError(f"{path} has no rows yet (train at least one epoch first)")
     return rows
@@ -94,7 +79,7 @@ def plot_runs(
         train_nll = [r["train_loss"] for r in rows]
         val = [(j, r["val_loss"]) for j, r in enumerate(rows) if r.get("val_loss") is not None]
         for col, xs in enumerate(x_by_col):
-            for row, to_y in enumerate((math.exp, _bpc)):
+            for row, to_y in enumerate((perplexity, bits)):
                 ax = axes[row][col]
                 style = {"color": colour, "marker": "o", "markersize": 3}
                 ax.plot(xs, [to_y(v) for v in train_nll], "--", label=f"{label} train", **style)
@@ -123,7 +108,3 @@ def plot_runs(
     finally:
         plt.close(fig)
     return Path(out)
-
-
-def _bpc(nll: float) -> float:
-    return nll / math.log(2)

@@ -1,4 +1,7 @@
-"""Whether bfloat16 autocast (`--amp`) pays on this machine, for `--amp auto`.
+"""Where a model runs (`--device`), and in what precision (`--amp`).
+
+`--device auto` is CUDA when there is a GPU, else the CPU. `--amp auto` decides whether
+bfloat16 autocast pays on this machine.
 
 bfloat16 halves the bytes of every matmul operand, but only hardware that multiplies it
 natively turns that into speed: CUDA GPUs that support it, and x86 CPUs with AVX512-BF16 or
@@ -12,9 +15,20 @@ from pathlib import Path
 
 import torch
 
+from charlm.errors import CharLMError
+
 AMP_CHOICES = ("auto", "on", "off")
 # /proc/cpuinfo flags of x86 CPUs that compute bfloat16 dot products natively
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def resolve_device(name: str) -> torch.device:
+    """--device: auto picks CUDA when there is a GPU; cuda without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CharLMError("--device cuda was asked for, but no CUDA device is available")
+    return torch.device(name)
 
 
 def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
@@ -81,3 +81,17 @@ class EpochProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def epoch_summary(row: dict[str, Any]) -> str:
+    """One line per epoch for the terminal."""
+    val = (
+        ""
+        if row["val_loss"] is None
+        else (f", val ppl {row['val_ppl']:.3f}, val bpc {row['val_bpc']:.3f}")
+    )
+    return (
+        f"epoch {row['epoch']}{' (partial)' if row['partial'] else ''}: step {row['step']}, "
+        f"train ppl {row['train_ppl']:.3f}{val}, {row['chars_per_sec']:,.0f} chars/s, "
+        f"{row['elapsed_s']:.0f} s"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from charlm.train import TrainConfig
+from charlm.train import Callback, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CORPORA = Path(os.environ.get("CHARLM_DATA", ROOT.parent / "shared" / "corpora"))
@@ -20,6 +21,17 @@ TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
     "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n"
 ) * 40
+
+
+class SignalAt(Callback):
+    """Sends this process a real signal right after step `step` of a run."""
+
+    def __init__(self, step: int, signum: int = signal.SIGINT) -> None:
+        self.step, self.signum = step, signum
+
+    def on_step(self, trainer) -> None:
+        if trainer.p.step == self.step:
+            signal.raise_signal(self.signum)
 
 
 @pytest.fixture

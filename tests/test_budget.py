@@ -6,6 +6,7 @@ so every plan here is the same on a quiet machine and on a busy one.
 
 import json
 import math
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import pytest
 import torch
 
 from charlm.budget import SAFETY, Costs, plan_steps
-from charlm.checkpoint import LATEST
-from charlm.train import DEFAULT_EPOCHS, Trainer, load_model
+from charlm.checkpoint import LATEST, load_model
+from charlm.train import DEFAULT_EPOCHS, Trainer
+from tests.conftest import SignalAt
 
 STEP_S = 1.0  # the injected cost of a step: far above a tiny step's real cost, so the
 # clock never stops these runs before their plan (a 60 s budget plans ~55 steps)
@@ -32,15 +34,6 @@ class KnownCosts(Trainer):
 class NeverMeasures(Trainer):
     def measure_costs(self) -> Costs:
         raise AssertionError("a plan is made once; a resumed run must not measure again")
-
-
-class StopsAt(KnownCosts):
-    """Simulates Ctrl-C after step `at`: the loop saves a checkpoint, as for a real signal."""
-
-    at = 0
-
-    def _stop_reason(self, interrupts):
-        return "SIGINT" if self.p.step == self.at else super()._stop_reason(interrupts)
 
 
 def cost(n: int, c: Costs, steps_per_epoch: int) -> float:
@@ -127,8 +120,8 @@ def test_resume_keeps_the_plan(budget_config, tmp_path: Path) -> None:
     whole = replace(budget_config, out=str(tmp_path / "whole"))
     KnownCosts(whole, progress_bar=False).run()
     cut = replace(budget_config, out=str(tmp_path / "cut"))
-    StopsAt.at = 7
-    assert StopsAt(cut, progress_bar=False).run().stopped_by == "SIGINT"
+    ctrl_c = SignalAt(7, signal.SIGINT)  # a real Ctrl-C after step 7
+    assert KnownCosts(cut, progress_bar=False, callbacks=[ctrl_c]).run().stopped_by == "SIGINT"
     result = NeverMeasures(cut, resume=True, progress_bar=False).run()
     assert result.stopped_by == "time_budget"
     wa = load_model(tmp_path / "whole" / LATEST, "cpu")[0].state_dict()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from charlm.cli import main, read_config_file
+from charlm.cli import main
+from charlm.config import TrainConfig, read_settings
 from charlm.errors import CharLMError
-from charlm.train import TrainConfig
 
 TINY = {"hidden_size": 24, "embedding_dim": 8, "seq_len": 16, "batch_size": 8, "device": "cpu"}
 
@@ -50,13 +50,20 @@ def test_positional_corpus_beats_the_file(corpus: Path, tmp_path: Path) -> None:
 def test_toml_with_dashes_and_underscores(tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
     config.write_text('hidden-size = 48\nlr_schedule = "step"\nlr = 1\namp = true\n')
-    assert read_config_file(config) == {
+    assert read_settings(config) == {
         "hidden_size": 48,
         "lr_schedule": "step",
         "lr": 1.0,
         "amp": "on",  # a config from before --amp auto: true still means on
     }
-    assert isinstance(read_config_file(config)["lr"], float)
+    assert isinstance(read_settings(config)["lr"], float)
+
+
+def test_the_library_reads_config_files_as_the_cli_does(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('hidden-size = 48\nlr = 1\n')
+    cfg = TrainConfig.from_file(config, lr=0.5)
+    assert (cfg.hidden_size, cfg.lr, cfg.seq_len) == (48, 0.5, TrainConfig().seq_len)
 
 
 def test_a_runs_own_config_json_repeats_the_run(corpus: Path, tmp_path: Path) -> None:
@@ -112,7 +119,7 @@ def test_bad_files_are_one_line_errors(
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CharLMError, match="no such config file"):
-        read_config_file(tmp_path / "absent.json")
+        read_settings(tmp_path / "absent.json")
 
 
 def test_toml_without_tomllib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,4 +128,4 @@ def test_toml_without_tomllib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     config = tmp_path / "run.toml"
     config.write_text("lr = 1\n")
     with pytest.raises(CharLMError, match=r"need Python 3.11 or newer; use a .json file"):
-        read_config_file(config)
+        read_settings(config)

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from charlm import corpora
 from charlm.cli import main
+from charlm.data import load_corpus
 from charlm.errors import CharLMError
 from charlm.train import train
 from tests.conftest import TEXT, TINY_SHAKESPEARE, tiny
@@ -241,6 +242,18 @@ def test_train_resolves_a_name(cache: Path, small, tiny_config, tmp_path, monkey
     config = json.loads((result.out / "config.json").read_text())
     assert config["corpus"] == "small"
     assert Path(config["corpus_source"]).resolve() == (data / entry.file).resolve()
+
+
+def test_load_corpus_reads_a_name_as_train_does(cache: Path, small, tmp_path, monkeypatch) -> None:
+    entry, text = small
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / entry.file).write_bytes(text)
+    monkeypatch.setenv("CHARLM_DATA", str(data))
+    corpus = load_corpus("small")
+    assert corpus.vocab.decode(corpus.ids) == text.decode("utf-8")
+    with pytest.raises(CharLMError, match="nor a named corpus"):
+        load_corpus("no-such-corpus")
 
 
 def test_corpora_command_lists_them_and_where_they_are(

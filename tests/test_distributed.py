@@ -21,10 +21,11 @@ import pytest
 import torch
 
 from charlm import checkpoint, distributed
+from charlm.checkpoint import load_model
 from charlm.errors import CharLMError
 from charlm.evaluate import char_nll
 from charlm.model import CharLM, ModelConfig
-from charlm.train import TrainConfig, load_model, resume_config, train
+from charlm.train import TrainConfig, resume_config, train
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-4

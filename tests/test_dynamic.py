@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 import charlm
+from charlm.checkpoint import load_model
 from charlm.cli import main
 from charlm.dynamic import Dynamic, adapted_windows
 from charlm.errors import CharLMError
 from charlm.evaluate import windows
 from charlm.model import CharLM, ModelConfig
-from charlm.train import load_model, train
+from charlm.train import train
 from tests.conftest import TEXT, tiny
 
 T = 16  # window length

@@ -14,8 +14,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from charlm.checkpoint import load_model
 from charlm.cli import main
-from charlm.train import TrainConfig, load_model, train
+from charlm.train import TrainConfig, train
 from tests.conftest import ROOT, TEXT, run_cli
 
 # the module, not the function `charlm.generate` that the package exports under the same name

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from charlm.checkpoint import load_model
 from charlm.cli import main
-from charlm.train import load_model, train
+from charlm.train import train
 from tests.conftest import tiny
 
 

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from charlm.checkpoint import load_model
 from charlm.cli import main
 from charlm.data import Vocab, recode
 from charlm.errors import CharLMError
 from charlm.evaluate import score
 from charlm.inputs import Selection, find, load_inputs, unescape
-from charlm.train import load_model, train
+from charlm.train import train
 from tests.conftest import tiny
 
 

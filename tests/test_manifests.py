@@ -18,12 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 from charlm import corpora
+from charlm.checkpoint import load_model
 from charlm.cli import main
 from charlm.data import Vocab
 from charlm.errors import CharLMError
 from charlm.evaluate import score
 from charlm.inputs import load_inputs
-from charlm.train import load_model, train
+from charlm.train import train
 from tests.conftest import ROOT, tiny
 
 GOOD = {

@@ -19,7 +19,7 @@ from charlm import checkpoint
 from charlm.cli import main
 from charlm.data import Vocab
 from charlm.errors import CharLMError
-from charlm.train import Trainer, resume_config, train
+from charlm.train import Callback, resume_config, train
 from tests.conftest import ROOT, tiny
 
 
@@ -132,11 +132,13 @@ def test_resume_refuses_changed_model_flags(trained, tmp_path):
 
 
 def test_save_every_writes_checkpoints_mid_epoch(tiny_config, tmp_path):
-    trainer = Trainer(tiny(tiny_config, save_every=3, max_steps=4), progress_bar=False)
     saved = []
-    real = trainer.save
-    trainer.save = lambda best=False: (saved.append(trainer.p.step), real(best))
-    trainer.run()
+
+    class Saves(Callback):
+        def on_checkpoint(self, trainer) -> None:
+            saved.append(trainer.p.step)
+
+    train(tiny(tiny_config, save_every=3, max_steps=4), progress_bar=False, callbacks=[Saves()])
     assert saved[0] == 3
 
 

@@ -13,10 +13,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from charlm.checkpoint import load_model
 from charlm.cli import main
 from charlm.evaluate import char_nll
 from charlm.surprisal import EDGES, Surprisal, bin_of, char_predictions, render_html
-from charlm.train import TrainConfig, load_model, train
+from charlm.train import TrainConfig, train
 from tests.conftest import TEXT
 
 VOID = {"meta", "br", "link", "img", "input", "hr"}

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from charlm.budget import Costs
-from charlm.checkpoint import BEST, LATEST
+from charlm.checkpoint import BEST, LATEST, load_model
 from charlm.info import format_info, run_info
-from charlm.train import TrainConfig, load_model, train
-from tests.conftest import tiny
+from charlm.train import TrainConfig, train
+from tests.conftest import SignalAt, tiny
 
 KEYS = {
     "epoch",
@@ -208,17 +208,11 @@ def test_stop_at_or_before_an_epoch_boundary_then_resume(
         first = train(cfg, progress_bar=False)
         monkeypatch.undo()
     else:
-        trainer = Trainer(boundary_config(tiny_config, out, sampler), progress_bar=False)
-        step = trainer._train_step
-
-        def step_then_signal(X, Y):
-            result = step(X, Y)
-            if trainer.p.step + 1 == stop_at:  # the counter moves after _train_step returns
-                signal.raise_signal(signal.SIGTERM)
-            return result
-
-        trainer._train_step = step_then_signal
-        first = trainer.run()
+        first = train(
+            boundary_config(tiny_config, out, sampler),
+            progress_bar=False,
+            callbacks=[SignalAt(stop_at, signal.SIGTERM)],
+        )
     assert first.stopped_by == reason and first.progress.step == stop_at
     assert (first.progress.epoch, first.progress.batch == 0) == (
         (1, True) if not before else (0, False)

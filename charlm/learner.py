@@ -1,0 +1,109 @@
+"""The model being trained and everything that changes it: optimizer, LR schedule, precision,
+and the hidden state carried from batch to batch (consecutive sampler: truncated BPTT).
+
+    logits, H = model(X, H)            H: None (random sampler) or the last batch's, detached
+    loss = cross_entropy(logits, Y)    in float32, also under bfloat16 autocast (--amp)
+    backward; clip the global gradient norm to --clip; optimizer step; schedule step
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from charlm import distributed
+from charlm.config import MODEL_FIELDS, TrainConfig
+from charlm.evaluate import nll_sum
+from charlm.model import CharLM, ModelConfig, State, detach_state
+from charlm.optim import make_optimizer, make_scheduler, reschedule
+
+
+class Learner:
+    """A CharLM with its optimizer and schedule, on its device; one `step` per batch."""
+
+    def __init__(
+        self, cfg: TrainConfig, vocab_size: int, device: torch.device, amp: bool, carries: bool
+    ) -> None:
+        torch.manual_seed(cfg.seed)
+        self.cfg, self.device, self.amp, self.carries = cfg, device, amp, carries
+        fields = {k: getattr(cfg, k) for k in MODEL_FIELDS}
+        self.model_cfg = ModelConfig(vocab_size=vocab_size, **fields)
+        self.model = CharLM(self.model_cfg).to(device)
+        ddp = distributed.wrap(self.model, device)  # self.model stays the plain module
+        self.step_model = torch.compile(ddp) if cfg.compile else ddp
+        self.optimizer = make_optimizer(cfg, self.model)
+        self.scheduler = make_scheduler(cfg, self.optimizer, 0)  # `reschedule` sets the span
+        self.state: State | None = None  # the carried hidden state
+
+    @property
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def reschedule(self, total_steps: int) -> None:
+        reschedule(self.cfg, self.scheduler, total_steps)
+
+    def to_device(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch on the device; to a GPU through pinned memory, without waiting for it."""
+        if self.device.type != "cuda":
+            return X, Y
+        return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in (X, Y))
+
+    def step(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a batch: (loss, gradient norm), left on the device."""
+        state = self.state if self.carries else None
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits, state = self.step_model(X, state)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), Y.reshape(-1))
+        self.state = detach_state(state) if self.carries else None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach(), grad_norm.detach()
+
+    def validate(self, val_ids: Any, ctx: distributed.Context) -> float | None:
+        """Mean NLL of the validation text; each rank scores its share of the streams."""
+        if len(val_ids) == 0:
+            return None
+        cfg = self.cfg
+        nll, count = nll_sum(
+            self.model, val_ids, cfg.seq_len, cfg.batch_size, ctx.rank, ctx.world_size
+        )
+        total = distributed.all_reduce_sum(
+            torch.tensor([nll, count], dtype=torch.float64, device=self.device)
+        )
+        return float(total[0] / total[1])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimizer, schedule, RNG and carried state: all a checkpoint needs of it."""
+        state = distributed.gather_rows(self.state)  # (L, B, H) whatever the world size
+        if state is not None:
+            state = [s.cpu() for s in state] if isinstance(state, tuple) else state.cpu()
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng,
+            "state": state,
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any], rows: slice) -> None:
+        """Continue from `state_dict()`'s keys; `rows`: this rank's rows of the carried state."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        state = distributed.take_rows(ckpt["state"], rows)
+        if isinstance(state, list | tuple):
+            state = tuple(s.to(self.device) for s in state)
+        self.state = state.to(self.device) if isinstance(state, torch.Tensor) else state

@@ -1,0 +1,121 @@
+"""Where a run stands, and its loss bookkeeping.
+
+`Progress` is saved in every checkpoint, so --resume continues exactly. `LossMeter` keeps the
+epoch's loss and gradient-norm sums on the device, so a training step never waits for the
+host; they are read (and checked for NaN) every --log-every steps, and folded into Progress
+(as global means over all ranks) whenever a checkpoint is written and at the end of an epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from charlm import distributed
+from charlm.config import TrainConfig
+from charlm.errors import CharLMError
+from charlm.metrics import bits, perplexity
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint so that --resume continues exactly."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch: int = 0  # the next batch of that epoch
+    step: int = 0  # optimizer steps in all
+    elapsed_s: float = 0.0  # training wall time in all, resumed runs included
+    best_val_loss: float = math.inf
+    # sums over the batches done so far in the current epoch
+    epoch_loss: float = 0.0
+    epoch_grad_norm: float = 0.0
+    epoch_batches: int = 0
+    epoch_time_s: float = 0.0
+    # the steps the LR schedule spans, fixed once when a --time-budget run starts (0: none yet)
+    planned_steps: int = 0
+
+    def count_step(self, seconds: float) -> None:
+        self.batch, self.step, self.epoch_batches = (
+            self.batch + 1,
+            self.step + 1,
+            self.epoch_batches + 1,
+        )
+        self.epoch_time_s += seconds
+        self.elapsed_s += seconds
+
+    def chars_per_s(self, chars_per_batch: int) -> float:
+        """Training speed over the epoch so far."""
+        return self.epoch_batches * chars_per_batch / max(self.epoch_time_s, 1e-9)
+
+    def seconds_left(self, budget_s: float, steps_per_epoch: int) -> float:
+        """Of the --time-budget if there is one (it stops the run), else of the epoch."""
+        if budget_s:
+            return budget_s - self.elapsed_s
+        return (steps_per_epoch - self.batch) * self.epoch_time_s / max(1, self.epoch_batches)
+
+    def next_epoch(self) -> None:
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.epoch_loss = self.epoch_grad_norm = self.epoch_time_s = 0.0
+        self.epoch_batches = 0
+
+
+class LossMeter:
+    """The epoch's running sums of loss and gradient norm, on the device until read."""
+
+    def __init__(self, p: Progress, device: torch.device, cfg: TrainConfig) -> None:
+        self.p = p
+        self.advice = (  # what to change when the loss diverges
+            f"Lower --lr (now {cfg.lr}) or set --clip (now {cfg.clip}); the last good "
+            f"checkpoint in {cfg.out} is kept"
+        )
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.grad_norm = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        self.loss += loss
+        self.grad_norm += grad_norm
+
+    def check(self) -> None:
+        """Read the sum (a host sync): stop every rank, or none, once it is not finite."""
+        total = float(distributed.all_reduce_sum(self.loss))
+        if not math.isfinite(total):
+            raise CharLMError(
+                f"the loss became {total} by step {self.p.step}: training diverged. {self.advice}"
+            )
+
+    def mean(self) -> float:
+        """The epoch's mean loss so far, for the progress bar (this rank's batches)."""
+        return (self.p.epoch_loss + float(self.loss)) / max(1, self.p.epoch_batches)
+
+    def fold(self) -> None:
+        """Move the sums into Progress as global means (resumable with any world size)."""
+        distributed.average_(self.loss, self.grad_norm)
+        self.check()
+        self.p.epoch_loss += float(self.loss)
+        self.p.epoch_grad_norm += float(self.grad_norm)
+        self.loss.zero_()
+        self.grad_norm.zero_()
+
+
+def epoch_row(
+    p: Progress, val_loss: float | None, lr: float, chars_per_batch: int, partial: bool
+) -> dict[str, Any]:
+    """The metrics.jsonl row of the epoch that `p` has just finished (or stopped in)."""
+    train_loss = p.epoch_loss / max(1, p.epoch_batches)
+    return {
+        "epoch": p.epoch + 1,
+        "step": p.step,
+        "train_loss": train_loss,
+        "train_ppl": perplexity(train_loss),
+        "val_loss": val_loss,
+        "val_ppl": None if val_loss is None else perplexity(val_loss),
+        "val_bpc": None if val_loss is None else bits(val_loss),
+        "lr": lr,
+        "grad_norm": p.epoch_grad_norm / max(1, p.epoch_batches),
+        "chars_per_sec": p.chars_per_s(chars_per_batch),
+        "elapsed_s": p.elapsed_s,
+        "partial": partial,
+    }

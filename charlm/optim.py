@@ -1,0 +1,60 @@
+"""The optimizer and the learning-rate schedule a run trains with.
+
+The schedule is a multiplier of --lr at each step (LambdaLR): a linear warm-up over
+--warmup-steps, then constant, cosine down to lr/20 at the last planned step, or a step decay
+by --lr-gamma every --lr-step-size steps. The planned steps are --epochs or --max-steps, or
+what fits in --time-budget (budget.py), whichever is fewest; a resumed run may change --lr, and
+the schedule goes on from the step it is at.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from charlm.config import TrainConfig
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """The schedule as a multiplier of --lr at a given step (for LambdaLR)."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "cosine":
+            span = max(1, total_steps - cfg.warmup_steps)
+            progress = min(1.0, (step - cfg.warmup_steps) / span)
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))  # down to lr/20
+        if cfg.lr_schedule == "step":
+            return cfg.lr_gamma ** ((step - cfg.warmup_steps) // cfg.lr_step_size)
+        return 1.0
+
+    return factor
+
+
+def make_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps))
+
+
+def reschedule(
+    cfg: TrainConfig, scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int
+) -> None:
+    """Point the schedule at `total_steps` and --lr, from the step the run is at."""
+    groups = scheduler.optimizer.param_groups
+    scheduler.lr_lambdas = [lr_factor(cfg, total_steps)] * len(groups)
+    scheduler.base_lrs = [cfg.lr] * len(groups)
+    factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+    for group in groups:
+        group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * factor
