@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from charlm import __version__
+from charlm.config import check_ranges
 from charlm.console import (
     PIPE_CLOSED_EXIT,
     OutputClosed,
@@ -31,6 +32,8 @@ from charlm.errors import CharLMError
 
 if TYPE_CHECKING:
     from charlm.data import Vocab
+    from charlm.dynamic import Dynamic
+    from charlm.evaluate import Score
     from charlm.model import CharLM
 
 
@@ -416,19 +419,15 @@ def perplexity(
     seq_len: int,
     skip_unknown: bool,
     streams: int,
-    encoding: str,
     as_json: bool,
     device: str,
     threads: int,
-    include: tuple[str, ...] = (),
-    exclude: tuple[str, ...] = (),
-    hidden: bool = False,
-    separator: str = r"\n",
     html_out: Path | None = None,
     html_max_chars: int = 20_000,
     dynamic: bool = False,
     dynamic_lr: float | None = None,
     dynamic_decay: float = 0.0,
+    **read: Any,  # how INPUTS are read: include, exclude, hidden, separator, encoding
 ) -> None:
     """Perplexity and bits per character (per byte, for a byte-level model) of INPUTS.
 
@@ -448,45 +447,21 @@ def perplexity(
       charlm eval perplexity test.txt --dynamic               # adapt to the text as it reads
     """
     from charlm.checkpoint import load_model
-    from charlm.data import recode
-    from charlm.dynamic import Dynamic
-    from charlm.evaluate import check_dynamic, score
-    from charlm.inputs import Selection, load_inputs, unescape
+    from charlm.evaluate import read_scored_text, score
+    from charlm.inputs import Selection, unescape
     from charlm.threads import use_threads
 
-    if seq_len <= 0:
-        raise CharLMError(f"--seq-len must be > 0, got {seq_len}")
-    if streams <= 0:
-        raise CharLMError(f"--streams must be > 0, got {streams}")
-    if html_out is not None and html_max_chars < 2:
-        raise CharLMError(f"--html-max-chars must be >= 2, got {html_max_chars}")
-    if not dynamic and (dynamic_lr is not None or dynamic_decay):
-        raise CharLMError("--dynamic-lr and --dynamic-decay only apply with --dynamic")
-    adapt = None
-    if dynamic:
-        adapt = Dynamic(decay=dynamic_decay, **({} if dynamic_lr is None else {"lr": dynamic_lr}))
-        check_dynamic(adapt, streams)  # before the model is loaded
+    check_ranges(seq_len=seq_len, streams=streams, html_max_chars=html_max_chars if html_out else 2)
+    adapt = _dynamic(dynamic, dynamic_lr, dynamic_decay, streams)  # before loading the model
     use_threads(threads)
     model, vocab, ckpt = load_model(checkpoint_path, device)
-    corpus = load_inputs(
-        inputs, Selection(include, exclude, hidden), separator=unescape(separator),
-        encoding=encoding, byte_level=vocab.is_bytes,
-    )  # fmt: skip
-    if corpus.vocab.is_bytes != vocab.is_bytes:
-        raise CharLMError(
-            f"{' '.join(inputs)} is counted in bytes (its manifest's unit), but the model in "
-            f"{checkpoint_path} reads characters: train one with --byte-level to compare"
-        )
-    if corpus.note:
-        click.echo(corpus.note, err=True)
     if html_out is not None and vocab.is_bytes:
         raise CharLMError("--html shows characters: it needs a character-level model")
-    try:
-        ids = recode(corpus.ids, corpus.vocab, vocab, skip_unknown)
-    except CharLMError as e:
-        raise CharLMError(f"{e}; to score the text without them, add --skip-unknown") from None
-    if len(ids) < 2:
-        raise CharLMError("the text has fewer than 2 known characters: nothing to score")
+    selection = Selection(read["include"], read["exclude"], read["hidden"])
+    corpus, ids = read_scored_text(inputs, vocab, selection, unescape(read["separator"]),
+                                   read["encoding"], skip_unknown, checkpoint_path)  # fmt: skip
+    if corpus.note:
+        click.echo(corpus.note, err=True)
     result = score(model, ids, seq_len, streams, progress=True, dynamic=adapt)
     result.skipped = len(corpus.ids) - len(ids)
     if html_out is not None:
@@ -494,16 +469,31 @@ def perplexity(
 
         text = corpus.vocab.decode(corpus.ids)
         name = Path(inputs[0]) if len(inputs) == 1 else Path(corpus.source)
-        surprisal_page(
-            html_out, model, vocab, ckpt, text, name, result, seq_len, html_max_chars, adapt
-        )
+        surprisal_page(html_out, model, vocab, ckpt, text, name, result, seq_len,
+                       html_max_chars, adapt)  # fmt: skip
         click.echo(f"wrote {html_out}", err=True)
+    _print_score(result, "byte" if vocab.is_bytes else "char", adapt, as_json)
+
+
+def _dynamic(on: bool, lr: float | None, decay: float, streams: int) -> Dynamic | None:
+    """The --dynamic settings, checked; None without --dynamic."""
+    from charlm.dynamic import Dynamic
+    from charlm.evaluate import check_dynamic
+
+    if not on:
+        if lr is not None or decay:
+            raise CharLMError("--dynamic-lr and --dynamic-decay only apply with --dynamic")
+        return None
+    adapt = Dynamic(decay=decay, **({} if lr is None else {"lr": lr}))
+    check_dynamic(adapt, streams)
+    return adapt
+
+
+def _print_score(result: Score, unit: str, adapt: Dynamic | None, as_json: bool) -> None:
     if as_json:
         extra = {} if adapt is None else {"dynamic": {"lr": adapt.lr, "decay": adapt.decay}}
-        unit = {"unit": "byte" if vocab.is_bytes else "char"}
-        click.echo(json.dumps({**result.as_dict(), **unit, **extra}))
+        click.echo(json.dumps({**result.as_dict(), "unit": unit, **extra}))
         return
-    unit = "byte" if vocab.is_bytes else "char"
     click.echo(f"perplexity     {result.perplexity:.4f}")
     click.echo(f"bits per {unit:<5} {result.bits_per_char:.4f}")
     click.echo(f"nll (nats)     {result.nll:.4f}")

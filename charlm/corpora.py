@@ -25,6 +25,7 @@ match never lands in the cache.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -97,50 +99,18 @@ _OPTIONAL = ("sha256", "download_size", "member", "unit", "split", "notes")
 
 def parse_manifest(path: Path) -> NamedCorpus:
     """Read and check one manifest; any flaw is one line naming the file and the field."""
-
-    def bad(field: str, why: str) -> CharLMError:
-        return CharLMError(f"corpus manifest {path}: field {field!r} {why}")
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise CharLMError(f"cannot read corpus manifest {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise CharLMError(
-            f"corpus manifest {path} is not valid JSON: {e.msg} at line {e.lineno}"
-        ) from None
-    if not isinstance(data, dict):
-        raise CharLMError(f"corpus manifest {path} must hold one JSON object")
-    for key in data:
-        if key not in _REQUIRED + _OPTIONAL:
-            raise bad(key, f"is not a manifest field (fields: {', '.join(_REQUIRED + _OPTIONAL)})")
-    for key in _REQUIRED:
-        if key not in data:
-            raise bad(key, "is missing")
-
-    def text(key: str) -> Any:
-        value = data.get(key)
-        if key in data and (not isinstance(value, str) or not value.strip()):
-            raise bad(key, f"must be a non-empty string, got {value!r}")
-        return value
-
-    def count(key: str, value: Any, least: int = 1) -> Any:
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < least
-        ):
-            raise bad(key, f"must be an integer >= {least}, got {value!r}")
-        return value
-
-    size = count("size", data["size"])
-    download_size = count("download_size", data.get("download_size"))
-    name, file = text("name"), text("file")
-    for key in ("description", "url", "license", "unpack", "member", "unit", "sha256"):
-        text(key)
+    data = _read_manifest(path)
+    bad = functools.partial(_bad, path)
+    size = _count(bad, "size", data["size"])
+    download_size = _count(bad, "download_size", data.get("download_size"))
+    for key in ("name", "file", "description", "url", "license", "unpack", "member", "unit"):
+        _text(bad, data, key)
+    name, file = data["name"], data["file"]
     if not _NAME.fullmatch(name) or name == BUILTIN:
         raise bad("name", f"must be letters, digits and . _ + - (not {BUILTIN!r}), got {name!r}")
     if Path(file).name != file or file in (".", ".."):
         raise bad("file", f"must be a plain file name, got {file!r}")
-    sha256 = data.get("sha256")
+    sha256 = _text(bad, data, "sha256")
     if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise bad("sha256", f"must be 64 lowercase hex digits, got {sha256!r}")
     unpack, member = data["unpack"], data.get("member")
@@ -154,21 +124,71 @@ def parse_manifest(path: Path) -> NamedCorpus:
     notes = data.get("notes", "")
     if not isinstance(notes, str):
         raise bad("notes", f"must be a string, got {notes!r}")
-    split = data.get("split")
-    if split is not None:
-        if not isinstance(split, dict) or sorted(split) != sorted(PARTS):
-            raise bad("split", f"must be an object with keys train, valid, test; got {split!r}")
-        split = tuple(count(f"split.{p}", split[p], least=0) for p in PARTS)
-        if split[0] < 2:
-            raise bad("split.train", f"must be at least 2, got {split[0]}")
-        if unit == "byte" and sum(split) != size:
-            raise bad("split", f"adds up to {sum(split)} bytes, but size is {size}")
     return NamedCorpus(
         name=name, file=file, url=data["url"], size=size,
         license=data["license"], description=data["description"], sha256=sha256,
-        download_size=download_size, member=member,
-        unit=unit, split=split, notes=notes, manifest=str(path),
+        download_size=download_size, member=member, unit=unit,
+        split=_split(bad, data.get("split"), unit, size), notes=notes, manifest=str(path),
     )  # fmt: skip
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest's JSON object, with every required field and no unknown one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise CharLMError(f"cannot read corpus manifest {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise CharLMError(
+            f"corpus manifest {path} is not valid JSON: {e.msg} at line {e.lineno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise CharLMError(f"corpus manifest {path} must hold one JSON object")
+    for key in data:
+        if key not in _REQUIRED + _OPTIONAL:
+            fields = ", ".join(_REQUIRED + _OPTIONAL)
+            raise _bad(path, key, f"is not a manifest field (fields: {fields})")
+    for key in _REQUIRED:
+        if key not in data:
+            raise _bad(path, key, "is missing")
+    return data
+
+
+def _bad(path: Path, field: str, why: str) -> CharLMError:
+    return CharLMError(f"corpus manifest {path}: field {field!r} {why}")
+
+
+def _text(bad: Callable[[str, str], CharLMError], data: dict[str, Any], key: str) -> Any:
+    """A field that, when present, is a non-empty string."""
+    value = data.get(key)
+    if key in data and (not isinstance(value, str) or not value.strip()):
+        raise bad(key, f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _count(bad: Callable[[str, str], CharLMError], key: str, value: Any, least: int = 1) -> Any:
+    """A field that, when present, is an integer >= least."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or value < least
+    ):
+        raise bad(key, f"must be an integer >= {least}, got {value!r}")
+    return value
+
+
+def _split(
+    bad: Callable[[str, str], CharLMError], split: Any, unit: str, size: int
+) -> tuple[int, int, int] | None:
+    """The declared (train, valid, test) lengths, if any."""
+    if split is None:
+        return None
+    if not isinstance(split, dict) or sorted(split) != sorted(PARTS):
+        raise bad("split", f"must be an object with keys train, valid, test; got {split!r}")
+    lengths = tuple(_count(bad, f"split.{p}", split[p], least=0) for p in PARTS)
+    if lengths[0] < 2:
+        raise bad("split.train", f"must be at least 2, got {lengths[0]}")
+    if unit == "byte" and sum(lengths) != size:
+        raise bad("split", f"adds up to {sum(lengths)} bytes, but size is {size}")
+    return lengths
 
 
 def catalog() -> dict[str, NamedCorpus]:

@@ -5,7 +5,7 @@ Perplexity = exp(mean NLL in nats); bits per character = mean NLL / ln 2.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from charlm import metrics
-from charlm.data import Vocab
+from charlm.data import Corpus, Vocab, recode
 from charlm.dynamic import Dynamic, adapted_windows
 from charlm.errors import CharLMError
+from charlm.inputs import Selection, load_inputs
 from charlm.model import CharLM, detach_state
 
 
@@ -197,3 +198,31 @@ def score_text(
     result = score(model, ids, seq_len, streams, progress, dynamic)
     result.skipped = len(text) - len(ids)
     return result
+
+
+def read_scored_text(
+    inputs: Sequence[str],
+    vocab: Vocab,
+    selection: Selection,
+    separator: str,
+    encoding: str,
+    skip_unknown: bool,
+    model_name: str,
+) -> tuple[Corpus, np.ndarray]:
+    """What `charlm eval perplexity INPUTS` scores: the inputs read as `charlm train` reads
+    them, and their ids in the model's vocabulary (`model_name` names it in errors)."""
+    corpus = load_inputs(
+        inputs, selection, separator=separator, encoding=encoding, byte_level=vocab.is_bytes
+    )
+    if corpus.vocab.is_bytes != vocab.is_bytes:
+        raise CharLMError(
+            f"{' '.join(inputs)} is counted in bytes (its manifest's unit), but the model in "
+            f"{model_name} reads characters: train one with --byte-level to compare"
+        )
+    try:
+        ids = recode(corpus.ids, corpus.vocab, vocab, skip_unknown)
+    except CharLMError as e:
+        raise CharLMError(f"{e}; to score the text without them, add --skip-unknown") from None
+    if len(ids) < 2:
+        raise CharLMError("the text has fewer than 2 known characters: nothing to score")
+    return corpus, ids

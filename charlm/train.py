@@ -140,20 +140,25 @@ def open_data(
     return corpus, ckpt
 
 
+def make_sampler(cfg: TrainConfig, ids: Any, ctx: distributed.Context) -> Any:
+    """--sampler's batches of the training ids: this rank's rows of every global batch."""
+    return SAMPLERS[cfg.sampler](
+        ids, cfg.seq_len, cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size, cfg.random_offset
+    )
+
+
 def epochs_for(steps: int, steps_per_epoch: int) -> int:
     """The epochs that hold `steps` steps (0 steps: DEFAULT_EPOCHS)."""
     return -(-steps // steps_per_epoch) if steps else DEFAULT_EPOCHS
 
 
-def split(corpus: Corpus, val_fraction: float) -> tuple[Any, Any]:
-    """(training ids, validation ids): the validation part, if any, must be scorable."""
-    train_ids, val_ids = corpus.split(val_fraction)
+def check_validation(val_fraction: float, val_ids: Any) -> None:
+    """The validation part, if any, must be scorable."""
     if val_fraction > 0 and len(val_ids) < 2:
         raise CharLMError(
             f"--val-fraction {val_fraction} leaves {len(val_ids)} characters for validation; "
             f"raise it, or use 0 to skip validation"
         )
-    return train_ids, val_ids
 
 
 def check_same_data(ckpt: dict[str, Any], corpus: Corpus, cfg: TrainConfig) -> None:
@@ -224,16 +229,12 @@ class Trainer:
         self.folder, self.resumed = RunFolder(cfg.out, writes=self.dist.is_main), resume
         corpus, ckpt = open_data(cfg, self.folder, resume, overwrite, not self.progress_bar)
         self.vocab, self.inputs = corpus.vocab, corpus.inputs
-        self.record = {  # config.json's facts beside the settings
-            "vocab_size": len(self.vocab),
-            "corpus_source": corpus.source,
-            "torch_threads": self.threads,
-        }
-        self.train_ids, self.val_ids = split(corpus, cfg.val_fraction)
-        self.sampler = SAMPLERS[cfg.sampler](
-            self.train_ids, cfg.seq_len, cfg.batch_size, cfg.seed, self.dist.rank,
-            self.dist.world_size, cfg.random_offset,
-        )  # fmt: skip
+        self.record = dict(  # config.json's facts beside the settings
+            vocab_size=len(self.vocab), corpus_source=corpus.source, torch_threads=self.threads
+        )
+        self.train_ids, self.val_ids = corpus.split(cfg.val_fraction)
+        self.sampler = make_sampler(cfg, self.train_ids, self.dist)
+        check_validation(cfg.val_fraction, self.val_ids)
         if cfg.epochs == 0 and not cfg.time_budget:  # a budget sets them once it has a plan
             cfg = replace(cfg, epochs=epochs_for(cfg.max_steps, len(self.sampler)))
         self.cfg, self.p, self.plan = cfg, Progress(), None  # plan: budget.plan_record

@@ -61,7 +61,7 @@ def test_toml_with_dashes_and_underscores(tmp_path: Path) -> None:
 
 def test_the_library_reads_config_files_as_the_cli_does(tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
-    config.write_text('hidden-size = 48\nlr = 1\n')
+    config.write_text("hidden-size = 48\nlr = 1\n")
     cfg = TrainConfig.from_file(config, lr=0.5)
     assert (cfg.hidden_size, cfg.lr, cfg.seq_len) == (48, 0.5, TrainConfig().seq_len)
 
