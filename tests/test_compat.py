@@ -1,8 +1,10 @@
-"""Runs written by charlm 0.1 (tests/fixtures/charlm-0.1): still usable, and never half-resumed."""
+"""Runs written by earlier charlm: charlm 0.1's (tests/fixtures/charlm-0.1) still usable and never
+half-resumed; one from just before the restructuring (fixtures/format1-layout2) used as before."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -57,3 +59,55 @@ def test_resume_is_refused_with_the_reason(old_run):
     assert result.stderr.startswith("error: cannot resume") and "charlm 0.1" in result.stderr
     assert "Traceback" not in result.stderr
     assert (old_run / "run" / "checkpoint.pt").read_bytes() == before
+
+
+# --- a run written just before the restructuring (format 1, textbook samplers) ---------------
+
+BEFORE = Path(__file__).parent / "fixtures" / "format1-layout2"
+BEFORE_EXPECTED = json.loads((BEFORE / "expected.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def before_run(tmp_path: Path, monkeypatch) -> Path:
+    """The fixture's run and corpus in tmp_path. The checkpoint records the corpus it read by
+    absolute path (it was made in /tmp/fx): that one entry is pointed at the copy."""
+    import torch
+
+    shutil.copytree(BEFORE / "run", tmp_path / "run")
+    corpus = tmp_path / "corpus.txt"
+    shutil.copy(FIXTURE / "corpus.txt", corpus)
+    path = tmp_path / "run" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    (_, size, mtime_ns), *_ = ckpt["inputs"]
+    os.utime(corpus, ns=(mtime_ns, mtime_ns))
+    ckpt["inputs"] = [[str(corpus), size, mtime_ns]]
+    torch.save(ckpt, path)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+def test_a_run_from_before_the_restructuring_generates_the_same_texts(before_run, samples):
+    key = "generate --seed 7" + (" --num-samples 3" if samples == 3 else "")
+    args = ["--prefix", "All:", "--length", "80", "--seed", "7", "--num-samples", str(samples)]
+    result = cli("generate", "--checkpoint", "run/checkpoint.pt", *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == BEFORE_EXPECTED[key]
+
+
+def test_a_run_from_before_the_restructuring_scores_the_same(before_run):
+    result = cli("eval", "perplexity", "corpus.txt", "--checkpoint", "run/checkpoint.pt", "--json")
+    assert result.returncode == 0, result.stderr
+    got, want = json.loads(result.stdout), BEFORE_EXPECTED["eval perplexity corpus.txt"]
+    assert got["chars"] == want["chars"]
+    assert got["perplexity"] == pytest.approx(want["perplexity"], rel=1e-6)
+
+
+def test_a_run_from_before_the_restructuring_resumes_as_it_would_have(before_run):
+    result = cli("train", "corpus.txt", "--out", "run", "--resume", "--epochs", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(r) for r in (before_run / "run" / "metrics.jsonl").read_text().splitlines()]
+    want = BEFORE_EXPECTED["resume --epochs 2: row 2"]
+    assert [r["step"] for r in rows] == [34, want["step"]]
+    for key in ("train_loss", "val_loss", "grad_norm", "lr"):
+        assert rows[1][key] == pytest.approx(want[key], rel=1e-6), key
