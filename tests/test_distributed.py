@@ -138,7 +138,7 @@ def test_two_processes_follow_one(ddp_config: TrainConfig, tmp_path: Path, sampl
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("done (epochs)") == 1  # rank 0 reports, alone
     assert_same_run(two.out, one.out)
-    files = sorted(p.name for p in Path(two.out).iterdir())
+    files = sorted(p.name for p in Path(two.out).iterdir() if p.name != ".lock")
     assert files == ["best.pt", "checkpoint.pt", "config.json", "metrics.jsonl", "samples.txt"]
     assert [r["epoch"] for r in rows(two.out)] == [1, 2, 3]
     assert (Path(two.out) / "samples.txt").read_text().count("=== epoch") == 3
