@@ -116,7 +116,7 @@ def measure(trainer: Trainer) -> Costs:
     tick = time.perf_counter()
     payload = trainer.payload()  # on every rank: it gathers the hidden state
     if trainer.dist.is_main:
-        probe = trainer.folder.file(".checkpoint-probe.pt")
+        probe = trainer.folder.file(".checkpoint-probe.tmp")  # a kill leaves it: see run.py
         checkpoint.save(payload, probe)
         probe.unlink()
     checkpoint_s = time.perf_counter() - tick

@@ -12,7 +12,8 @@ A fresh run refuses a folder that holds a run unless told to overwrite it, then 
 metrics and samples afresh; a resumed run drops the metrics rows newer than its checkpoint
 (written just before a crash, they would be repeated). Files are replaced atomically
 (storage.py) or appended a whole line at a time; a write that fails is one line of error.
-The lock is an flock, so the kernel releases it however the process ends.
+The lock is an flock, so the kernel releases it however the process ends; the temporary files
+of a process killed while writing are removed by the next run that takes the lock.
 """
 
 from __future__ import annotations
@@ -71,12 +72,11 @@ class RunFolder:
             return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            self._take_lock()  # creating the lock file proves the folder writable, now
         except OSError as e:
             raise CharLMError(f"cannot write to --out {self.path}: {e.strerror}") from None
-        self._take_lock()
+        for stale in self.path.glob(".*.tmp"):  # left by a killed process: the lock is ours
+            stale.unlink(missing_ok=True)
         if fresh:
             write_text(self.file(METRICS), "")
             self.file(SAMPLES).unlink(missing_ok=True)
@@ -100,9 +100,12 @@ class RunFolder:
             self._lock = None
 
     def _take_lock(self) -> None:
-        if fcntl is None or self._lock is not None:
+        if self._lock is not None:
             return
         fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+        if fcntl is None:
+            self._lock = fd
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

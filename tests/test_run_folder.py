@@ -110,3 +110,20 @@ def test_a_new_run_refuses_a_folder_holding_one(tiny_config, tmp_path: Path) -> 
     with pytest.raises(CharLMError, match="already holds a run"):
         RunFolder(tiny_config.out).check_new(overwrite=False)
     RunFolder(tiny_config.out).check_new(overwrite=True)
+
+
+def test_temporaries_of_a_killed_process_are_removed_by_the_next_run(tmp_path: Path) -> None:
+    (tmp_path / ".checkpoint.pt.x1y2.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".checkpoint-probe.tmp").write_bytes(b"half a probe")
+    (tmp_path / "notes.tmp").write_text("the user's own file")
+    folder = RunFolder(tmp_path)
+    folder.open(fresh=False, step=0)
+    folder.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", METRICS, "notes.tmp"]
+
+
+def test_an_unwritable_folder_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(CharLMError, match="cannot write to --out"):
+        RunFolder(blocker / "run").open(fresh=True, step=0)
