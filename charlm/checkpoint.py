@@ -82,12 +82,48 @@ def load_model(
     dev = resolve_device(device)
     ckpt = load(path, map_location=dev)
     try:
-        model = CharLM(ModelConfig(**ckpt["model_config"])).to(dev)
-        model.load_state_dict(ckpt["model"])
-        vocab = Vocab(ckpt["vocab"])
+        model, vocab = _model_of(ckpt)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CharLMError(
             f"{path}: the checkpoint's contents do not fit a charlm model: {e}"
         ) from None
-    model.eval()
-    return model, vocab, ckpt
+    return model.to(dev).eval(), vocab, ckpt
+
+
+def _model_of(ckpt: dict[str, Any]) -> tuple[CharLM, Vocab]:
+    """The checkpoint's model, checked as a schema before any memory is spent on it: a
+    vocabulary of distinct characters as long as the model's output, and weights of exactly
+    the shapes its config implies (the config alone could ask for terabytes)."""
+    cfg = ModelConfig(**ckpt["model_config"])
+    vocab = Vocab(ckpt["vocab"])
+    if len(vocab) != cfg.vocab_size:
+        raise ValueError(
+            f"its vocabulary has {len(vocab)} characters, its model predicts {cfg.vocab_size}"
+        )
+    weights = ckpt["model"]
+    if not isinstance(weights, dict) or not all(
+        isinstance(w, torch.Tensor) for w in weights.values()
+    ):
+        raise ValueError("its weights are not a dict of tensors")
+    # every size the config names is the size of some weight: bound them before building even
+    # the shapes (a million layers take long to build, on any device)
+    largest = max((max(w.shape, default=1) for w in weights.values()), default=0)
+    sizes = {k: getattr(cfg, k) for k in ("hidden_size", "embedding_dim", "num_layers")}
+    for name, size in sizes.items():
+        if not isinstance(size, int) or size > max(largest, len(weights)):
+            raise ValueError(f"its {name} {size!r} is larger than any of its weights")
+    with torch.device("meta"):  # shapes only: no memory
+        expected = CharLM(cfg).state_dict()
+    if set(weights) != set(expected):
+        raise ValueError("its weights are not those of its model config")
+    for name, w in weights.items():
+        if not w.is_floating_point():
+            raise ValueError(f"weight {name} is not a floating-point tensor")
+        if w.shape != expected[name].shape:
+            raise ValueError(
+                f"weight {name} has shape {tuple(w.shape)}, its config implies "
+                f"{tuple(expected[name].shape)}"
+            )
+    model = CharLM(cfg)
+    model.load_state_dict(weights)
+    return model, vocab
