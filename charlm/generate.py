@@ -116,20 +116,14 @@ def _settings(length: int | None, settings: Sampling | None, options: dict[str, 
 
 @torch.inference_mode()  # on a generator: entered around each step, left at each yield
 def stream(
-    model: CharLM,
-    vocab: Vocab,
-    prefix: str,
-    length: int | None = None,
-    *,
-    settings: Sampling | None = None,
-    **options: Any,
+    model: CharLM, vocab: Vocab, prefix: str, *, settings: Sampling | None = None, **options: Any
 ) -> Iterator[list[str]]:
     """Yield the next character of every sample, `length` times (the prefix is not yielded).
 
-    Options are `Sampling`'s fields (temperature=, seed=, num_samples=, ...), or pass settings=.
+    Options are `Sampling`'s fields (length=, seed=, num_samples=, ...), or pass settings=.
     A byte-level model yields what its bytes decode to so far ('' inside a UTF-8 character).
     """
-    s = _settings(length, settings, options)
+    s = _settings(None, settings, options)
     chars = vocab.chars
     utf8 = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(s.num_samples)]
     for nxt in _sample_ids(model, vocab, prefix, s):

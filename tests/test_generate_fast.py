@@ -157,7 +157,7 @@ def test_same_seed_same_text_and_stream_matches_generate() -> None:
     c = generate(model, VOCAB, PREFIX, 150, temperature=1.5, num_samples=2, seed=4)
     assert a == b and a != c
     pieces = ["", ""]
-    for chars in stream(model, VOCAB, PREFIX, 150, temperature=1.5, num_samples=2, seed=3):
+    for chars in stream(model, VOCAB, PREFIX, length=150, temperature=1.5, num_samples=2, seed=3):
         assert not torch.is_inference_mode_enabled()  # the caller's code runs outside the mode
         pieces = [p + ch for p, ch in zip(pieces, chars, strict=True)]
     assert [PREFIX + p for p in pieces] == a
