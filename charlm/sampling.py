@@ -26,6 +26,13 @@ class Sampling:
     int8: bool = False  # several streams on CPU: int8 matmuls
 
     def __post_init__(self) -> None:
+        for name in ("length", "top_k", "num_samples", "seed"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                flag = "--" + name.replace("_", "-")
+                raise CharLMError(f"{flag} must be a whole number, got {value!r}")
+        if self.seed is not None and not -(2**63) <= self.seed < 2**64:
+            raise CharLMError(f"--seed must be in [-2**63, 2**64), got {self.seed}")
         if self.amp and self.int8:
             raise CharLMError(
                 "--amp and --int8 are two precisions for the same matmuls: choose one"

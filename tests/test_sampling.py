@@ -31,6 +31,12 @@ VOCAB = Vocab.from_text("abcdefgh \n")
         ("top_p", 1.5, "--top-p"),
         ("top_p", math.nan, "--top-p"),
         ("num_samples", 0, "--num-samples"),
+        ("num_samples", 2.0, "--num-samples"),
+        ("top_k", 2.5, "--top-k"),
+        ("length", True, "--length"),
+        ("seed", 2**64, "--seed"),
+        ("seed", -(2**63) - 1, "--seed"),
+        ("seed", "7", "--seed"),
     ],
 )
 def test_bad_values_are_refused_with_the_flag(field: str, value: object, flag: str) -> None:
