@@ -13,7 +13,7 @@ import itertools
 import json
 import shlex
 import sys
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from charlm.dynamic import Dynamic
     from charlm.evaluate import Score
     from charlm.model import CharLM
+    from charlm.sampling import Sampling
 
 
 def _user_errors(fn):
@@ -277,7 +278,7 @@ def generate(
       charlm generate --interactive                       # type prefixes, Ctrl-D to quit
     """
     from charlm.checkpoint import load_model
-    from charlm.generate import check_sampling
+    from charlm.sampling import Sampling
     from charlm.threads import use_threads
 
     if stream and sampling["num_samples"] != 1:
@@ -285,21 +286,18 @@ def generate(
             f"--stream prints one sample as it is produced, but --num-samples is "
             f"{sampling['num_samples']}: drop --stream or use --num-samples 1"
         )
-    check_sampling(
-        length, sampling["temperature"], sampling["top_k"], sampling["top_p"],
-        sampling["num_samples"], sampling["amp"], sampling["int8"],
-    )  # fmt: skip
+    settings = Sampling(length, **sampling)
     use_threads(threads)
     model, vocab, _ = load_model(checkpoint_path, device)
     if not interactive:
-        _print_samples(model, vocab, prefix, length, stream, sampling)
+        _print_samples(model, vocab, prefix, stream, settings)
         return
     # at a terminal the continuation streams (one sample); piped, it prints as in generate
-    _interactive(model, vocab, length, stream or sampling["num_samples"] == 1, sampling)
+    _interactive(model, vocab, stream or settings.num_samples == 1, settings)
 
 
 def _print_samples(
-    model: CharLM, vocab: Vocab, prefix: str, length: int, stream: bool, sampling: dict[str, Any]
+    model: CharLM, vocab: Vocab, prefix: str, stream: bool, settings: Sampling
 ) -> None:
     """Print each sample from a fresh line, prefix first, a blank line between samples."""
     from charlm.generate import generate as sample
@@ -311,28 +309,26 @@ def _print_samples(
         out.write(prefix)
         out.flush()
         last = prefix
-        for (char,) in sample_stream(model, vocab, prefix, length, **sampling):
+        for (char,) in sample_stream(model, vocab, prefix, settings=settings):
             out.write(char)
             out.flush()
             last = char
         out.write("" if last.endswith("\n") else "\n")
         out.flush()
         return
-    texts = sample(model, vocab, prefix, length, **sampling)
+    texts = sample(model, vocab, prefix, settings=settings)
     out.write("\n".join(t if t.endswith("\n") else t + "\n" for t in texts))
     out.flush()
 
 
-def _interactive(
-    model: CharLM, vocab: Vocab, length: int, stream: bool, sampling: dict[str, Any]
-) -> None:
+def _interactive(model: CharLM, vocab: Vocab, stream: bool, settings: Sampling) -> None:
     """Read prefixes line by line until end of input or Ctrl-C; a bad prefix is not fatal."""
     tty = sys.stdin.isatty()
     if tty:
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing and history for input())
         click.echo("type a prefix and Enter; Ctrl-D (end of input) or Ctrl-C quits", err=True)
-    seed = sampling["seed"]
+    seed = settings.seed
     try:
         for n in itertools.count():
             try:
@@ -342,9 +338,9 @@ def _interactive(
             if n and not tty:  # piped: a blank line between continuations, as in generate
                 sys.stdout.write("\n")
             # a seeded session is repeatable, and its lines still get different draws
-            numbered = {**sampling, "seed": None if seed is None else seed + n}
+            numbered = replace(settings, seed=None if seed is None else seed + n)
             try:
-                _print_samples(model, vocab, line, length, stream, numbered)
+                _print_samples(model, vocab, line, stream, numbered)
             except CharLMError as e:
                 click.echo(f"error: {e}", err=True)
     except KeyboardInterrupt:

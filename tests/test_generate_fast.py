@@ -8,8 +8,9 @@ import torch
 
 from charlm.data import Vocab
 from charlm.errors import CharLMError
-from charlm.generate import WIDE, Stepper, generate, next_char_probs, stream
+from charlm.generate import generate, next_char_probs, stream
 from charlm.model import CharLM, ModelConfig
+from charlm.stepper import WIDE, Stepper
 
 VOCAB = Vocab(sorted(set("abcdefghij klmnop\nqrstuvwxyz.,")))
 PREFIX = "hello world"
@@ -84,7 +85,7 @@ def test_one_stream_split_over_threads_equals_forward(
     model = make_model(kind, layers, embedding)
     texts = generate(model, VOCAB, PREFIX, 40, seed=5)
     stepper = assert_steps_follow_forward(model, texts, atol=1e-10)
-    weights = stepper.layers[0][-1].W
+    weights = stepper.layers[0].gemm.W
     assert weights.shape[0] == 3  # the weights are held as 3 column blocks
 
 
@@ -123,9 +124,9 @@ def test_int8_streams_use_int8_matmuls_and_stay_close(kind: str, layers: int, n:
     assert stepper.h.dtype == stepper.c.dtype == stepper.logits.dtype == torch.float32
     assert stepper.h.stride(-1) == 1  # row-major even from WIDE streams on
     # each weight column is stored as integers in [-127, 127] times a scale: within half a step
-    W_q, scale = stepper.layers[-1][-1].W, stepper.layers[-1][-1].scale
+    W_q, scale = stepper.layers[-1].gemm.W, stepper.layers[-1].gemm.scale
     assert W_q.dtype == torch.int8 and int(W_q.abs().max()) == 127
-    W_h = Stepper(model, n).layers[-1][-1].W  # the same matrix in float32
+    W_h = Stepper(model, n).layers[-1].gemm.W  # the same matrix in float32
     error = (W_q.float() * scale * 127 - W_h).abs()
     assert bool((error <= scale * 127 / 2 + 1e-6).all())
     # one stream stays in float32, as with --amp
@@ -156,7 +157,7 @@ def test_same_seed_same_text_and_stream_matches_generate() -> None:
     c = generate(model, VOCAB, PREFIX, 150, temperature=1.5, num_samples=2, seed=4)
     assert a == b and a != c
     pieces = ["", ""]
-    for chars in stream(model, VOCAB, PREFIX, 150, temperature=1.5, num_samples=2, seed=3):
+    for chars in stream(model, VOCAB, PREFIX, length=150, temperature=1.5, num_samples=2, seed=3):
         assert not torch.is_inference_mode_enabled()  # the caller's code runs outside the mode
         pieces = [p + ch for p, ch in zip(pieces, chars, strict=True)]
     assert [PREFIX + p for p in pieces] == a

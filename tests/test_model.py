@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlm.model import CharLM, ModelConfig, ScratchRNN, TanhRecurrence
+from charlm.cells import TanhRecurrence, TanhRNN
+from charlm.model import CharLM, ModelConfig
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +25,7 @@ def test_tanh_recurrence_gradcheck():
     assert torch.autograd.gradcheck(TanhRecurrence.apply, (A, W_hh, H0))
 
 
-def copy_into_nn_rnn(scratch: ScratchRNN, ref: nn.RNN) -> None:
+def copy_into_nn_rnn(scratch: TanhRNN, ref: nn.RNN) -> None:
     """nn.RNN computes x W_ih^T + b_ih + h W_hh^T + b_hh: transpose, and split b_h in two."""
     with torch.no_grad():
         for i, layer in enumerate(scratch.layers):
@@ -39,7 +40,7 @@ def copy_into_nn_rnn(scratch: ScratchRNN, ref: nn.RNN) -> None:
 def test_scratch_rnn_matches_nn_rnn_outputs_and_gradients(num_layers, one_hot):
     torch.manual_seed(1)
     T, B, d, H = 7, 4, 6, 5
-    scratch = ScratchRNN(d, H, num_layers, dropout=0.0, one_hot=one_hot)
+    scratch = TanhRNN(d, H, num_layers, dropout=0.0, one_hot=one_hot)
     with torch.no_grad():
         for p in scratch.parameters():
             p.normal_(0, 0.4)
@@ -68,7 +69,7 @@ def test_scratch_rnn_matches_nn_rnn_outputs_and_gradients(num_layers, one_hot):
 
 def test_scratch_rnn_gradient_flows_into_initial_state():
     torch.manual_seed(2)
-    scratch = ScratchRNN(3, 4, 2, 0.0, one_hot=False)
+    scratch = TanhRNN(3, 4, 2, 0.0, one_hot=False)
     ref = nn.RNN(3, 4, 2)
     copy_into_nn_rnn(scratch, ref)
     X = torch.randn(5, 2, 3)

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from charlm.cells import TanhRecurrence
 from charlm.learner import Learner
 from charlm.meter import LossMeter
-from charlm.model import CharLM, ModelConfig, TanhRecurrence
+from charlm.model import CharLM, ModelConfig
 from charlm.optim import lr_factor
 from charlm.train import Trainer
 from tests.conftest import tiny

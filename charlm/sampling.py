@@ -1,0 +1,51 @@
+"""How to sample a continuation: one frozen settings object, checked once where it is made.
+
+Kept free of torch, so that the `charlm generate` command can check its options before loading
+anything. (Not to be confused with `charlm.samplers`, which orders the training batches.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from charlm.errors import CharLMError
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The settings of one generation call; invalid values are refused with the flag's name."""
+
+    length: int = 200  # characters to sample after the prefix
+    temperature: float = 1.0  # logits / temperature: <1 sharper, >1 wilder
+    top_k: int | None = None  # sample among the k likeliest characters
+    top_p: float | None = None  # nucleus: the smallest set of probability mass >= top_p
+    greedy: bool = False  # always the likeliest character (temperature, seed unused)
+    num_samples: int = 1  # streams sampled as one batch
+    seed: int | None = None  # same seed, same text; None: a fresh one
+    amp: bool = False  # several streams: bfloat16 matmuls
+    int8: bool = False  # several streams on CPU: int8 matmuls
+
+    def __post_init__(self) -> None:
+        for name in ("length", "top_k", "num_samples", "seed"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                flag = "--" + name.replace("_", "-")
+                raise CharLMError(f"{flag} must be a whole number, got {value!r}")
+        if self.seed is not None and not -(2**63) <= self.seed < 2**64:
+            raise CharLMError(f"--seed must be in [-2**63, 2**64), got {self.seed}")
+        if self.amp and self.int8:
+            raise CharLMError(
+                "--amp and --int8 are two precisions for the same matmuls: choose one"
+            )
+        if self.length < 0:
+            raise CharLMError(f"--length must be >= 0, got {self.length}")
+        if not self.temperature > 0:
+            raise CharLMError(
+                f"--temperature must be > 0, got {self.temperature} (use --greedy for 0)"
+            )
+        if self.top_k is not None and self.top_k <= 0:
+            raise CharLMError(f"--top-k must be > 0, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise CharLMError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.num_samples <= 0:
+            raise CharLMError(f"--num-samples must be > 0, got {self.num_samples}")
