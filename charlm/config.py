@@ -23,6 +23,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 AMP_CHOICES = ("auto", "on", "off")
 DEFAULT_EPOCHS = 7  # the run's length when neither --epochs, --max-steps nor a budget is given
 SCHEDULES = ("constant", "cosine", "step")
+SCHEDULE_HELP = (
+    "learning-rate schedule over the planned steps: --epochs, --max-steps, or what fits in "
+    "--time-budget, whichever is fewest"
+)
 
 
 def _opt(
@@ -75,12 +79,7 @@ class TrainConfig:
     lr: float = _opt(3e-3, "learning rate")
     weight_decay: float = _opt(0.0, "weight decay")
     clip: float = _opt(1.0, "clip the global gradient norm to this (0: no clipping)")
-    lr_schedule: str = _opt(
-        "cosine",
-        "learning-rate schedule over the planned steps: --epochs, --max-steps, or what fits in "
-        "--time-budget, whichever is fewest",
-        SCHEDULES,
-    )
+    lr_schedule: str = _opt("cosine", SCHEDULE_HELP, SCHEDULES)
     warmup_steps: int = _opt(0, "linear warm-up steps")
     lr_step_size: int = _opt(1000, "step schedule: steps between decays")
     lr_gamma: float = _opt(0.5, "step schedule: decay factor")

@@ -113,18 +113,17 @@ def char_nll(
     return nll.T[valid.T]  # stream by stream = text order, the overhang dropped
 
 
-@torch.no_grad()
 def nll_sum(
     model: CharLM,
     ids: np.ndarray,
     seq_len: int = 256,
     streams: int = 1,
-    rank: int = 0,
-    world_size: int = 1,
+    share: tuple[int, int] = (0, 1),
     progress: bool = False,
     dynamic: Dynamic | None = None,
 ) -> tuple[float, int]:
-    """(summed NLL, characters scored): `char_nll` without keeping a value per character.
+    """(summed NLL, characters scored): `char_nll` without keeping a value per character;
+    `share` = (rank, world size): this process's share of the streams.
 
     `progress` shows a bar on stderr when it is a terminal: one stream scores 40,000-50,000
     chars/s on a 2-core CPU, so a 100 MB text takes over half an hour. With `dynamic`, the
@@ -134,11 +133,11 @@ def nll_sum(
     bar = tqdm(total=len(ids), unit="char", unit_scale=True, desc="scoring", leave=False,
                disable=None if progress else True)  # fmt: skip
     pieces = (
-        windows(model, ids, seq_len, streams, rank, world_size)
+        windows(model, ids, seq_len, streams, *share)
         if dynamic is None
         else adapted_windows(model, ids, seq_len, dynamic)
     )
-    with bar:
+    with bar, torch.no_grad():
         for _, nll, valid in pieces:
             total += float(nll[valid].double().sum())
             scored = int(valid.sum())

@@ -72,7 +72,7 @@ class Learner:
             return None
         cfg = self.cfg
         nll, count = nll_sum(
-            self.model, val_ids, cfg.seq_len, cfg.batch_size, ctx.rank, ctx.world_size
+            self.model, val_ids, cfg.seq_len, cfg.batch_size, (ctx.rank, ctx.world_size)
         )
         total = distributed.all_reduce_sum(
             torch.tensor([nll, count], dtype=torch.float64, device=self.device)

@@ -409,17 +409,12 @@ class Trainer:
         self._write_config()
 
 
-def train(
-    cfg: TrainConfig,
-    resume: bool = False,
-    progress_bar: bool = True,
-    overwrite: bool = False,
-    callbacks: Sequence[Callback] = (),
-) -> TrainResult:
-    """Train a model as `cfg` says (continuing the run in cfg.out when `resume`).
+def train(cfg: TrainConfig, resume: bool = False, **options: Any) -> TrainResult:
+    """Train a model as `cfg` says (continuing the run in cfg.out when `resume`); `options`
+    are Trainer's: progress_bar, overwrite, callbacks.
 
     A fresh run refuses a folder that already holds one unless `overwrite`: hours of training
     are not lost to a repeated command.
     """
     with distributed.session():  # under torchrun: one process of several
-        return Trainer(cfg, resume, progress_bar, overwrite, callbacks).run()
+        return Trainer(cfg, resume, **options).run()
