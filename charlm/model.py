@@ -15,20 +15,24 @@ import torch
 from torch import nn
 
 from charlm.cells import Cell, State, cell_class
+from charlm.config import TrainConfig
+
+_DEFAULT = TrainConfig()  # the one source of defaults
 
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild the network (stored in every checkpoint)."""
+    """Everything needed to rebuild the network (stored in every checkpoint); defaults are
+    TrainConfig's."""
 
     vocab_size: int
-    model: str = "lstm"
-    hidden_size: int = 512
-    num_layers: int = 1
-    dropout: float = 0.0
-    embedding_dim: int = 64
-    init: str = "auto"
-    init_std: float = 0.01
+    model: str = _DEFAULT.model
+    hidden_size: int = _DEFAULT.hidden_size
+    num_layers: int = _DEFAULT.num_layers
+    dropout: float = _DEFAULT.dropout
+    embedding_dim: int = _DEFAULT.embedding_dim
+    init: str = _DEFAULT.init
+    init_std: float = _DEFAULT.init_std
 
 
 class CharLM(nn.Module):

@@ -118,3 +118,13 @@ def test_one_hot_rnn_builds_no_one_hot_matrix_and_matches_dense_input():
     for t in range(6):
         H = torch.tanh(F.one_hot(X[t], 7).double() @ layer.W_xh + H @ layer.W_hh + layer.b_h)
         assert torch.allclose(logits[t], H @ model.W_hq + model.b_q, atol=1e-12)
+
+
+def test_the_model_config_takes_its_defaults_from_the_train_config() -> None:
+    from dataclasses import fields
+
+    from charlm.config import MODEL_FIELDS, TrainConfig
+
+    assert sorted(f.name for f in fields(ModelConfig)) == sorted(["vocab_size", *MODEL_FIELDS])
+    defaults, model = TrainConfig(), ModelConfig(vocab_size=7)
+    assert all(getattr(model, k) == getattr(defaults, k) for k in MODEL_FIELDS)
