@@ -26,6 +26,7 @@ wait_passively()  # before anything imports torch: see charlm/threads.py
 
 # public name -> the module that defines it
 _WHERE = {
+    "Callback": "charlm.train",
     "CharLM": "charlm.model",
     "CharLMError": "charlm.errors",
     "Dynamic": "charlm.dynamic",
