@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from charlm import __version__
-from charlm.config import check_ranges
+from charlm.config import DECODE_ERRORS, check_ranges
 from charlm.console import (
     PIPE_CLOSED_EXIT,
     OutputClosed,
@@ -305,14 +305,14 @@ def _print_samples(
 
     out = sys.stdout
     vocab.encode(prefix)  # a prefix the model cannot read fails before anything is printed
-    if stream:
+    if stream or settings.num_samples == 1:  # one sample is written as it is made: any length
         out.write(prefix)
-        out.flush()
         last = prefix
         for (char,) in sample_stream(model, vocab, prefix, settings=settings):
             out.write(char)
-            out.flush()
-            last = char
+            if stream:
+                out.flush()
+            last = char or last
         out.write("" if last.endswith("\n") else "\n")
         out.flush()
         return
@@ -367,6 +367,13 @@ def eval_group() -> None:
     "but each piece starts without the text before it (1 is exact)",
 )
 @click.option("--encoding", default="utf-8", show_default=True)
+@click.option(
+    "--errors",
+    type=click.Choice(DECODE_ERRORS),
+    default="strict",
+    show_default=True,
+    help="undecodable bytes: strict fails, replace reads U+FFFD, surrogateescape keeps them",
+)
 @click.option("--include", multiple=True, help="in folders: read only files matching this")
 @click.option("--exclude", multiple=True, help="in folders: skip files/folders matching this")
 @click.option("--hidden", is_flag=True, help="also read hidden files, folders and venvs")
@@ -423,7 +430,7 @@ def perplexity(
     dynamic: bool = False,
     dynamic_lr: float | None = None,
     dynamic_decay: float = 0.0,
-    **read: Any,  # how INPUTS are read: include, exclude, hidden, separator, encoding
+    **read: Any,  # how INPUTS are read: include, exclude, hidden, separator, encoding, errors
 ) -> None:
     """Perplexity and bits per character (per byte, for a byte-level model) of INPUTS.
 
@@ -455,7 +462,8 @@ def perplexity(
         raise CharLMError("--html shows characters: it needs a character-level model")
     selection = Selection(read["include"], read["exclude"], read["hidden"])
     corpus, ids = read_scored_text(inputs, vocab, selection, unescape(read["separator"]),
-                                   read["encoding"], skip_unknown, checkpoint_path)  # fmt: skip
+                                   read["encoding"], read["errors"], skip_unknown,
+                                   checkpoint_path)  # fmt: skip
     if corpus.note:
         click.echo(corpus.note, err=True)
     result = score(model, ids, seq_len, streams, progress=True, dynamic=adapt)

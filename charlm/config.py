@@ -23,6 +23,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 AMP_CHOICES = ("auto", "on", "off")
 DEFAULT_EPOCHS = 7  # the run's length when neither --epochs, --max-steps nor a budget is given
 SCHEDULES = ("constant", "cosine", "step")
+DECODE_ERRORS = ("strict", "replace", "surrogateescape")
 SCHEDULE_HELP = (
     "learning-rate schedule over the planned steps: --epochs, --max-steps, or what fits in "
     "--time-budget, whichever is fewest"
@@ -66,7 +67,12 @@ class TrainConfig:
     batch_size: int = _opt(32, "windows per batch")
     val_fraction: float = _opt(0.1, "last fraction of the text held out for validation")
     encoding: str = _opt("utf-8", "text encoding of the corpus")
-    errors: str = _opt("strict", "decoding errors: strict fails, replace substitutes U+FFFD")
+    errors: str = _opt(
+        "strict",
+        "undecodable bytes: strict fails, replace reads U+FFFD, surrogateescape keeps them "
+        "(and writes them back as they were)",
+        DECODE_ERRORS,
+    )
     include: tuple[str, ...] = _opt((), "in folders: read only files matching this (repeatable)")
     exclude: tuple[str, ...] = _opt((), "in folders: skip files/folders matching this (repeatable)")
     hidden: bool = _opt(False, "also read hidden files and folders and virtual environments")

@@ -205,14 +205,16 @@ def read_scored_text(
     selection: Selection,
     separator: str,
     encoding: str,
+    errors: str,
     skip_unknown: bool,
     model_name: str,
 ) -> tuple[Corpus, np.ndarray]:
     """What `charlm eval perplexity INPUTS` scores: the inputs read as `charlm train` reads
     them, and their ids in the model's vocabulary (`model_name` names it in errors)."""
     corpus = load_inputs(
-        inputs, selection, separator=separator, encoding=encoding, byte_level=vocab.is_bytes
-    )
+        inputs, selection, separator=separator, encoding=encoding, errors=errors,
+        byte_level=vocab.is_bytes,
+    )  # fmt: skip
     if corpus.vocab.is_bytes != vocab.is_bytes:
         raise CharLMError(
             f"{' '.join(inputs)} is counted in bytes (its manifest's unit), but the model in "

@@ -19,10 +19,13 @@ import torch
 from charlm.data import Vocab
 from charlm.errors import CharLMError
 from charlm.model import CharLM
+from charlm.resources import check_fits, sampling_bytes
 from charlm.sampling import Sampling
 from charlm.stepper import Stepper
 
 NOISE_STEPS = 64  # Gumbel noise drawn per refill; fixed, so a longer sample extends a shorter one
+OUT_STEPS = 4096  # the sampled ids are written in blocks of this many steps
+TEXT_BYTES = 16  # memory per generated character held by `generate`: its id, then its text
 
 
 def next_char_probs(
@@ -54,6 +57,11 @@ def _start(
     if not prefix:
         prefix = "\n" if "\n" in vocab.chars else vocab.chars[0]  # a neutral start, not shown
     ids = torch.from_numpy(vocab.encode(prefix)).to(device)
+    cfg = model.cfg
+    need = sampling_bytes(
+        s.num_samples, len(vocab), 6 * cfg.hidden_size * cfg.num_layers, NOISE_STEPS
+    )
+    check_fits(need, f"sampling --num-samples {s.num_samples}", device)
     generator = torch.Generator(device=device)
     if s.seed is None:
         generator.seed()
@@ -79,12 +87,15 @@ def _sample_ids(model: CharLM, vocab: Vocab, prefix: str, s: Sampling) -> Iterat
     N, V, device = s.num_samples, len(vocab), last.device
     k = s.top_k if s.top_k is not None and s.top_k < V else None
     nucleus = s.top_p is not None and s.top_p < 1
-    out = torch.empty(s.length, N, dtype=torch.long, device=device)
     x = last.expand(N)
     noise = torch.empty(NOISE_STEPS, N, V, dtype=stepper.logits.dtype, device=device)
     noise_rows = noise.unbind(0)
     scores = torch.empty_like(noise[0])  # logits + noise, contiguous whatever the logits' layout
-    for t, nxt in enumerate(out.unbind(0)):
+    for t in range(s.length):
+        if t % OUT_STEPS == 0:  # the ids in blocks: a stream's memory stays bounded
+            rows = min(OUT_STEPS, s.length - t)
+            out = torch.empty(rows, N, dtype=torch.long, device=device).unbind(0)
+        nxt = out[t % OUT_STEPS]
         logits = stepper.step(x)
         if s.greedy:
             torch.argmax(logits, dim=-1, out=nxt)
@@ -126,9 +137,10 @@ def stream(
     s = _settings(None, settings, options)
     chars = vocab.chars
     utf8 = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(s.num_samples)]
-    for nxt in _sample_ids(model, vocab, prefix, s):
-        if vocab.is_bytes:
-            yield [d.decode(bytes([i])) for d, i in zip(utf8, nxt.tolist(), strict=True)]
+    for t, nxt in enumerate(_sample_ids(model, vocab, prefix, s), start=1):
+        if vocab.is_bytes:  # the last step flushes a character cut off by the end as U+FFFD
+            pieces = zip(utf8, nxt.tolist(), strict=True)
+            yield [d.decode(bytes([i]), final=t == s.length) for d, i in pieces]
         else:
             yield [chars[i] for i in nxt.tolist()]
 
@@ -148,6 +160,12 @@ def generate(
     Same text as `stream` with the same settings; the ids stay on the device until the end.
     """
     s = _settings(length, settings, options)
+    check_fits(
+        TEXT_BYTES * s.length * s.num_samples,
+        f"holding --length {s.length} x --num-samples {s.num_samples} characters",
+        model.W_hq.device,
+        "one sample at a time is written as it is made, in bounded memory (--num-samples 1)",
+    )
     with torch.inference_mode():
         steps = list(_sample_ids(model, vocab, prefix, s))
     if not steps:

@@ -19,6 +19,21 @@ from charlm.config import MODEL_FIELDS, TrainConfig
 from charlm.evaluate import nll_sum
 from charlm.model import CharLM, ModelConfig, State, detach_state
 from charlm.optim import make_optimizer, make_scheduler, reschedule
+from charlm.resources import check_fits, parameters, training_bytes
+
+
+def check_training_fits(m: ModelConfig, cfg: TrainConfig, device: torch.device) -> None:
+    """Refuse a model and batch that cannot fit in memory, before anything is allocated."""
+    H, L, E = m.hidden_size, m.num_layers, m.embedding_dim
+    params = parameters(m)
+    width = L * 6 * H + m.vocab_size + E  # per character: gates and states, logits, embedding
+    need = training_bytes(params, cfg.optimizer, cfg.seq_len, cfg.batch_size, width)
+    what = (
+        f"training {params:,} parameters (--hidden-size {H}, --num-layers {L}, --embedding-dim "
+        f"{E}, {m.vocab_size} characters) on batches of --batch-size {cfg.batch_size} x "
+        f"--seq-len {cfg.seq_len}"
+    )
+    check_fits(need, what, device)
 
 
 class Learner:
@@ -27,10 +42,11 @@ class Learner:
     def __init__(
         self, cfg: TrainConfig, vocab_size: int, device: torch.device, amp: bool, carries: bool
     ) -> None:
-        torch.manual_seed(cfg.seed)
         self.cfg, self.device, self.amp, self.carries = cfg, device, amp, carries
         fields = {k: getattr(cfg, k) for k in MODEL_FIELDS}
         self.model_cfg = ModelConfig(vocab_size=vocab_size, **fields)
+        check_training_fits(self.model_cfg, cfg, device)
+        torch.manual_seed(cfg.seed)
         self.model = CharLM(self.model_cfg).to(device)
         ddp = distributed.wrap(self.model, device)  # self.model stays the plain module
         self.step_model = torch.compile(ddp) if cfg.compile else ddp

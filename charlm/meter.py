@@ -19,6 +19,8 @@ from charlm.config import TrainConfig
 from charlm.errors import CharLMError
 from charlm.metrics import bits, perplexity
 
+DIVERGED = 10  # a mean loss this many times a uniform guess's (ln V) is a diverged run
+
 
 @dataclass
 class Progress:
@@ -65,25 +67,40 @@ class Progress:
 class LossMeter:
     """The epoch's running sums of loss and gradient norm, on the device until read."""
 
-    def __init__(self, p: Progress, device: torch.device, cfg: TrainConfig) -> None:
+    def __init__(
+        self, p: Progress, device: torch.device, cfg: TrainConfig, vocab_size: int
+    ) -> None:
         self.p = p
         self.advice = (  # what to change when the loss diverges
             f"Lower --lr (now {cfg.lr}) or set --clip (now {cfg.clip}); the last good "
             f"checkpoint in {cfg.out} is kept"
         )
+        # a uniform guess costs ln V per character: a mean DIVERGED times that has diverged
+        self.uniform = math.log(max(vocab_size, 2))
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
         self.grad_norm = torch.zeros((), dtype=torch.float64, device=device)
+        self.batches = 0  # since the last fold
 
     def add(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         self.loss += loss
         self.grad_norm += grad_norm
+        self.batches += 1
 
     def check(self) -> None:
-        """Read the sum (a host sync): stop every rank, or none, once it is not finite."""
-        total = float(distributed.all_reduce_sum(self.loss))
+        """Read the sum (a host sync): stop every rank, or none, once it is not finite or its
+        mean is over DIVERGED times the loss of a uniform guess."""
+        counted = torch.tensor(float(self.batches), dtype=torch.float64, device=self.loss.device)
+        total, batches = distributed.all_reduce_sum(torch.stack([self.loss, counted])).tolist()
+        mean = total / max(batches, 1.0)
         if not math.isfinite(total):
             raise CharLMError(
                 f"the loss became {total} by step {self.p.step}: training diverged. {self.advice}"
+            )
+        if mean > DIVERGED * self.uniform:
+            raise CharLMError(
+                f"the loss reached {mean:.4g} nats per character by step {self.p.step}, over "
+                f"{DIVERGED} times that of a uniform guess ({self.uniform:.3g}): training "
+                f"diverged. {self.advice}"
             )
 
     def mean(self) -> float:
@@ -98,6 +115,7 @@ class LossMeter:
         self.p.epoch_grad_norm += float(self.grad_norm)
         self.loss.zero_()
         self.grad_norm.zero_()
+        self.batches = 0
 
 
 def epoch_row(

@@ -244,7 +244,7 @@ class Trainer:
         self.learner.reschedule(self.schedule_steps())
         if ckpt is not None:
             self.restore(ckpt)
-        self.meter = LossMeter(self.p, self.device, cfg)
+        self.meter = LossMeter(self.p, self.device, cfg, len(self.vocab))
 
     @property
     def model(self) -> torch.nn.Module:
