@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from charlm.sampling import Sampling
 from charlm.stepper import Stepper
 
 NOISE_STEPS = 64  # Gumbel noise drawn per refill; fixed, so a longer sample extends a shorter one
+GREEDY_LIMIT = 1e30  # logits / temperature beyond this (float32 ends at 3e38) mean greedy
 OUT_STEPS = 4096  # the sampled ids are written in blocks of this many steps
 TEXT_BYTES = 16  # memory per generated character held by `generate`: its id, then its text
 
@@ -45,6 +47,13 @@ def next_char_probs(
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
         probs = probs / probs.sum(dim=-1, keepdim=True)
     return probs
+
+
+def overflows(model: CharLM, temperature: float) -> bool:
+    """Whether logits / temperature can leave float32's range: the weights of the output layer
+    bound a logit (|h| <= 1), and past GREEDY_LIMIT the draw is the argmax anyway."""
+    bound = float(model.W_hq.detach().abs().sum(0).max() + model.b_q.detach().abs().max())
+    return not bound / temperature < GREEDY_LIMIT
 
 
 def _start(
@@ -83,6 +92,8 @@ def _sample_ids(model: CharLM, vocab: Vocab, prefix: str, s: Sampling) -> Iterat
 
     Run it under `torch.inference_mode()`: `generate` enters the mode once for all steps.
     """
+    if not s.greedy and overflows(model, s.temperature):
+        s = replace(s, greedy=True)  # the limit T -> 0 of sampling is the likeliest character
     stepper, last, generator = _start(model, vocab, prefix, s)
     N, V, device = s.num_samples, len(vocab), last.device
     k = s.top_k if s.top_k is not None and s.top_k < V else None

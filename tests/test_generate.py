@@ -58,3 +58,19 @@ def test_top_k_and_top_p_keep_only_the_likeliest():
     p = next_char_probs(logits, 1.0, None, 0.75)
     assert torch.count_nonzero(p) == 2 and p.sum().item() == pytest.approx(1.0)
     assert torch.allclose(next_char_probs(logits, 1.0, None, None), logits.exp())
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("temperature", [1e-30, 1e-45, 1e-300, 5e-324])
+@pytest.mark.parametrize("precision", [{}, {"amp": True}, {"int8": True}])
+def test_a_temperature_whose_logits_overflow_is_greedy(kind, temperature, precision):
+    """T -> 0 is the argmax; it once overflowed inside the sampler's scaled weights and wrote
+    only newlines."""
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(VOCAB), model=kind, hidden_size=16)).eval()
+    n = 3 if precision else 1
+    greedy = generate(model, VOCAB, "ab", 30, greedy=True, num_samples=n, **precision)
+    cold = generate(model, VOCAB, "ab", 30, temperature=temperature, seed=1, num_samples=n,
+                    **precision)  # fmt: skip
+    assert cold == greedy
+    assert len(set(greedy[0][2:])) > 1 or greedy[0][2] != "\n"  # not the overflow's newlines
