@@ -12,8 +12,8 @@ A chunk of pure ASCII skips the decoder (its bytes are its code points). Several
 (files, archive members) are read one after another as one text, a separator between them, so
 memory is a few chunks whatever the number or size of the files. Inputs of IN_MEMORY_BELOW bytes
 or more keep their ids in an encoded cache (storage.cache_dir("encoded")), keyed by the list of
-documents and each one's size and mtime, opened as a read-only np.memmap on the next run; smaller
-inputs keep their ids in memory.
+documents and each one's size, mtime, ctime and inode, opened as a read-only np.memmap on the
+next run; smaller inputs keep their ids in memory.
 
 Byte-level mode reads bytes, not characters: the vocabulary is the 256 byte values, any file can
 be read, and the scores are bits per byte, the unit the enwik8 literature reports.
@@ -134,7 +134,7 @@ class Corpus:
     ids: np.ndarray
     vocab: Vocab
     source: str
-    # [name, size, mtime_ns] of each document read: what --resume checks the inputs against
+    # Document.identity of each document read: what --resume checks the inputs against
     inputs: list[list[Any]] = field(default_factory=list)
     # a named corpus's declared split, in ids: (end of train, end of validation)
     declared: tuple[int, int] | None = None
@@ -196,24 +196,34 @@ class Document:
     mtime_ns: int
     member: str = ""  # the member's name, in an archive
     packed: bool = False  # compressed: the text is longer than `size`
+    # setting a file's mtime back changes its ctime, and replacing it its inode: with the size
+    # they tell an edited file without reading it (a copy with the same text counts as edited)
+    ctime_ns: int = 0
+    inode: int = 0
 
     @property
     def identity(self) -> list[Any]:
         where = f"{self.path}/{self.member}" if self.member else self.path
-        return [where, self.size, self.mtime_ns]
+        return [where, self.size, self.mtime_ns, self.ctime_ns, self.inode]
 
     def changed(self) -> bool:
         try:
             st = os.stat(self.path)
         except OSError:
             return True
-        return (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns)
+        return stamp(st) != (self.size, self.mtime_ns, self.ctime_ns, self.inode)
+
+
+def stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    """(size, mtime, ctime, inode): what a document's identity records of its file."""
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def file_document(path: str, name: str | None = None) -> Document:
     """A plain file as a document (an error if it is missing, a folder or a special file)."""
-    st = _check_file(path)
-    return Document(name or path, opener(path), os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    size, mtime, ctime, inode = stamp(_check_file(path))
+    return Document(name or path, opener(path), os.path.abspath(path), size, mtime,
+                    ctime_ns=ctime, inode=inode)  # fmt: skip
 
 
 def _read(f: BinaryIO, name: str, size: int) -> bytes:

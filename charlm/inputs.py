@@ -274,6 +274,7 @@ class _Walk:
                 doc = Document(
                     name, self.zips.opener(path, member, name), os.path.abspath(path),
                     st.st_size, st.st_mtime_ns, member=member, packed=True,
+                    ctime_ns=st.st_ctime_ns, inode=st.st_ino,
                 )  # fmt: skip
                 self.add(doc, explicit=False)
 
@@ -362,8 +363,8 @@ def load_inputs(
 ) -> Corpus:
     """Encode what the arguments name as one corpus (keyword `load` goes to load_documents).
 
-    Corpus.inputs lists each document's identity (path, size, mtime), which the encoded cache
-    and --resume check; Corpus.note says what was read and skipped.
+    Corpus.inputs lists each document's identity (path, size, mtime, ctime, inode), which the
+    encoded cache and --resume check; Corpus.note says what was read and skipped.
     """
     args = as_list(args) or [BUILTIN]
     if BUILTIN in args and not os.path.exists(BUILTIN):
@@ -406,11 +407,15 @@ def changes(before: list[list[Any]], now: list[list[Any]]) -> str:
     """What differs between two lists of document identities, in a few words ('' if nothing)."""
     old = {d[0]: d[1:] for d in before}
     new = {d[0]: d[1:] for d in now}
+
+    def differ(a: list[Any], b: list[Any]) -> bool:  # runs before ctime and inode: what both have
+        return a[: len(b)] != b[: len(a)]
+
     parts = []
     for what, names in (
         ("added", [n for n in new if n not in old]),
         ("removed", [n for n in old if n not in new]),
-        ("changed", [n for n in new if n in old and new[n] != old[n]]),
+        ("changed", [n for n in new if n in old and differ(new[n], old[n])]),
     ):
         if names:
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")

@@ -198,3 +198,17 @@ def test_samplers_read_a_memmap(tmp_path: Path, cache: Path, sampler: type) -> N
             window = expected[starts[k, b] : starts[k, b] + 17]
             np.testing.assert_array_equal(X[:, b].numpy(), window[:-1])
             np.testing.assert_array_equal(Y[:, b].numpy(), window[1:])
+
+
+def test_the_cache_sees_an_edit_whose_size_and_mtime_were_put_back(tmp_path: Path, cache) -> None:
+    """Setting a file's mtime back changes its ctime (and a replaced file has a new inode)."""
+    path = tmp_path / "t.txt"
+    path.write_text("abcd\n" * 50, encoding="utf-8")
+    before = path.stat()
+    first = load_corpus(path, in_memory_below=0)
+    assert first.vocab.decode(first.ids) == "abcd\n" * 50
+    path.write_text("dcba\n" * 50, encoding="utf-8")  # same size, in place
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    again = load_corpus(path, in_memory_below=0)
+    assert again.vocab.decode(again.ids) == "dcba\n" * 50
