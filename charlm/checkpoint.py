@@ -98,7 +98,7 @@ def _model_of(ckpt: dict[str, Any]) -> tuple[CharLM, Vocab]:
     vocab = Vocab(ckpt["vocab"])
     if len(vocab) != cfg.vocab_size:
         raise ValueError(
-            f"its vocabulary has {len(vocab)} characters, its model predicts {cfg.vocab_size}"
+            f"its vocabulary has {len(vocab)} characters, its model predicts {cfg.vocab_size!r}"
         )
     weights = ckpt["model"]
     if not isinstance(weights, dict) or not all(

@@ -38,6 +38,11 @@ if TYPE_CHECKING:
     from charlm.sampling import Sampling
 
 
+def _say_error(e: Exception) -> None:
+    """`error: ...` on one line, whatever the message quotes (a value with a newline, say)."""
+    click.echo("error: " + str(e).replace("\r", "\\r").replace("\n", "\\n"), err=True)
+
+
 def _user_errors(fn):
     """Turn a CharLMError (or Ctrl-C outside training) into one line and an exit code."""
 
@@ -50,7 +55,7 @@ def _user_errors(fn):
         except CharLMError as e:
             if isinstance(e, OutputFailed):
                 silence_stdout()
-            click.echo(f"error: {e}", err=True)
+            _say_error(e)
             sys.exit(1)
         except OutputClosed:
             silence_stdout()
@@ -76,7 +81,7 @@ class _Main(click.Group):
             sys.exit(PIPE_CLOSED_EXIT)
         except OutputFailed as e:
             silence_stdout()
-            click.echo(f"error: {e}", err=True)
+            _say_error(e)
             sys.exit(1)
 
 
@@ -342,7 +347,7 @@ def _interactive(model: CharLM, vocab: Vocab, stream: bool, settings: Sampling) 
             try:
                 _print_samples(model, vocab, line, stream, numbered)
             except CharLMError as e:
-                click.echo(f"error: {e}", err=True)
+                _say_error(e)
     except KeyboardInterrupt:
         pass
     if tty:

@@ -51,6 +51,7 @@ def save(tmp_path: Path, payload: dict) -> Path:
         (lambda p: p["model_config"].update(num_layers=10**6), "num_layers 1000000 is larger"),
         (lambda p: p["model_config"].update(num_layers=2), "not those of its model config"),
         (lambda p: p["model_config"].update(model="transformer"), "unknown model"),
+        (lambda p: p["model_config"].update(vocab_size="\n"), r"predicts '\\n'"),
         (lambda p: p["model_config"].update(colour="blue"), "colour"),
         (lambda p: p["model"].pop("W_hq"), "not those of its model config"),
         (lambda p: p["model"].update(b_q=torch.zeros(3)), "b_q has shape"),

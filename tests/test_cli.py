@@ -228,3 +228,8 @@ def test_numbers_outside_their_meaning_are_one_line_and_create_nothing(tmp_path,
     assert result.exit_code == 1
     assert result.output.startswith(f"error: {flags[0]} ") and result.output.count("\n") == 1
     assert not out.exists()
+
+
+def test_an_error_quoting_a_newline_stays_one_line(tmp_path):
+    result = invoke("train", str(tmp_path / "no\nsuch.txt"), "--out", str(tmp_path / "o"))
+    one_line_error(result, "no\\nsuch.txt")
