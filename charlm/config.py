@@ -187,6 +187,8 @@ def check_config(cfg: TrainConfig) -> None:
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise CharLMError(f"{flag(f.name)} must be a finite number, got {value}")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:  # what torch can take
+            raise CharLMError(f"{flag(f.name)} is out of range: {value}")
     if not 0 <= cfg.seed < 2**63:
         raise CharLMError(f"--seed must be in [0, 2**63), got {cfg.seed}")
     if not 0 < cfg.lr_gamma <= 1:
