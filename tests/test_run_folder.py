@@ -127,3 +127,40 @@ def test_an_unwritable_folder_is_one_line(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(CharLMError, match="cannot write to --out"):
         RunFolder(blocker / "run").open(fresh=True, step=0)
+
+
+def test_sigkill_at_random_moments_never_leaves_a_torn_checkpoint(corpus, tmp_path: Path) -> None:
+    """Kill -9 a run that checkpoints every step, at random moments; each time the folder holds
+    a readable checkpoint (or none yet), no temporaries once the next run starts, and
+    --resume goes on."""
+    import random
+    import signal
+    import time
+
+    from charlm import checkpoint
+
+    out = tmp_path / "run"
+    args = [
+        sys.executable, "-m", "charlm", "train", str(corpus), "--out", str(out), "--quiet",
+        "--hidden-size", "8", "--seq-len", "8", "--batch-size", "2", "--save-every", "1",
+        "--epochs", "50", "--sample-every", "0", "--threads", "1",
+    ]  # fmt: skip
+    rng = random.Random(0)
+    for attempt in range(5):
+        run = args + (["--resume"] if (out / "checkpoint.pt").exists() else [])
+        proc = subprocess.Popen(run, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        start = out / "metrics.jsonl"  # written when the run starts; then a checkpoint a step
+        deadline = time.monotonic() + 120
+        while not start.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.random() * 1.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (out / "checkpoint.pt").exists():
+            ckpt = checkpoint.load(out / "checkpoint.pt")
+            assert ckpt["progress"]["step"] >= 0, attempt
+    assert (out / "checkpoint.pt").exists(), "no checkpoint in 5 runs"
+    folder = RunFolder(out)
+    folder.open(fresh=False, step=checkpoint.load(out / "checkpoint.pt")["progress"]["step"])
+    folder.close()
+    assert not list(out.glob(".*.tmp"))
