@@ -157,6 +157,14 @@ def builtin_text() -> str:
     return "\n\n".join(topics[key] for key in sorted(topics))
 
 
+def not_regular(path: str | os.PathLike[str]) -> str:
+    """Why a pipe or a device is refused: a corpus is read twice (vocabulary, then ids)."""
+    return (
+        f"{path} is not a regular file (a pipe, socket or device?): charlm reads a corpus twice, "
+        f"so save it to a file first (e.g. `cat > corpus.txt`) and pass that"
+    )
+
+
 def _check_file(path: str) -> os.stat_result:
     if not os.path.exists(path):
         raise CharLMError(f"no such file: {path}")
@@ -164,7 +172,7 @@ def _check_file(path: str) -> os.stat_result:
         raise CharLMError(f"{path} is a directory, not a text file")
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-        raise CharLMError(f"{path} is not a regular file (a pipe, socket or device?)")
+        raise CharLMError(not_regular(path))
     return st
 
 

@@ -55,6 +55,7 @@ from charlm.data import (
     file_document,
     load_corpus,
     load_documents,
+    not_regular,
     opener,
 )
 from charlm.errors import CharLMError
@@ -178,7 +179,7 @@ class _Walk:
             self.walk(path, st)
         elif not stat.S_ISREG(st.st_mode):
             if explicit:
-                raise CharLMError(f"{path} is not a regular file (a pipe, socket or device?)")
+                raise CharLMError(not_regular(path))
             self.skip("special file (pipe, socket, device)")
         else:
             self.file(path, st, rel or os.path.basename(path), explicit)
