@@ -61,8 +61,6 @@ def _start(
 ) -> tuple[Stepper, torch.Tensor, torch.Generator]:
     """(stepper warmed on the prefix but its last character, that character, noise generator)."""
     device = model.W_hq.device
-    if s.int8 and device.type != "cpu":
-        raise CharLMError(f"--int8 runs on CPU, not {device.type}: use --amp there")
     if not prefix:
         prefix = "\n" if "\n" in vocab.chars else vocab.chars[0]  # a neutral start, not shown
     ids = torch.from_numpy(vocab.encode(prefix)).to(device)
@@ -92,6 +90,8 @@ def _sample_ids(model: CharLM, vocab: Vocab, prefix: str, s: Sampling) -> Iterat
 
     Run it under `torch.inference_mode()`: `generate` enters the mode once for all steps.
     """
+    if s.int8 and model.W_hq.device.type != "cpu":
+        raise CharLMError(f"--int8 runs on CPU, not {model.W_hq.device.type}: use --amp there")
     if not s.greedy and overflows(model, s.temperature):
         s = replace(s, greedy=True)  # the limit T -> 0 of sampling is the likeliest character
     stepper, last, generator = _start(model, vocab, prefix, s)
