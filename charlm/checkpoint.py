@@ -117,8 +117,10 @@ def _model_of(ckpt: dict[str, Any]) -> tuple[CharLM, Vocab]:
     if set(weights) != set(expected):
         raise ValueError("its weights are not those of its model config")
     for name, w in weights.items():
-        if not w.is_floating_point():
-            raise ValueError(f"weight {name} is not a floating-point tensor")
+        if w.layout != torch.strided or not w.is_floating_point():
+            raise ValueError(f"weight {name} is not a dense floating-point tensor")
+        if not torch.isfinite(w).all():
+            raise ValueError(f"weight {name} holds NaN or infinite values")
         if w.shape != expected[name].shape:
             raise ValueError(
                 f"weight {name} has shape {tuple(w.shape)}, its config implies "

@@ -282,9 +282,7 @@ def generate(
       charlm generate --num-samples 64 --amp              # many samples, fast, on a GPU
       charlm generate --interactive                       # type prefixes, Ctrl-D to quit
     """
-    from charlm.checkpoint import load_model
     from charlm.sampling import Sampling
-    from charlm.threads import use_threads
 
     if stream and sampling["num_samples"] != 1:
         raise CharLMError(
@@ -292,8 +290,7 @@ def generate(
             f"{sampling['num_samples']}: drop --stream or use --num-samples 1"
         )
     settings = Sampling(length, **sampling)
-    use_threads(threads)
-    model, vocab, _ = load_model(checkpoint_path, device)
+    model, vocab, _ = _load(checkpoint_path, device, threads)
     if not interactive:
         _print_samples(model, vocab, prefix, stream, settings)
         return
@@ -343,7 +340,8 @@ def _interactive(model: CharLM, vocab: Vocab, stream: bool, settings: Sampling) 
             if n and not tty:  # piped: a blank line between continuations, as in generate
                 sys.stdout.write("\n")
             # a seeded session is repeatable, and its lines still get different draws
-            numbered = replace(settings, seed=None if seed is None else seed + n)
+            line_seed = None if seed is None else seed + n - (2**64 if seed + n >= 2**64 else 0)
+            numbered = replace(settings, seed=line_seed)
             try:
                 _print_samples(model, vocab, line, stream, numbered)
             except CharLMError as e:
@@ -454,15 +452,12 @@ def perplexity(
       charlm eval perplexity test.txt --html surprisal.html   # open it in a browser
       charlm eval perplexity test.txt --dynamic               # adapt to the text as it reads
     """
-    from charlm.checkpoint import load_model
     from charlm.evaluate import read_scored_text, score
     from charlm.inputs import Selection, unescape
-    from charlm.threads import use_threads
 
     check_ranges(seq_len=seq_len, streams=streams, html_max_chars=html_max_chars if html_out else 2)
     adapt = _dynamic(dynamic, dynamic_lr, dynamic_decay, streams)  # before loading the model
-    use_threads(threads)
-    model, vocab, ckpt = load_model(checkpoint_path, device)
+    model, vocab, ckpt = _load(checkpoint_path, device, threads)
     if html_out is not None and vocab.is_bytes:
         raise CharLMError("--html shows characters: it needs a character-level model")
     selection = Selection(read["include"], read["exclude"], read["hidden"])
@@ -482,6 +477,15 @@ def perplexity(
                        html_max_chars, adapt)  # fmt: skip
         click.echo(f"wrote {html_out}", err=True)
     _print_score(result, "byte" if vocab.is_bytes else "char", adapt, as_json)
+
+
+def _load(checkpoint_path: str, device: str, threads: int) -> tuple[CharLM, Vocab, dict]:
+    """The model to generate or score with, on --threads CPU threads."""
+    from charlm.checkpoint import load_model
+    from charlm.threads import use_threads
+
+    use_threads(threads)
+    return load_model(checkpoint_path, device)
 
 
 def _dynamic(on: bool, lr: float | None, decay: float, streams: int) -> Dynamic | None:

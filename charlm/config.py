@@ -154,46 +154,67 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+POSITIVE = ("hidden_size", "num_layers", "seq_len", "batch_size", "sample_length", "log_every",
+            "lr_step_size")  # fmt: skip
+NON_NEGATIVE = ("epochs", "embedding_dim", "max_steps", "time_budget", "sample_every",
+                "save_every", "warmup_steps", "clip", "weight_decay")  # fmt: skip
+# sizes torch can index, and a depth that can be built in seconds; any float beyond FLOAT_MAX
+# overflows once it meets float32 (an lr of 1e308 is a torch traceback, not a setting)
+SIZE_MAX, LAYERS_MAX, FLOAT_MAX = 2**31 - 1, 1024, 1e30
+SIZES = ("hidden_size", "embedding_dim", "seq_len", "batch_size", "sample_length")
+
+
 def check_config(cfg: TrainConfig) -> None:
     """Refuse settings that cannot train, naming the flag, before any work is done."""
-    positive = (
-        "hidden_size",
-        "num_layers",
-        "seq_len",
-        "batch_size",
-        "sample_length",
-        "log_every",
-        "lr_step_size",
-    )
-    for name in positive:
+    check_types(cfg)
+    for name in POSITIVE:
         if getattr(cfg, name) <= 0:
             raise CharLMError(f"{flag(name)} must be > 0, got {getattr(cfg, name)}")
-    non_negative = (
-        "epochs",
-        "embedding_dim",
-        "max_steps",
-        "time_budget",
-        "sample_every",
-        "save_every",
-        "warmup_steps",
-        "clip",
-        "weight_decay",
-    )
-    for name in non_negative:
+    for name in NON_NEGATIVE:
         if getattr(cfg, name) < 0:
             raise CharLMError(f"{flag(name)} must be >= 0, got {getattr(cfg, name)}")
     check_threads(cfg.threads)
     for f in fields(TrainConfig):  # NaN passes every comparison, infinity means nothing here
         value = getattr(cfg, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise CharLMError(f"{flag(f.name)} must be a finite number, got {value}")
+        if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT_MAX):
+            raise CharLMError(f"{flag(f.name)} must be a finite number up to 1e30, got {value}")
         if isinstance(value, int) and not -(2**63) <= value < 2**63:  # what torch can take
             raise CharLMError(f"{flag(f.name)} is out of range: {value}")
+    for name in SIZES:
+        if getattr(cfg, name) > SIZE_MAX:
+            raise CharLMError(f"{flag(name)} must be at most {SIZE_MAX}, got {getattr(cfg, name)}")
+    if cfg.num_layers > LAYERS_MAX:
+        raise CharLMError(f"--num-layers must be at most {LAYERS_MAX}, got {cfg.num_layers}")
+    _check_factors(cfg)
+
+
+def check_types(cfg: TrainConfig) -> None:
+    """Each setting of the type its field declares (the Python API takes anything)."""
+    for f in fields(TrainConfig):
+        value, kind = getattr(cfg, f.name), f.type if isinstance(f.type, str) else f.type.__name__
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, int | float) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+            "str": isinstance(value, str),
+        }.get(kind)
+        if ok is None:  # tuple[str, ...], or one string or several (corpus)
+            ok = isinstance(value, tuple | list) and all(isinstance(v, str) for v in value)
+            ok = ok or (kind.startswith("str") and isinstance(value, str))
+        if not ok:
+            raise CharLMError(f"{flag(f.name)} must be {kind}, got {value!r}")
+    if not cfg.out:
+        raise CharLMError("--out must name a folder, got ''")
+    if not cfg.corpus:
+        raise CharLMError("no corpus: name files, folders, globs or a corpus (or 'builtin')")
+
+
+def _check_factors(cfg: TrainConfig) -> None:
     if not 0 <= cfg.seed < 2**63:
         raise CharLMError(f"--seed must be in [0, 2**63), got {cfg.seed}")
     if not 0 < cfg.lr_gamma <= 1:
         raise CharLMError(f"--lr-gamma is a decay factor: it must be in (0, 1], got {cfg.lr_gamma}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+    if not cfg.lr > 0:
         raise CharLMError(f"--lr must be > 0, got {cfg.lr}")
     if not 0 <= cfg.dropout < 1:
         raise CharLMError(f"--dropout must be in [0, 1), got {cfg.dropout}")
@@ -220,6 +241,10 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     data = _read_table(path)
+    names = [key.replace("-", "_") for key in data]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise CharLMError(f"{path}: the setting {twice[0]!r} is given twice")
     kinds = {
         f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in fields(TrainConfig)
     }
@@ -236,10 +261,23 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys name each setting once (`hidden-size` and `hidden_size` too)."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        name = key.replace("-", "_")
+        if name in seen:
+            raise ValueError(f"the setting {key!r} is given twice")
+        seen.add(name)
+    return dict(pairs)
+
+
 def _read_table(path: Path) -> dict[str, Any]:
     """The one table of settings a .json or .toml file holds."""
-    if not path.is_file():
+    if not path.exists():
         raise CharLMError(f"no such config file: {path}")
+    if not path.is_file():
+        raise CharLMError(f"{path} is not a regular file: a config file is a .json or .toml file")
     suffix = path.suffix.lower()
     if suffix not in (".json", ".toml"):
         raise CharLMError(f"{path}: a config file must end in .json or .toml")
@@ -249,9 +287,11 @@ def _read_table(path: Path) -> dict[str, Any]:
         raise CharLMError(f"cannot read {path}: {e}") from None
     if suffix == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_no_duplicates)
         except json.JSONDecodeError as e:
             raise CharLMError(f"{path} is not valid JSON: {e}") from None
+        except (RecursionError, ValueError) as e:  # nested too deep, a number of 5,000 digits
+            raise CharLMError(f"{path} is not a config file: {str(e)[:100]}") from None
     else:
         try:
             import tomllib
@@ -261,8 +301,8 @@ def _read_table(path: Path) -> dict[str, Any]:
             ) from None
         try:
             data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise CharLMError(f"{path} is not valid TOML: {e}") from None
+        except (tomllib.TOMLDecodeError, RecursionError, ValueError) as e:
+            raise CharLMError(f"{path} is not valid TOML: {str(e)[:100]}") from None
     if not isinstance(data, dict):
         raise CharLMError(f"{path} must hold one object of settings, got {type(data).__name__}")
     return data

@@ -5,6 +5,7 @@ Perplexity = exp(mean NLL in nats); bits per character = mean NLL / ln 2.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from charlm import metrics
+from charlm.config import check_ranges
 from charlm.data import Corpus, Vocab, recode
 from charlm.dynamic import Dynamic, adapted_windows
 from charlm.errors import CharLMError
@@ -155,8 +157,14 @@ def score(
     dynamic: Dynamic | None = None,
 ) -> Score:
     """Mean NLL of a text (see `char_nll`; `dynamic`: see `nll_sum`)."""
+    check_ranges(seq_len=seq_len, streams=streams)
     check_dynamic(dynamic, streams)
     total, count = nll_sum(model, ids, seq_len, streams, progress=progress, dynamic=dynamic)
+    if count == 0:
+        raise CharLMError("the text has fewer than 2 known characters: nothing to score")
+    if not math.isfinite(total):  # NaN weights, or a --dynamic-lr that made the copy diverge
+        why = f"--dynamic-lr {dynamic.lr:g} made the model diverge" if dynamic else "NaN weights?"
+        raise CharLMError(f"the text's score is not a finite number ({total}): {why}")
     return Score(nll=total / count, chars=count)
 
 

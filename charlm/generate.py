@@ -43,6 +43,7 @@ def next_char_probs(
         sorted_p, order = torch.sort(probs, dim=-1, descending=True)
         # drop a character when the mass before it already reaches top_p (the first always stays)
         drop = (torch.cumsum(sorted_p, dim=-1) - sorted_p) >= top_p
+        drop[:, 0] = False  # even when top_p rounds to 0 in float32
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
         probs = probs / probs.sum(dim=-1, keepdim=True)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from charlm import checkpoint
 from charlm.checkpoint import load_model
+from charlm.config import TrainConfig, check_types
 from charlm.errors import CharLMError
+from charlm.meter import Progress
 from charlm.metrics import bits, perplexity
 from charlm.run import RunFolder
 
@@ -26,9 +29,12 @@ def run_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = path / checkpoint.LATEST if (path / checkpoint.LATEST).is_file() else path
     model, vocab, ckpt = load_model(file, "cpu")
     try:
-        settings, progress = dict(ckpt["config"]), dict(ckpt["progress"])
-    except (KeyError, TypeError):
-        raise CharLMError(f"{file}: the checkpoint holds no training settings") from None
+        cfg, p = TrainConfig(**ckpt["config"]), Progress(**ckpt["progress"])
+        check_types(cfg)
+        p.check()
+    except (KeyError, TypeError, ValueError, CharLMError) as e:
+        raise CharLMError(f"{file}: the checkpoint's training settings are damaged ({e})") from None
+    settings, progress = asdict(cfg), asdict(p)
     folder = path if path.is_dir() else path.parent
     source = (RunFolder(folder).saved_config() or {}).get("corpus_source")
     best = progress.get("best_val_loss", math.inf)

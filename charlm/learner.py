@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from charlm import distributed
 from charlm.config import MODEL_FIELDS, TrainConfig
 from charlm.evaluate import nll_sum
+from charlm.generate import TEXT_BYTES
 from charlm.model import CharLM, ModelConfig, State, detach_state
 from charlm.optim import make_optimizer, make_scheduler, reschedule
 from charlm.resources import check_fits, parameters, training_bytes
@@ -28,10 +29,11 @@ def check_training_fits(m: ModelConfig, cfg: TrainConfig, device: torch.device) 
     params = parameters(m)
     width = L * 6 * H + m.vocab_size + E  # per character: gates and states, logits, embedding
     need = training_bytes(params, cfg.optimizer, cfg.seq_len, cfg.batch_size, width)
+    need += TEXT_BYTES * cfg.sample_length if cfg.sample_every else 0  # the epochs' samples
     what = (
         f"training {params:,} parameters (--hidden-size {H}, --num-layers {L}, --embedding-dim "
         f"{E}, {m.vocab_size} characters) on batches of --batch-size {cfg.batch_size} x "
-        f"--seq-len {cfg.seq_len}"
+        f"--seq-len {cfg.seq_len}, with samples of --sample-length {cfg.sample_length}"
     )
     check_fits(need, what, device)
 

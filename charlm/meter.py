@@ -39,6 +39,13 @@ class Progress:
     # the steps the LR schedule spans, fixed once when a --time-budget run starts (0: none yet)
     planned_steps: int = 0
 
+    def check(self) -> None:
+        """Counters of the right type and sign (a checkpoint may have been tampered with)."""
+        for name, value in vars(self).items():
+            want = float if isinstance(getattr(Progress, name), float) else int
+            if isinstance(value, bool) or not isinstance(value, want | int) or not value >= 0:
+                raise ValueError(f"progress {name} = {value!r}")
+
     def count_step(self, seconds: float) -> None:
         self.batch, self.step, self.epoch_batches = (
             self.batch + 1,

@@ -11,6 +11,7 @@ plotting.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,23 +71,27 @@ def plot_runs(
         raise CharLMError("name at least one run folder to plot")
     data = [read_metrics(r) for r in runs]
     plt = _import_pyplot()
-    scale, unit = _time_axis(max(row["elapsed_s"] for rows in data for row in rows))
+    data = [[r for r in rows if _shown(r["epoch"]) == r["epoch"]] for rows in data]
+    scale, unit = _time_axis(
+        max((_shown(r["elapsed_s"]) for rows in data for r in rows), default=0)
+    )
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex="col", constrained_layout=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, rows) in enumerate(zip(run_labels(runs), data, strict=True)):
         colour = colours[i % len(colours)]
-        x_by_col = ([r["epoch"] for r in rows], [r["elapsed_s"] / scale for r in rows])
+        x_by_col = ([r["epoch"] for r in rows], [_shown(r["elapsed_s"]) / scale for r in rows])
         train_nll = [r["train_loss"] for r in rows]
         val = [(j, r["val_loss"]) for j, r in enumerate(rows) if r.get("val_loss") is not None]
         for col, xs in enumerate(x_by_col):
             for row, to_y in enumerate((perplexity, bits)):
                 ax = axes[row][col]
                 style = {"color": colour, "marker": "o", "markersize": 3}
-                ax.plot(xs, [to_y(v) for v in train_nll], "--", label=f"{label} train", **style)
+                ys = [_shown(to_y(v)) for v in train_nll]
+                ax.plot(xs, ys, "--", label=f"{label} train", **style)
                 if val:
                     ax.plot(
                         [xs[j] for j, _ in val],
-                        [to_y(v) for _, v in val],
+                        [_shown(to_y(v)) for _, v in val],
                         "-",
                         label=f"{label} val",
                         **style,
@@ -108,3 +113,12 @@ def plot_runs(
     finally:
         plt.close(fig)
     return Path(out)
+
+
+def _shown(value: float) -> float:
+    """A value matplotlib can place; NaN (a gap in the line) for a diverged run's inf or 1e308."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return value if math.isfinite(value) and abs(value) < 1e30 else math.nan

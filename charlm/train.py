@@ -115,7 +115,10 @@ class Callback:
 def read_corpus(cfg: TrainConfig, quiet: bool) -> Corpus:
     """The training text as `cfg` selects it; the run's own folder is never read (its files
     change as the run goes on)."""
-    own = (str(Path(cfg.out).resolve()),)
+    try:
+        own = (str(Path(cfg.out).resolve()),)
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise CharLMError(f"cannot use --out {cfg.out}: {e}") from None
     chosen = Selection(tuple(cfg.include), tuple(cfg.exclude), cfg.hidden, own)
     corpus = load_inputs(
         cfg.corpus, chosen, separator=unescape(cfg.separator), encoding=cfg.encoding,
@@ -136,8 +139,18 @@ def open_data(
         folder.check_new(overwrite)
         return corpus, None
     ckpt = checkpoint.load(folder.latest)
-    check_same_data(ckpt, corpus, cfg)
+    try:
+        check_same_data(ckpt, corpus, cfg)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise damaged(folder, e) from None
     return corpus, ckpt
+
+
+def damaged(folder: RunFolder, e: Exception) -> CharLMError:
+    return CharLMError(
+        f"cannot resume from {folder.latest}: its training state is damaged "
+        f"({type(e).__name__}: {e})"
+    )
 
 
 def make_sampler(cfg: TrainConfig, ids: Any, ctx: distributed.Context) -> Any:
@@ -238,17 +251,13 @@ class Trainer:
         if cfg.epochs == 0 and not cfg.time_budget:  # a budget sets them once it has a plan
             cfg = replace(cfg, epochs=epochs_for(cfg.max_steps, len(self.sampler)))
         self.cfg, self.p, self.plan = cfg, Progress(), None  # plan: budget.plan_record
-        self.learner = Learner(
-            cfg, len(self.vocab), self.device, self.amp, self.sampler.carries_state
-        )
+        carries = self.sampler.carries_state
+        self.learner = Learner(cfg, len(self.vocab), self.device, self.amp, carries)
         self.learner.reschedule(self.schedule_steps())
+        self.model = self.learner.model  # the plain module (not DDP, not compiled)
         if ckpt is not None:
             self.restore(ckpt)
         self.meter = LossMeter(self.p, self.device, cfg, len(self.vocab))
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.learner.model
 
     def run(self) -> TrainResult:
         """Train until --epochs, --max-steps, the time budget or a signal stops the run."""
@@ -371,8 +380,13 @@ class Trainer:
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from a `payload()`: the run goes on exactly where it was."""
-        self.learner.load_state_dict(ckpt, self.sampler.rows)
-        vars(self.p).update(asdict(Progress(**ckpt["progress"])))  # in place: the meter holds p
+        try:
+            progress = Progress(**ckpt["progress"])
+            progress.check()
+            self.learner.load_state_dict(ckpt, self.sampler.rows)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise damaged(self.folder, e) from None
+        vars(self.p).update(asdict(progress))  # in place: the meter holds p
         self.plan = ckpt.get("plan")
         # a resumed run keeps its plan, and may change --lr: the schedule continues from there
         self.learner.reschedule(self.schedule_steps())
