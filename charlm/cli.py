@@ -11,6 +11,7 @@ import contextlib
 import functools
 import itertools
 import json
+import math
 import shlex
 import sys
 from dataclasses import MISSING, fields, replace
@@ -505,7 +506,8 @@ def _dynamic(on: bool, lr: float | None, decay: float, streams: int) -> Dynamic 
 def _print_score(result: Score, unit: str, adapt: Dynamic | None, as_json: bool) -> None:
     if as_json:
         extra = {} if adapt is None else {"dynamic": {"lr": adapt.lr, "decay": adapt.decay}}
-        click.echo(json.dumps({**result.as_dict(), "unit": unit, **extra}))
+        finite = {k: v if math.isfinite(v) else None for k, v in result.as_dict().items()}
+        click.echo(json.dumps({**finite, "unit": unit, **extra}))  # JSON has no inf: null
         return
     click.echo(f"perplexity     {result.perplexity:.4f}")
     click.echo(f"bits per {unit:<5} {result.bits_per_char:.4f}")

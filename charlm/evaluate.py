@@ -20,6 +20,7 @@ from charlm.data import Corpus, Vocab, recode
 from charlm.dynamic import Dynamic, adapted_windows
 from charlm.errors import CharLMError
 from charlm.inputs import Selection, load_inputs
+from charlm.meter import DIVERGED
 from charlm.model import CharLM, detach_state
 
 
@@ -162,9 +163,11 @@ def score(
     total, count = nll_sum(model, ids, seq_len, streams, progress=progress, dynamic=dynamic)
     if count == 0:
         raise CharLMError("the text has fewer than 2 known characters: nothing to score")
-    if not math.isfinite(total):  # NaN weights, or a --dynamic-lr that made the copy diverge
+    uniform = math.log(max(model.cfg.vocab_size, 2))
+    adapted_badly = dynamic is not None and total / count > DIVERGED * uniform
+    if not math.isfinite(total) or adapted_badly:  # NaN weights, or a diverging dynamic copy
         why = f"--dynamic-lr {dynamic.lr:g} made the model diverge" if dynamic else "NaN weights?"
-        raise CharLMError(f"the text's score is not a finite number ({total}): {why}")
+        raise CharLMError(f"the text's score is not a finite number ({total / count:g}): {why}")
     return Score(nll=total / count, chars=count)
 
 
