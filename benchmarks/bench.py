@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -45,7 +46,7 @@ JOBS = ("train", "generate", "corpus", "cuda", "amp")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line; --rounds defaults to 3 (1 with --quick)."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser("python -m benchmarks.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, for CI (< 1 minute)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument(
@@ -67,10 +68,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dynamic", type=Path, help="score with and without dynamic evaluation under this model"
     )
     args = ap.parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        ap.error(problem)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    if args.corpus is not None and not args.corpus.exists():
-        ap.error(f"no corpus at {args.corpus}")
     return args
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, in one line, before minutes of measuring."""
+    if args.corpus is not None and not args.corpus.exists():
+        return f"no corpus at {args.corpus}"
+    if args.rounds < 0:
+        return f"--rounds must be >= 1 (0: the default), got {args.rounds}"
+    unknown = set(filter(None, args.only.split(","))) - set(JOBS)
+    if unknown:
+        return f"--only: unknown {', '.join(sorted(unknown))} (choose from {', '.join(JOBS)})"
+    for flag, value in (("--sizes", args.sizes), ("--budgets", args.budgets)):
+        try:
+            numbers = [float(x) for x in value.split(",")] if value else []
+        except ValueError:
+            return f"{flag} takes comma-separated numbers, got {value!r}"
+        if not all(0 < x < math.inf for x in numbers):
+            return f"{flag} takes positive numbers, got {value!r}"
+    if args.sizes and not all(float(x).is_integer() for x in args.sizes.split(",")):
+        return f"--sizes takes whole MB, got {args.sizes!r}"
+    return None
 
 
 def default_corpus(work: Path) -> Path:

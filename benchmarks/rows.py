@@ -191,7 +191,7 @@ def corpus_file(seed: bytes, path: Path, mb: int) -> Path:
 def corpus_rows(args: argparse.Namespace, work: Path) -> list[Row]:
     """Prepare 10 MB / 100 MB / 1 GB copies of the corpus: speed, memory, start-up from cache."""
     seed = Path(args.corpus).read_bytes()
-    sizes = [int(mb) for mb in args.sizes.split(",")] if args.sizes else [10]
+    sizes = [int(float(mb)) for mb in args.sizes.split(",")] if args.sizes else [10]
     if not args.sizes and not args.quick:
         sizes = [10, 100, 1000]
     rows = []

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 import charlm
-from benchmarks import harness, learning, loadtime, rows
+from benchmarks import bench, harness, learning, loadtime, rows
 from tests.conftest import ROOT
 
 
@@ -132,3 +132,29 @@ def test_a_corpus_load_in_a_child_reports_the_corpus(tmp_path):
     report = loadtime.in_child("corpus", path, tmp_path / "cache")
     assert (report["chars"], report["vocab"]) == (5000, 3)
     assert 0 < report["rss_before_mb"] <= report["peak_rss_mb"] < float("inf")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rounds", "-1"], "--rounds must be >= 1 (0: the default), got -1"),
+        (["--only", "train,gpu"], "--only: unknown gpu (choose from train, generate, corpus"),
+        (["--sizes", "10,x"], "--sizes takes comma-separated numbers, got '10,x'"),
+        (["--sizes", "1.5"], "--sizes takes whole MB, got '1.5'"),
+        (["--budgets", "30,0"], "--budgets takes positive numbers, got '30,0'"),
+        (["--budgets", "inf"], "--budgets takes positive numbers, got 'inf'"),
+        (["--corpus", "no/such.txt"], "no corpus at no/such.txt"),
+    ],
+)
+def test_a_bad_command_line_is_one_error_line_before_any_measuring(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(argv)
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"python -m benchmarks.bench: error: {message}")
+
+
+def test_the_default_rounds_are_3_or_1_with_quick():
+    assert bench.parse_args([]).rounds == 3
+    assert bench.parse_args(["--quick"]).rounds == 1
+    assert bench.parse_args(["--quick", "--rounds", "5", "--sizes", "10.0"]).rounds == 5
