@@ -217,6 +217,20 @@ def test_page_is_byte_for_byte_the_page_before_the_template(case: str) -> None:
     assert page.encode("utf-8") == (FIXTURES / f"{case}.html").read_bytes()
 
 
+def test_dollars_and_braces_in_the_inputs_reach_the_page_as_they_are() -> None:
+    """The template's $name placeholders are filled once: `$title` or `{x}` in the text, the
+    source or the note stays text."""
+    text = "cost: $5, ${title} and {spans} $$"
+    n = len(text)
+    bits = [None] + [1.0] * (n - 1)
+    top = [None] + [[("$", 0.5)]] * (n - 1)
+    s = Surprisal(text, bits, top, [True] * n)
+    page = render_html(s, "$source {x}.txt", "about $about", "note ${note}")
+    assert "".join(parse(page).chars) == text
+    assert "<code>$source {x}.txt</code>" in page
+    assert "about $about<br>" in page and '<p class="note">note ${note}</p>' in page
+
+
 def _build(backend_call: str, src: Path, dist: Path) -> Path:
     """Run one setuptools PEP 517 hook in `src`; the path of what it built in `dist`."""
     code = f"import sys; from setuptools import build_meta; print(build_meta.{backend_call})"
