@@ -23,7 +23,6 @@ from benchmarks.harness import Row, measure_ceilings, ratio_row
 from benchmarks.loadtime import in_child
 from benchmarks.references import plain_generate, plain_loop, textbook_rnn
 from charlm import CharLM, ModelConfig, TrainConfig, load_corpus
-from charlm.config import MODEL_FIELDS
 
 SGD = {"optimizer": "sgd", "lr": 1.0, "clip": 1.0, "lr_schedule": "constant"}  # the textbook's
 
@@ -140,9 +139,7 @@ def gated_rows(
 def default_model(corpus: charlm.Corpus, device: str) -> CharLM:
     """The model `charlm train` makes by default for this corpus, freshly initialised (seed 0)."""
     torch.manual_seed(0)
-    defaults = TrainConfig()
-    cfg = ModelConfig(len(corpus.vocab), **{k: getattr(defaults, k) for k in MODEL_FIELDS})
-    return CharLM(cfg).to(device)
+    return CharLM(ModelConfig(len(corpus.vocab))).to(device)  # its defaults are TrainConfig's
 
 
 def generation_rows(args: argparse.Namespace, device: str, amp: bool = False) -> list[Row]:
