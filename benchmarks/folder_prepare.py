@@ -1,7 +1,7 @@
 """Prepare a folder of many files: throughput and peak memory of `load_inputs(folder)`.
 
-    python benchmarks/folder_prepare.py                      # 1,000 files, ~1 GB in all
-    python benchmarks/folder_prepare.py --files 200 --total-mb 100
+    python -m benchmarks.folder_prepare                      # 1,000 files, ~1 GB in all
+    python -m benchmarks.folder_prepare --files 200 --total-mb 100
 
 Writes nested text files (10 folders; sizes from 0.2x to 1.8x the mean, so the largest file
 sets the read buffer, not the total) under a temporary folder in /tmp, prepares them in a fresh
@@ -13,36 +13,13 @@ Target: >= 100 MB/s and peak RSS < 1.5 GB for the first call.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-CHILD = """
-import json, sys, time
-sys.path.insert(0, sys.argv[2])
-from charlm.inputs import load_inputs
-
-
-def peak_mb():
-    # VmHWM: this process's own peak RSS (ru_maxrss would count the parent's at fork time)
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
-
-
-before = peak_mb()
-t = time.perf_counter()
-corpus = load_inputs([sys.argv[1]])
-seconds = time.perf_counter() - t
-print(json.dumps({"seconds": seconds, "rss_before_mb": before, "peak_rss_mb": peak_mb(),
-                  "chars": int(len(corpus.ids)), "documents": len(corpus.inputs),
-                  "memmap": type(corpus.ids).__name__ == "memmap"}))
-"""
+from benchmarks.loadtime import in_child
 
 
 def seed_text() -> bytes:
@@ -76,15 +53,11 @@ def make_folder(folder: Path, files: int, total: int, seed: bytes) -> tuple[int,
 
 
 def prepare_in_child(folder: Path, cache: Path) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(folder), str(ROOT)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CHARLM_CACHE": str(cache)},
-    )
-    if out.returncode != 0:
-        sys.exit(f"the child failed: {out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """load_inputs([folder]) in a fresh process with `cache` as $CHARLM_CACHE: its report."""
+    report = in_child("inputs", folder, cache)
+    if "error" in report:
+        sys.exit(f"the child failed: {report['error']}")
+    return report
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Training speed by thread count and OpenMP wait policy, on a quiet machine and next to a busy one.
 
-    python benchmarks/threads.py                      # 40 steps of the default model
-    python benchmarks/threads.py --steps 100 --hidden-size 128
+    python -m benchmarks.threads                      # 40 steps of the default model
+    python -m benchmarks.threads --steps 100 --hidden-size 128
 
 Each case trains in a fresh process, since libgomp reads OMP_WAIT_POLICY when torch is imported.
 "busy" runs one more process that spins on a core (`while 1: pass`) beside each case. The cases

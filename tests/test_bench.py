@@ -1,35 +1,25 @@
-"""benchmarks/bench.py keeps working: its quick mode runs and its table and JSON hold every row.
+"""The benchmarks keep working: `python -m benchmarks.bench --quick` runs, its table and JSON hold
+every row, and the learning curve reads a run's validation losses.
 
 No timing is asserted: the numbers depend on the machine and its load.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+import charlm
+from benchmarks import bench, harness, learning, loadtime, rows
 from tests.conftest import ROOT
-
-BENCH = ROOT / "benchmarks" / "bench.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_zipf_corpus_has_exactly_the_asked_vocabulary(tmp_path):
-    bench = load_bench()
-    path = bench.zipf_corpus(tmp_path / "z.txt", 5000, vocab=300)
+    path = rows.zipf_corpus(tmp_path / "z.txt", 5000, vocab=300)
     text = path.read_text(encoding="utf-8")
     assert len(text) == 5000
     assert len(set(text)) == 300
@@ -38,30 +28,27 @@ def test_zipf_corpus_has_exactly_the_asked_vocabulary(tmp_path):
 
 
 def test_side_by_side_drops_the_warm_up_and_takes_the_median_round():
-    bench = load_bench()
     ours, ref = iter([99.0, 10.0, 30.0, 20.0]), iter([1.0, 10.0, 10.0, 10.0])  # 1st: warm-up
-    a, b, ratio = bench.side_by_side(lambda: next(ours), lambda: next(ref), rounds=3)
+    a, b, ratio = harness.side_by_side(lambda: next(ours), lambda: next(ref), rounds=3)
     assert (a, b, ratio) == (20.0, 10.0, 2.0)
 
 
 def test_ceilings_keep_the_best_rate_measured(monkeypatch):
-    bench = load_bench()
     measured = iter([100.0, 80.0, 50.0, 90.0])
-    monkeypatch.setattr(bench, "matmul_rate", lambda *args: next(measured))
+    monkeypatch.setattr(harness, "matmul_rate", lambda *args: next(measured))
     rates: dict[str, float] = {}
-    bench.measure_ceilings(rates, ["cpu float32", "cpu bfloat16"], 0.1)
-    bench.measure_ceilings(rates, ["cpu float32", "cpu bfloat16"], 0.1)  # a busier second
+    harness.measure_ceilings(rates, ["cpu float32", "cpu bfloat16"], 0.1)
+    harness.measure_ceilings(rates, ["cpu float32", "cpu bfloat16"], 0.1)  # a busier second
     assert rates == {"cpu float32": 100.0, "cpu bfloat16": 90.0}
 
 
 def test_table_marks_pass_fail_and_skip():
-    bench = load_bench()
-    rows = [
-        bench.Row("fast", ">= 2x", 300.0, 100.0, ratio=3.0, passed=True, gflops=1.0),
-        bench.Row("slow", ">= 2x", 100.0, 100.0, ratio=1.0, passed=False),
-        bench.Row("gpu", "-", skipped="no CUDA device"),
+    table = [
+        harness.Row("fast", ">= 2x", 300.0, 100.0, ratio=3.0, passed=True, gflops=1.0),
+        harness.Row("slow", ">= 2x", 100.0, 100.0, ratio=1.0, passed=False),
+        harness.Row("gpu", "-", skipped="no CUDA device"),
     ]
-    lines = bench.table(rows).splitlines()
+    lines = harness.table(table).splitlines()
     assert lines[0].startswith("row")
     assert "PASS" in lines[2] and "3.00x" in lines[2]
     assert "FAIL" in lines[3]
@@ -72,9 +59,10 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path):
     """In a plain clone (no tiny Shakespeare anywhere) --quick runs on the built-in corpus."""
     out = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CHARLM_DATA": str(tmp_path / "no-corpora")}
-    args = ["--quick", "--json", str(out)]
+    md = tmp_path / "table.md"
+    args = ["--quick", "--json", str(out), "--markdown", str(md)]
     proc = subprocess.run(
-        [sys.executable, str(BENCH), *args],
+        [sys.executable, "-m", "benchmarks.bench", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -115,4 +103,58 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path):
     cuda_rows = [r for r in result["rows"] if "cuda" in r["name"]]
     assert cuda_rows, "CUDA rows are listed (run, or skipped without a device)"
     assert result["machine"]["torch"]
-    assert Path(out).stat().st_size > 0
+    table = md.read_text().splitlines()
+    assert table[0].startswith("| row | charlm |") and len(table) == 2 + len(result["rows"])
+
+
+def test_the_learning_curve_is_every_validation_row_of_the_run(tmp_path, corpus):
+    cfg = charlm.TrainConfig(
+        corpus=str(corpus), out=str(tmp_path / "run"), hidden_size=16, embedding_dim=8,
+        seq_len=16, batch_size=4, epochs=3, sample_every=0, device="cpu",
+    )  # fmt: skip
+    result = charlm.train(cfg, progress_bar=False)
+    rows = learning.curve(result.out)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["val_loss"] == result.last_row["val_loss"]
+    assert rows[-1]["step"] == result.progress.step
+    assert all(0 < r["val_loss"] < 10 and r["partial"] is False for r in rows)
+
+
+def test_a_failed_corpus_load_is_a_failed_row_not_a_failed_benchmark(tmp_path):
+    report = loadtime.in_child("corpus", tmp_path / "missing.txt", tmp_path / "cache")
+    assert report["seconds"] == report["peak_rss_mb"] == float("inf")
+    assert "missing.txt" in report["error"]
+
+
+def test_a_corpus_load_in_a_child_reports_the_corpus(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("abcab" * 1000, encoding="utf-8")
+    report = loadtime.in_child("corpus", path, tmp_path / "cache")
+    assert (report["chars"], report["vocab"]) == (5000, 3)
+    assert 0 < report["rss_before_mb"] <= report["peak_rss_mb"] < float("inf")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rounds", "-1"], "--rounds must be >= 1 (0: the default), got -1"),
+        (["--only", "train,gpu"], "--only: unknown gpu (choose from train, generate, corpus"),
+        (["--sizes", "10,x"], "--sizes takes comma-separated numbers, got '10,x'"),
+        (["--sizes", "1.5"], "--sizes takes whole MB, got '1.5'"),
+        (["--budgets", "30,0"], "--budgets takes positive numbers, got '30,0'"),
+        (["--budgets", "inf"], "--budgets takes positive numbers, got 'inf'"),
+        (["--corpus", "no/such.txt"], "no corpus at no/such.txt"),
+    ],
+)
+def test_a_bad_command_line_is_one_error_line_before_any_measuring(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(argv)
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"python -m benchmarks.bench: error: {message}")
+
+
+def test_the_default_rounds_are_3_or_1_with_quick():
+    assert bench.parse_args([]).rounds == 3
+    assert bench.parse_args(["--quick"]).rounds == 1
+    assert bench.parse_args(["--quick", "--rounds", "5", "--sizes", "10.0"]).rounds == 5

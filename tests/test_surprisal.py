@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,7 +24,10 @@ from charlm.cli import main
 from charlm.evaluate import char_nll
 from charlm.surprisal import EDGES, Surprisal, bin_of, char_predictions, render_html
 from charlm.train import TrainConfig, train
-from tests.conftest import TEXT
+from tests.conftest import ROOT, TEXT
+
+FIXTURES = ROOT / "tests" / "fixtures" / "surprisal"
+TEMPLATE = "charlm/templates/surprisal.html"
 
 VOID = {"meta", "br", "link", "img", "input", "hr"}
 
@@ -196,3 +205,73 @@ def test_bins_cover_every_surprisal() -> None:
     assert bin_of(0.0) == 0
     assert bin_of(0.49) == 0 and bin_of(0.5) == 1
     assert bin_of(1e9) == len(EDGES) - 1
+
+
+@pytest.mark.parametrize("case", ["full", "plain"])
+def test_page_is_byte_for_byte_the_page_before_the_template(case: str) -> None:
+    """The fixtures were rendered by the str.format page (tests/fixtures/surprisal/make_pages.py):
+    markup, braces, quotes, CR, tab, unknown characters, every bin, with and without a note."""
+    spec = json.loads((FIXTURES / f"{case}.json").read_text(encoding="utf-8"))
+    s = Surprisal(spec["text"], spec["bits"], spec["top"], spec["known"])
+    page = render_html(s, spec["source"], spec["about"], spec["note"])
+    assert page.encode("utf-8") == (FIXTURES / f"{case}.html").read_bytes()
+
+
+def test_dollars_and_braces_in_the_inputs_reach_the_page_as_they_are() -> None:
+    """The template's $name placeholders are filled once: `$title` or `{x}` in the text, the
+    source or the note stays text."""
+    text = "cost: $5, ${title} and {spans} $$"
+    n = len(text)
+    bits = [None] + [1.0] * (n - 1)
+    top = [None] + [[("$", 0.5)]] * (n - 1)
+    s = Surprisal(text, bits, top, [True] * n)
+    page = render_html(s, "$source {x}.txt", "about $about", "note ${note}")
+    assert "".join(parse(page).chars) == text
+    assert "<code>$source {x}.txt</code>" in page
+    assert "about $about<br>" in page and '<p class="note">note ${note}</p>' in page
+
+
+def _build(backend_call: str, src: Path, dist: Path) -> Path:
+    """Run one setuptools PEP 517 hook in `src`; the path of what it built in `dist`."""
+    code = f"import sys; from setuptools import build_meta; print(build_meta.{backend_call})"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(dist)], cwd=src, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return dist / proc.stdout.split()[-1]
+
+
+def test_the_template_ships_in_the_sdist_and_the_wheel_and_is_found_installed(
+    tmp_path: Path,
+) -> None:
+    """sdist -> wheel (as pip builds it) -> installed: the page renders from the installed copy."""
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", "runs", "build")
+    shutil.copytree(ROOT, src, ignore=ignore)
+    sdist = _build("build_sdist(sys.argv[1])", src, tmp_path / "dist")
+    with tarfile.open(sdist) as tar:
+        assert any(n.endswith("/" + TEMPLATE) for n in tar.getnames())
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12
+        tar.extractall(tmp_path / "unpacked", **safe)
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+    wheel = _build("build_wheel(sys.argv[1])", unpacked, tmp_path / "wheels")
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read(TEMPLATE) == (ROOT / TEMPLATE).read_bytes()
+        zf.extractall(tmp_path / "site")  # what pip installs: the wheel's files, as they are
+    fixture = FIXTURES / "plain.json"
+    render = (
+        "import json, sys, charlm.surprisal as m; spec = json.load(open(sys.argv[1]));"
+        "s = m.Surprisal(spec['text'], spec['bits'], spec['top'], spec['known']);"
+        "sys.stdout.buffer.write(m.__file__.encode() + b'\\n');"
+        "sys.stdout.buffer.write(m.render_html(s, spec['source']).encode())"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    proc = subprocess.run(
+        [sys.executable, "-c", render, str(fixture)], cwd=tmp_path, capture_output=True, env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    where, page = proc.stdout.split(b"\n", 1)
+    assert Path(where.decode()).is_relative_to(tmp_path / "site")
+    assert page == (FIXTURES / "plain.html").read_bytes()

@@ -1,0 +1,76 @@
+"""What a run learns, through charlm's public API: the validation loss that each time budget
+buys (--learning), and the bits/char that dynamic evaluation gains (--dynamic)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import charlm
+from charlm import Dynamic, TrainConfig, load_corpus, load_model
+from charlm.data import builtin_text
+
+# validation loss (nats/char) each budget must reach on tiny Shakespeare (issue 20)
+TARGETS = {30.0: 1.65, 60.0: 1.55, 180.0: 1.45}
+
+
+def curve(out: Path) -> list[dict]:
+    """The run's validation loss after each epoch (and at a stop), from its metrics.jsonl."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    keys = ("epoch", "step", "elapsed_s", "train_loss", "val_loss", "partial")
+    return [{k: row.get(k) for k in keys} for row in rows]
+
+
+def learning(args: argparse.Namespace, work: Path) -> list[dict]:
+    """`charlm train CORPUS --time-budget B` for each budget, every other setting at its
+    default: the validation loss that each budget buys (the plan, validation included)."""
+    runs = []
+    for budget in (float(b) for b in args.budgets.split(",")):
+        amp = {} if args.amp == "auto" else {"amp": args.amp}
+        out = work / f"learn{budget:g}"
+        cfg = TrainConfig(corpus=str(args.corpus), out=str(out), time_budget=budget, **amp)
+        load = os.getloadavg()[0]
+        result = charlm.train(cfg, progress_bar=False)
+        val = result.last_row["val_loss"]
+        target = TARGETS.get(budget)
+        run = {
+            "budget_s": budget,
+            "val_loss": val,
+            "elapsed_s": result.progress.elapsed_s,
+            "steps": result.progress.step,
+            "planned_steps": result.progress.planned_steps,
+            "stopped_by": result.stopped_by,
+            "amp": json.loads((out / "config.json").read_text())["amp"],  # as resolved
+            "target": target,
+            "pass": None if target is None else val <= target,
+            "loadavg_start": load,
+            "loadavg_end": os.getloadavg()[0],
+            "curve": curve(out),
+        }
+        print(json.dumps(run), flush=True)
+        runs.append(run)
+    return runs
+
+
+def dynamic_gain(args: argparse.Namespace) -> list[dict]:
+    """bits/char of tiny Shakespeare's validation split and of another domain (the built-in
+    corpus's last 100,000 characters) under the model in args.dynamic, static and dynamic."""
+    model, vocab, _ = load_model(args.dynamic, "cpu")
+    _, val = load_corpus(args.corpus).split(0.1)
+    other = vocab.encode(builtin_text()[-100_000:], skip_unknown=True)
+    rows = []
+    for name, ids in (
+        ("tiny Shakespeare validation", val),
+        ("built-in corpus (Python docs)", other),
+    ):
+        for dyn in (None, Dynamic()):
+            t0 = time.perf_counter()
+            result = charlm.score(model, ids, seq_len=256, dynamic=dyn)
+            row = {"text": name, "chars": result.chars, "dynamic": dyn is not None,
+                   "bpc": result.bits_per_char, "seconds": time.perf_counter() - t0}  # fmt: skip
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
