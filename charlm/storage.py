@@ -83,5 +83,6 @@ def atomic_write(
 
 
 def write_text(path: str | os.PathLike[str], text: str, durable: bool = False) -> None:
-    """Replace a text file (UTF-8) atomically."""
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")), durable)
+    """Replace a text file (UTF-8) atomically; bytes a corpus read with --errors
+    surrogateescape kept (as lone surrogates) are written back as they were."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8", "surrogateescape")), durable)

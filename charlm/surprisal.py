@@ -29,6 +29,7 @@ from charlm.dynamic import Dynamic, adapted_windows
 from charlm.errors import CharLMError
 from charlm.evaluate import Score, windows
 from charlm.model import CharLM
+from charlm.storage import write_text
 
 TEMPLATE = "templates/surprisal.html"  # inside the package
 TOP_K = 5  # predictions shown per character (the page says top-5)
@@ -193,10 +194,7 @@ def write_html(
 ) -> Path:
     """Render and write the page, a write failure being the user's problem, in one line."""
     path = Path(path)
-    try:
-        path.write_text(render_html(s, source, about, note), encoding="utf-8")
-    except OSError as e:
-        raise CharLMError(f"cannot write {path}: {e.strerror}") from None
+    write_text(path, render_html(s, source, about, note))
     return path
 
 

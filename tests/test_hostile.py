@@ -158,3 +158,21 @@ def test_the_api_scores_with_the_cli_ranges(trained):
         with pytest.raises(CharLMError, match="--seq-len must be > 0"):
             score_text(model, vocab, "First First", seq_len=seq_len)
     assert checkpoint.load(trained / "checkpoint.pt")["progress"]["step"] == 3
+
+
+def test_what_surrogateescape_reads_is_written_back(tmp_path):
+    """Samples, generated text and the surprisal page of a corpus with undecodable bytes."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(b"hello world \xff\xfe caf\xc3\xa9 " * 200)
+    out = tmp_path / "run"
+    train_args = ["train", str(corpus), "--out", str(out), "--errors", "surrogateescape",
+                  "--hidden-size", "8", "--seq-len", "8", "--batch-size", "4", "--max-steps", "3",
+                  "--sample-length", "300", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(main, train_args)
+    assert result.exit_code == 0, result.output
+    assert b"=== epoch 1" in (out / "samples.txt").read_bytes()
+    evaluate = ["eval", "perplexity", str(corpus), "--checkpoint", str(out), "--errors",
+                "surrogateescape", "--html", str(tmp_path / "p.html")]  # fmt: skip
+    result = CliRunner().invoke(main, evaluate)
+    assert result.exit_code == 0, result.output
+    assert b"\xff" in (tmp_path / "p.html").read_bytes()
