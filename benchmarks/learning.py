@@ -17,11 +17,16 @@ from charlm.data import builtin_text
 TARGETS = {30.0: 1.65, 60.0: 1.55, 180.0: 1.45}
 
 
-def curve(out: Path) -> list[dict]:
-    """The run's validation loss after each epoch (and at a stop), from its metrics.jsonl."""
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
-    keys = ("epoch", "step", "elapsed_s", "train_loss", "val_loss", "partial")
-    return [{k: row.get(k) for k in keys} for row in rows]
+class Curve(charlm.Callback):
+    """The run's validation loss after each epoch (and at a stop), as the loop writes it."""
+
+    KEYS = ("epoch", "step", "elapsed_s", "train_loss", "val_loss", "partial")
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def on_epoch_end(self, trainer: object, row: dict) -> None:
+        self.rows.append({k: row.get(k) for k in self.KEYS})
 
 
 def learning(args: argparse.Namespace, work: Path) -> list[dict]:
@@ -32,8 +37,8 @@ def learning(args: argparse.Namespace, work: Path) -> list[dict]:
         amp = {} if args.amp == "auto" else {"amp": args.amp}
         out = work / f"learn{budget:g}"
         cfg = TrainConfig(corpus=str(args.corpus), out=str(out), time_budget=budget, **amp)
-        load = os.getloadavg()[0]
-        result = charlm.train(cfg, progress_bar=False)
+        load, seen = os.getloadavg()[0], Curve()
+        result = charlm.train(cfg, progress_bar=False, callbacks=[seen])
         val = result.last_row["val_loss"]
         target = TARGETS.get(budget)
         run = {
@@ -48,7 +53,7 @@ def learning(args: argparse.Namespace, work: Path) -> list[dict]:
             "pass": None if target is None else val <= target,
             "loadavg_start": load,
             "loadavg_end": os.getloadavg()[0],
-            "curve": curve(out),
+            "curve": seen.rows,
         }
         print(json.dumps(run), flush=True)
         runs.append(run)

@@ -112,9 +112,12 @@ def test_the_learning_curve_is_every_validation_row_of_the_run(tmp_path, corpus)
         corpus=str(corpus), out=str(tmp_path / "run"), hidden_size=16, embedding_dim=8,
         seq_len=16, batch_size=4, epochs=3, sample_every=0, device="cpu",
     )  # fmt: skip
-    result = charlm.train(cfg, progress_bar=False)
-    rows = learning.curve(result.out)
+    seen = learning.Curve()
+    result = charlm.train(cfg, progress_bar=False, callbacks=[seen])
+    rows = seen.rows
     assert [r["epoch"] for r in rows] == [1, 2, 3]
+    written = (result.out / "metrics.jsonl").read_text().splitlines()
+    assert [r["val_loss"] for r in rows] == [json.loads(line)["val_loss"] for line in written]
     assert rows[-1]["val_loss"] == result.last_row["val_loss"]
     assert rows[-1]["step"] == result.progress.step
     assert all(0 < r["val_loss"] < 10 and r["partial"] is False for r in rows)
