@@ -20,6 +20,7 @@ from typing import Any
 from charlm.errors import CharLMError
 from charlm.metrics import bits, perplexity
 from charlm.run import METRICS, read_rows
+from charlm.storage import atomic_write
 
 
 def read_metrics(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -106,9 +107,10 @@ def plot_runs(
     axes[1][0].xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     axes[0][0].legend(fontsize="small")
     fig.suptitle("charlm learning curves (dashed: training, solid: validation)")
-    try:
-        fig.savefig(out, dpi=dpi)
-    except (OSError, ValueError) as e:
+    kind = Path(out).suffix[1:].lower() or None  # the format, from the file name
+    try:  # through the one writer: a failed plot never leaves a torn image behind
+        atomic_write(out, lambda f: fig.savefig(f, dpi=dpi, format=kind), durable=False)
+    except ValueError as e:
         raise CharLMError(f"cannot write {out}: {e}") from None
     finally:
         plt.close(fig)
