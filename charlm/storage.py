@@ -56,7 +56,9 @@ def atomic_write(
     path: str | os.PathLike[str], fill: Callable[[BinaryIO], object], durable: bool = True
 ) -> None:
     """Replace `path` with what `fill(f)` writes to f; `durable`: fsync file and folder too."""
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # through a symlink to the file it names
+    if path.exists() and not path.is_file():  # renamed over, a device would become a file
+        raise WriteFailed(f"cannot write {path}: it is not a regular file")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:

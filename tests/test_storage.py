@@ -78,3 +78,20 @@ def test_cache_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cache_dir("corpora") == tmp_path / "home" / ".cache" / "charlm" / "corpora"
     with pytest.raises(ValueError):
         cache_dir("models")
+
+
+def test_a_device_or_folder_is_never_replaced(tmp_path: Path) -> None:
+    """Renaming over /dev/full would turn the device into a file (as root, it can)."""
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    for target in (tmp_path / "folder", tmp_path / "fifo"):
+        with pytest.raises(CharLMError, match="not a regular file"):
+            write_text(target, "x")
+    assert (tmp_path / "folder").is_dir() and not (tmp_path / "fifo").is_file()
+
+
+def test_a_symlink_is_written_through(tmp_path: Path) -> None:
+    (tmp_path / "real.txt").write_text("old")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "real.txt")
+    write_text(tmp_path / "link.txt", "new")
+    assert (tmp_path / "link.txt").is_symlink() and (tmp_path / "real.txt").read_text() == "new"
