@@ -75,3 +75,12 @@ def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedP
         timeout=timeout,
         **kwargs,
     )
+
+
+def one_line_error(result, *fragments: str) -> None:
+    """A CliRunner result that is one `error:` line with exit code 1, naming each fragment."""
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

@@ -14,15 +14,7 @@ from click.testing import CliRunner
 from charlm import checkpoint
 from charlm.cli import main
 from charlm.train import train
-from tests.conftest import tiny
-
-
-def one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+from tests.conftest import one_line_error, tiny
 
 
 @pytest.fixture
