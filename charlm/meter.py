@@ -115,7 +115,12 @@ class LossMeter:
         return (self.p.epoch_loss + float(self.loss)) / max(1, self.p.epoch_batches)
 
     def fold(self) -> None:
-        """Move the sums into Progress as global means (resumable with any world size)."""
+        """Move the sums into Progress as global means (resumable with any world size).
+
+        Nothing to move since the last fold (the epoch end's checkpoint): no collective, no
+        host sync. Every rank has taken the same steps, so every rank returns here alike."""
+        if self.batches == 0:
+            return
         distributed.average_(self.loss, self.grad_norm)
         self.check()
         self.p.epoch_loss += float(self.loss)
