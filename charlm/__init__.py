@@ -18,11 +18,11 @@ import sys
 import types
 from typing import Any
 
-from charlm.threads import wait_passively
+from charlm.threads import choose_wait_policy
 
 __version__ = "0.1.0"
 
-wait_passively()  # before anything imports torch: see charlm/threads.py
+choose_wait_policy()  # before anything imports torch: see charlm/threads.py
 
 # public name -> the module that defines it
 _WHERE = {

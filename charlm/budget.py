@@ -6,7 +6,8 @@ a step, a validation and a checkpoint cost on this machine (after the first, slo
 plans the number of steps that fit together with the validations and checkpoints that come
 with them; the schedule (warm-up, cosine, step) spans that plan. The plan is recorded in
 config.json and in every checkpoint, so `--resume` keeps it, and `--max-steps PLANNED
---time-budget 0` replays the run step for step on any machine.
+--time-budget 0 --seq-len T --lr LR` (the values it ran with: auto picks them by the budget)
+replays the run step for step on any machine.
 
     budget = measuring + N * step + ceil(N / E) * (validation + 2 checkpoints)
              + (N // save_every) * checkpoint + a safety margin
@@ -18,6 +19,7 @@ import io
 import math
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +33,12 @@ if TYPE_CHECKING:
 # fraction of the budget left out of the plan: noise on a shared machine, samples, rounding
 SAFETY = 0.03
 # untimed steps first (memory, kernels and optimizer state are set up in the first ones), then
-# up to MEASURE_STEPS timed ones (their median counts), while they take under MEASURE_FRACTION
-# of the budget
+# up to MEASURE_STEPS timed ones, while they take under MEASURE_FRACTION of the budget. Their
+# mean counts: on a shared machine a step's time moves by a third from one second to the next,
+# and the run's total is the mean's multiple (a median of five planned 25% too many steps)
 WARM_UP_STEPS = 2
-MEASURE_STEPS = 5
-MEASURE_FRACTION = 0.03
+MEASURE_STEPS = 30
+MEASURE_FRACTION = 0.02
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,17 @@ def plan_steps(seconds: float, costs: Costs, steps_per_epoch: int, save_every: i
     return max(1, int((usable - epoch_end) / per_step))
 
 
-def plan_record(steps: int, set_by: str, costs: Costs | None) -> dict[str, Any]:
-    """The plan as config.json records it: enough to understand it and to replay the run."""
+def plan_record(
+    steps: int, set_by: str, costs: Costs | None, seq_len: int, lr: float
+) -> dict[str, Any]:
+    """The plan as config.json records it: enough to understand it and to replay the run.
+
+    The replay names --seq-len and --lr: left at 0 (auto), a run without a budget would
+    choose others."""
     record: dict[str, Any] = {
         "steps": steps,
         "set_by": set_by,
-        "replay": f"--max-steps {steps} --time-budget 0",
+        "replay": f"--max-steps {steps} --time-budget 0 --seq-len {seq_len} --lr {lr:g}",
     }
     if costs is not None:
         record["measured"] = asdict(costs)
@@ -108,8 +116,8 @@ def measure(trainer: Trainer) -> Costs:
     snapshot = io.BytesIO()
     torch.save(trainer.payload(), snapshot)  # weights, optimizer, schedule, RNG, hidden state
     learner = trainer.learner
-    X, Y = learner.to_device(*next(trainer.sampler.batches(trainer.p.epoch)))
-    step_s = _time_steps(trainer, X, Y, start)
+    batches = trainer.sampler.batches(trainer.p.epoch)  # the run's own batches: real data
+    step_s, (X, _) = _time_steps(trainer, batches, start)
     snapshot.seek(0)
     trainer.restore(torch.load(snapshot, map_location=learner.device, weights_only=True))
     validation_s = _time_validation(trainer, X)
@@ -123,19 +131,24 @@ def measure(trainer: Trainer) -> Costs:
     return Costs(step_s, validation_s, checkpoint_s, time.perf_counter() - start)
 
 
-def _time_steps(trainer: Trainer, X: torch.Tensor, Y: torch.Tensor, start: float) -> float:
-    """The median of up to MEASURE_STEPS steps, after WARM_UP_STEPS untimed ones."""
-    times: list[float] = []
+def _time_steps(
+    trainer: Trainer, batches: Iterator[tuple[Any, Any]], start: float
+) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
+    """The mean of up to MEASURE_STEPS steps after WARM_UP_STEPS untimed ones, and a batch.
+
+    An epoch shorter than the measuring starts over: the steps train a throwaway copy."""
+    learner, times = trainer.learner, []
     for _ in range(WARM_UP_STEPS + MEASURE_STEPS):
+        X, Y = learner.to_device(*next(batches, None) or next(trainer.sampler.batches(0)))
         tick = time.perf_counter()
-        float(trainer.learner.step(X, Y)[0])  # float(): wait for the device
+        float(learner.step(X, Y)[0])  # float(): wait for the device
         times.append(time.perf_counter() - tick)
         over = time.perf_counter() - start > MEASURE_FRACTION * trainer.cfg.time_budget
         # ranks stop measuring together: each of these steps all-reduces gradients
         over = distributed.all_reduce_sum(torch.tensor(float(over), device=trainer.device))
         if len(times) > WARM_UP_STEPS and float(over) > 0:
             break
-    return statistics.median(times[WARM_UP_STEPS:])  # one slow step does not set the plan
+    return statistics.mean(times[WARM_UP_STEPS:]), (X, Y)
 
 
 def _time_validation(trainer: Trainer, X: torch.Tensor) -> float:

@@ -1,5 +1,5 @@
 """--threads: the count torch uses in train, generate and eval, shown and recorded; idle OpenMP
-threads sleep instead of spinning (set before torch loads)."""
+threads sleep instead of spinning while other work holds a core (set before torch loads)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+from charlm import threads
 from charlm.cli import main
 from charlm.train import train
 from tests.conftest import ROOT, tiny
@@ -85,7 +87,8 @@ def test_bad_thread_counts_are_one_line(
 
 
 def _wait_policy(code: str, env: dict[str, str]) -> str:
-    env = {**{k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}, **env}
+    drop = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
+    env = {**{k: v for k, v in os.environ.items() if k not in drop}, **env}
     proc = subprocess.run(
         [sys.executable, "-c", code + "; import os; print(os.environ.get('OMP_WAIT_POLICY'))"],
         capture_output=True,
@@ -97,10 +100,39 @@ def _wait_policy(code: str, env: dict[str, str]) -> str:
     return proc.stdout.strip()
 
 
-def test_idle_threads_sleep_unless_the_user_chose_otherwise() -> None:
+def test_idle_threads_sleep_while_other_work_holds_a_core() -> None:
     """libgomp reads OMP_WAIT_POLICY when torch loads: the command sets it before that."""
     loaded = "import sys, charlm.cli; assert 'torch' not in sys.modules"
-    assert _wait_policy(loaded, {}) == "PASSIVE"
+    cores = os.cpu_count() or 1
+    busy = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(cores)]
+    try:
+        time.sleep(0.5)  # running: /proc/loadavg counts them
+        assert _wait_policy(loaded, {}) == "PASSIVE"
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
     assert _wait_policy("import charlm", {"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+    assert _wait_policy("import charlm", {"GOMP_SPINCOUNT": "1000"}) == "None"
     # torch already loaded: too late for libgomp to read it, so charlm leaves it alone
     assert _wait_policy("import torch, charlm", {}) == "None"
+
+
+def test_threads_spin_only_when_every_core_is_free_for_them() -> None:
+    assert threads.wait_policy(0, cores=2, threads=2) is None
+    assert threads.wait_policy(1, cores=2, threads=2) == "PASSIVE"
+    assert threads.wait_policy(1, cores=2, threads=1) is None
+    assert threads.wait_policy(6, cores=16, threads=8) is None
+    assert threads.wait_policy(None, cores=2, threads=1) == "PASSIVE"  # cannot tell: sleep
+
+
+def test_others_running_counts_a_busy_process() -> None:
+    idle = threads.others_running()
+    assert idle is not None and idle >= 0
+    busy = subprocess.Popen([sys.executable, "-c", "while 1: pass"])
+    try:
+        time.sleep(0.5)
+        assert threads.others_running() >= 1
+    finally:
+        busy.kill()
+        busy.wait()
