@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,9 @@ class TrainConfig:
     embedding_dim: int = _opt(64, "learned embedding size; 0 = one-hot input")
     hidden_size: int = _opt(384, "hidden units per layer")
     num_layers: int = _opt(1, "stacked recurrent layers")
-    dropout: float = _opt(0.0, "dropout between layers")
+    dropout: float = _opt(
+        0.2, "dropout on each layer's output: between layers and before the output layer"
+    )
     init: str = _opt("auto", "weight init (auto: textbook for rnn, pytorch otherwise)", INITS)
     init_std: float = _opt(0.01, "std of the textbook N(0, std^2) init")
     # data
@@ -63,7 +65,11 @@ class TrainConfig:
     random_offset: bool = _opt(
         False, "shift each epoch's windows by a random phase in [0, seq_len) (not in the textbook)"
     )
-    seq_len: int = _opt(128, "characters per training window (BPTT length)")
+    seq_len: int = _opt(
+        0,
+        "characters per training window (BPTT length); 0: auto, 64 for a --time-budget under "
+        "120 s, else 128",
+    )
     batch_size: int = _opt(32, "windows per batch")
     val_fraction: float = _opt(0.1, "last fraction of the text held out for validation")
     encoding: str = _opt("utf-8", "text encoding of the corpus")
@@ -82,7 +88,9 @@ class TrainConfig:
     )
     # optimisation
     optimizer: str = _opt("adam", "optimizer", OPTIMIZERS)
-    lr: float = _opt(3e-3, "learning rate")
+    lr: float = _opt(
+        0.0, "learning rate; 0: auto (adam, adamw): 0.01 for a --time-budget under 120 s, else 6e-3"
+    )
     weight_decay: float = _opt(0.0, "weight decay")
     clip: float = _opt(1.0, "clip the global gradient norm to this (0: no clipping)")
     lr_schedule: str = _opt("cosine", SCHEDULE_HELP, SCHEDULES)
@@ -154,14 +162,28 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-POSITIVE = ("hidden_size", "num_layers", "seq_len", "batch_size", "sample_length", "log_every",
+POSITIVE = ("hidden_size", "num_layers", "batch_size", "sample_length", "log_every",
             "lr_step_size")  # fmt: skip
 NON_NEGATIVE = ("epochs", "embedding_dim", "max_steps", "time_budget", "sample_every",
-                "save_every", "warmup_steps", "clip", "weight_decay")  # fmt: skip
+                "save_every", "warmup_steps", "clip", "weight_decay", "seq_len", "lr")  # fmt: skip
 # sizes torch can index, and a depth that can be built in seconds; any float beyond FLOAT_MAX
 # overflows once it meets float32 (an lr of 1e308 is a torch traceback, not a setting)
 SIZE_MAX, LAYERS_MAX, FLOAT_MAX = 2**31 - 1, 1024, 1e30
 SIZES = ("hidden_size", "embedding_dim", "seq_len", "batch_size", "sample_length")
+
+
+# What --seq-len 0 and --lr 0 (the defaults) become: a budget under SHORT_BUDGET_S buys about
+# an epoch of tiny Shakespeare on a 2-core CPU, where more, shorter updates learn fastest;
+# longer runs learn more from longer windows at a lower rate (measured: benchmarks/RESULTS.md)
+SHORT_BUDGET_S = 120.0
+AUTO_SHORT = {"seq_len": 64, "lr": 1e-2}
+AUTO_LONG = {"seq_len": 128, "lr": 6e-3}
+
+
+def resolve_auto(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with --seq-len 0 and --lr 0 chosen by the run's budget (see AUTO_SHORT)."""
+    recipe = AUTO_SHORT if 0 < cfg.time_budget < SHORT_BUDGET_S else AUTO_LONG
+    return replace(cfg, **{name: value for name, value in recipe.items() if not getattr(cfg, name)})
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -214,8 +236,8 @@ def _check_factors(cfg: TrainConfig) -> None:
         raise CharLMError(f"--seed must be in [0, 2**63), got {cfg.seed}")
     if not 0 < cfg.lr_gamma <= 1:
         raise CharLMError(f"--lr-gamma is a decay factor: it must be in (0, 1], got {cfg.lr_gamma}")
-    if not cfg.lr > 0:
-        raise CharLMError(f"--lr must be > 0, got {cfg.lr}")
+    if cfg.optimizer == "sgd" and not cfg.lr:
+        raise CharLMError("--optimizer sgd has no automatic --lr: give one (the textbook's: 100)")
     if not 0 <= cfg.dropout < 1:
         raise CharLMError(f"--dropout must be in [0, 1), got {cfg.dropout}")
     if not 0 <= cfg.val_fraction < 1:

@@ -2,6 +2,9 @@
 
     O_t = H_t W_hq + b_q        (H_t: the last layer's state at step t)
 
+--dropout applies to each layer's output, as Zaremba et al. (2014) regularise an LSTM: between
+layers (inside the cell) and to H_t before the output layer; never to the recurrent state.
+
 `CharLM` knows no cell kind by name: the cell class registered for `ModelConfig.model` owns its
 parameters, state and equations.
 """
@@ -44,9 +47,10 @@ class CharLM(nn.Module):
         self.cfg = cfg
         V, E, H, L = cfg.vocab_size, cfg.embedding_dim, cfg.hidden_size, cfg.num_layers
         self.embedding = nn.Embedding(V, E) if E else None
-        dropout = cfg.dropout if L > 1 else 0.0
+        between = cfg.dropout if L > 1 else 0.0  # nn.LSTM warns about dropout with one layer
         # named `rnn` as before cells had classes: checkpoint keys stay rnn.layers.0.W_xh, ...
-        self.rnn: Cell = cell(E or V, H, L, dropout, not E)
+        self.rnn: Cell = cell(E or V, H, L, between, not E)
+        self.dropout = nn.Dropout(cfg.dropout)  # the last layer's output (Zaremba et al., 2014)
         self.W_hq = nn.Parameter(torch.empty(H, V))
         self.b_q = nn.Parameter(torch.zeros(V))
         self.reset_parameters()
@@ -83,6 +87,7 @@ class CharLM(nn.Module):
         else:  # one-hot (T, B, V), or ids where the cell looks up rows itself
             inputs = self.rnn.dense_input(X, self.cfg.vocab_size, self.W_hq.dtype)
         Hs, state = self.rnn(inputs, state)  # (T, B, H)
+        Hs = self.dropout(Hs)  # training only: in eval mode the identity
         logits = torch.addmm(self.b_q, Hs.reshape(T * B, -1), self.W_hq)
         return logits.view(T, B, -1), state
 

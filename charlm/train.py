@@ -31,7 +31,14 @@ from tqdm.auto import tqdm
 
 from charlm import checkpoint, distributed
 from charlm.budget import Costs, agreed_fit, measure, plan_line, plan_record
-from charlm.config import DEFAULT_EPOCHS, FIXED_ON_RESUME, TrainConfig, check_config, flag
+from charlm.config import (
+    DEFAULT_EPOCHS,
+    FIXED_ON_RESUME,
+    TrainConfig,
+    check_config,
+    flag,
+    resolve_auto,
+)
 from charlm.data import Corpus, Vocab
 from charlm.errors import CharLMError
 from charlm.generate import generate
@@ -187,6 +194,13 @@ def check_same_data(ckpt: dict[str, Any], corpus: Corpus, cfg: TrainConfig) -> N
             f"cannot resume: the characters of {cfg.corpus} differ from those the run in "
             f"{cfg.out} was trained on (same corpus?)"
         )
+    if ckpt["config"].get("dropout") and not ckpt.get("output_dropout"):
+        raise CharLMError(
+            f"cannot resume the run in {cfg.out}: it was trained with --dropout between layers "
+            f"only, and this charlm applies it before the output layer too, so the rest of "
+            f"the run would train another model. Start a new run with --overwrite or another "
+            f"--out, or finish this one with the charlm that started it"
+        )
     if ckpt.get("sampler_layout", 1) != LAYOUT:  # written before the textbook's samplers
         raise CharLMError(
             f"cannot resume the run in {cfg.out}: it was trained with charlm 0.1's batch "
@@ -209,6 +223,7 @@ def describe(cfg: TrainConfig, learner: Learner, steps: int, amp_reason: str, th
     m = learner.model_cfg
     params = sum(p.numel() for p in learner.model.parameters())
     embedding = f"embedding {m.embedding_dim}" if m.embedding_dim else "one-hot input"
+    embedding += f", dropout {m.dropout:g}" if m.dropout else ""
     schedule = cfg.lr_schedule + (f" (warm-up {cfg.warmup_steps})" if cfg.warmup_steps else "")
     offset = " + random offset" if cfg.random_offset else ""
     precision = "bfloat16 autocast" if learner.amp else "float32"
@@ -233,6 +248,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
     ) -> None:
         check_config(cfg)
+        cfg = resolve_auto(cfg)  # --seq-len 0, --lr 0: by the budget; recorded as chosen
         self.dist = distributed.detect()  # torchrun: this process's rank among several
         self.progress_bar, self.callbacks = progress_bar and self.dist.is_main, list(callbacks)
         self.device = distributed.init(self.dist, resolve_device(cfg.device))
@@ -376,6 +392,7 @@ class Trainer:
             "progress": asdict(self.p),
             "plan": self.plan,
             "sampler_layout": LAYOUT,
+            "output_dropout": True,  # --dropout covers the last layer's output (model.py)
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -418,7 +435,9 @@ class Trainer:
         set_by = "time_budget" if self.p.planned_steps < limit else "epochs/max_steps"
         if not self.cfg.epochs:  # only the budget bounds the run: the epochs that hold the plan
             self.cfg = replace(self.cfg, epochs=epochs_for(self.p.planned_steps, len(self.sampler)))
-        self.plan = plan_record(self.p.planned_steps, set_by, costs)
+        self.plan = plan_record(
+            self.p.planned_steps, set_by, costs, self.cfg.seq_len, self.cfg.lr
+        )
         self.learner.reschedule(self.schedule_steps())
         self._write_config()
 

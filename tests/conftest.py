@@ -52,6 +52,7 @@ def tiny_config(corpus: Path, tmp_path: Path) -> TrainConfig:
         embedding_dim=16,
         seq_len=16,
         batch_size=8,
+        lr=1e-2,  # given: with a budget or without, the same (0 would let the budget choose)
         epochs=2,
         sample_every=0,
         log_every=5,

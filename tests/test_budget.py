@@ -15,6 +15,8 @@ import torch
 
 from charlm.budget import SAFETY, Costs, plan_steps
 from charlm.checkpoint import LATEST, load_model
+from charlm.config import TrainConfig, resolve_auto
+from charlm.errors import CharLMError
 from charlm.train import DEFAULT_EPOCHS, Trainer
 from tests.conftest import SignalAt
 
@@ -91,11 +93,12 @@ def test_budget_plans_records_and_anneals(budget_config, tmp_path: Path) -> None
     assert result.stopped_by == "time_budget" and result.progress.step == planned
     plan = json.loads((tmp_path / "run" / "config.json").read_text())["plan"]
     assert plan["steps"] == planned and plan["set_by"] == "time_budget"
-    assert plan["replay"] == f"--max-steps {planned} --time-budget 0"
+    lr = budget_config.lr
+    assert plan["replay"] == f"--max-steps {planned} --time-budget 0 --seq-len 16 --lr {lr:g}"
     ckpt = torch.load(tmp_path / "run" / LATEST, weights_only=True)
     assert ckpt["progress"]["planned_steps"] == planned and ckpt["plan"] == plan
     # the cosine schedule has run its course: the rate ends at lr / 20
-    assert rows(tmp_path / "run")[-1]["lr"] == pytest.approx(budget_config.lr * 0.05)
+    assert rows(tmp_path / "run")[-1]["lr"] == pytest.approx(lr * 0.05)
 
 
 @pytest.mark.parametrize("sampler", ["random", "consecutive"])
@@ -104,7 +107,10 @@ def test_a_budget_run_replays_step_for_step(budget_config, tmp_path: Path, sampl
     a = replace(budget_config, sampler=sampler, out=str(tmp_path / "a"))
     KnownCosts(a, progress_bar=False).run()
     replay = json.loads((tmp_path / "a" / "config.json").read_text())["plan"]["steps"]
-    b = replace(a, out=str(tmp_path / "b"), max_steps=replay, time_budget=0.0)
+    # as the README replays a run: its config.json, the plan as a step count, no budget
+    b = TrainConfig.from_file(
+        tmp_path / "a" / "config.json", out=str(tmp_path / "b"), max_steps=replay, time_budget=0.0
+    )
     result = Trainer(b, progress_bar=False).run()
     assert result.stopped_by == "max_steps" and result.progress.step == replay
     wa = load_model(tmp_path / "a" / LATEST, "cpu")[0].state_dict()
@@ -167,3 +173,32 @@ def test_without_budget_epochs_default_to_seven_or_what_max_steps_needs(
     trainer = Trainer(replace(tiny_config, epochs=0, max_steps=max_steps), progress_bar=False)
     assert len(trainer.sampler) == 41  # the tiny corpus: 41 batches an epoch
     assert trainer.cfg.epochs == epochs
+
+
+@pytest.mark.parametrize(
+    ("budget", "given", "chosen"),
+    [
+        (30.0, {}, (64, 1e-2)),
+        (119.0, {}, (64, 1e-2)),
+        (120.0, {}, (128, 6e-3)),
+        (0.0, {}, (128, 6e-3)),  # no budget: the longer run's
+        (30.0, {"seq_len": 200}, (200, 1e-2)),
+        (600.0, {"lr": 1e-3}, (128, 1e-3)),
+    ],
+)
+def test_auto_window_and_rate_follow_the_budget_and_given_values_win(budget, given, chosen):
+    cfg = resolve_auto(TrainConfig(time_budget=budget, **given))
+    assert (cfg.seq_len, cfg.lr) == chosen
+
+
+def test_a_run_records_what_auto_chose_and_the_replay_names_it(tiny_config, tmp_path) -> None:
+    cfg = replace(tiny_config, seq_len=0, lr=0.0, epochs=1000, time_budget=60.0)
+    KnownCosts(cfg, progress_bar=False).run()
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (recorded["seq_len"], recorded["lr"]) == (64, 1e-2)
+    assert recorded["plan"]["replay"].endswith("--seq-len 64 --lr 0.01")
+
+
+def test_sgd_has_no_automatic_rate(tiny_config) -> None:
+    with pytest.raises(CharLMError, match="--optimizer sgd has no automatic --lr"):
+        Trainer(replace(tiny_config, optimizer="sgd", lr=0.0), progress_bar=False)

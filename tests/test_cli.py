@@ -144,9 +144,9 @@ def test_lenient_decoding_option(tmp_path):
     [
         ("--hidden-size", "0", "--hidden-size must be > 0"),
         ("--num-layers", "-1", "--num-layers"),
-        ("--seq-len", "0", "--seq-len"),
+        ("--seq-len", "-1", "--seq-len must be >= 0"),
         ("--batch-size", "-4", "--batch-size"),
-        ("--lr", "0", "--lr must be > 0"),
+        ("--lr", "-1", "--lr must be >= 0"),
         ("--lr", "-0.1", "--lr"),
         ("--epochs", "-1", "--epochs"),
         ("--embedding-dim", "-1", "--embedding-dim"),

@@ -21,7 +21,9 @@ VOCAB = Vocab.from_text(TEXT)
 def model():
     torch.manual_seed(0)
     return CharLM(
-        ModelConfig(vocab_size=len(VOCAB), model="gru", hidden_size=16, embedding_dim=8)
+        ModelConfig(
+            vocab_size=len(VOCAB), model="gru", hidden_size=16, embedding_dim=8, dropout=0.0
+        )
     ).double()
 
 

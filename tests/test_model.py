@@ -96,7 +96,9 @@ def test_state_carrying_equals_one_long_forward(kind, emb):
     """Splitting a sequence in two and carrying the state gives the same logits."""
     torch.manual_seed(3)
     model = CharLM(
-        ModelConfig(vocab_size=11, model=kind, hidden_size=9, num_layers=2, embedding_dim=emb)
+        ModelConfig(
+            vocab_size=11, model=kind, hidden_size=9, num_layers=2, embedding_dim=emb, dropout=0.0
+        )
     )
     X = torch.randint(0, 11, (10, 3))
     whole, _ = model(X)
@@ -109,7 +111,9 @@ def test_one_hot_rnn_builds_no_one_hot_matrix_and_matches_dense_input():
     """Row lookup of W_xh equals one-hot @ W_xh."""
     torch.manual_seed(4)
     model = CharLM(
-        ModelConfig(vocab_size=7, model="rnn", hidden_size=5, embedding_dim=0, init="pytorch")
+        ModelConfig(
+            vocab_size=7, model="rnn", hidden_size=5, embedding_dim=0, init="pytorch", dropout=0.0
+        )
     )
     X = torch.randint(0, 7, (6, 2))
     logits, _ = model(X)

@@ -55,7 +55,9 @@ def test_one_hot_lookup_equals_textbook_one_hot_matmul():
     """Row lookup of W_xh (charlm) == one-hot matrix times W_xh (the textbook), grads included."""
     torch.manual_seed(0)
     V, H, T, B = 13, 8, 6, 4
-    model = CharLM(ModelConfig(vocab_size=V, model="rnn", hidden_size=H, embedding_dim=0))
+    model = CharLM(
+        ModelConfig(vocab_size=V, model="rnn", hidden_size=H, embedding_dim=0, dropout=0.0)
+    )
     model.double()
     with torch.no_grad():
         for p in model.parameters():
@@ -123,7 +125,9 @@ def test_amp_on_cpu_trains_like_float32(tiny_config, tmp_path, model):
 @pytest.mark.parametrize(("kind", "emb"), [("rnn", 0), ("rnn", 16), ("lstm", 16), ("gru", 0)])
 def test_amp_runs_the_big_matmuls_in_bfloat16_and_the_rnn_recurrence_in_float32(kind, emb):
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=20, model=kind, hidden_size=32, embedding_dim=emb, init="pytorch")
+    cfg = ModelConfig(
+        vocab_size=20, model=kind, hidden_size=32, embedding_dim=emb, init="pytorch", dropout=0.0
+    )
     model = CharLM(cfg)
     X = torch.randint(0, 20, (12, 4))
     ref, _ = model(X)

@@ -30,7 +30,7 @@ def test_the_estimate_counts_the_optimizer_and_the_batch(corpus, tmp_path, monke
             "--max-steps", "1", "--sample-every", "0", "--val-fraction", "0.1"]  # fmt: skip
     sgd = resources.training_bytes(4 * 256 * (256 + 33) + 2 * 4 * 256 + 256 * 33, "sgd", 16, 2, 0)
     limit["bytes"] = int(sgd * 3)
-    small = [*args, "--optimizer", "sgd", "--seq-len", "16", "--batch-size", "2"]
+    small = [*args, "--optimizer", "sgd", "--lr", "1", "--seq-len", "16", "--batch-size", "2"]
     ok = CliRunner().invoke(main, [*small, "--out", str(tmp_path / "a")])
     assert ok.exit_code == 0, ok.output
     big = [*args, "--optimizer", "adam", "--seq-len", "64", "--batch-size", "64"]

@@ -188,6 +188,7 @@ def charlm_curve(path, out, sampler: str, epochs: int) -> list[float]:
         sample_every=0,
         device="cpu",
         amp="off",  # the textbook computes in float32 (--amp auto would pick bfloat16 here)
+        dropout=0.0,  # the book's RNN has none
     )
     train(cfg, progress_bar=False)
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]

@@ -153,7 +153,7 @@ def test_lr_schedule_is_logged(tiny_config, tmp_path, schedule):
         progress_bar=False,
     )
     lrs = [r["lr"] for r in rows(tmp_path / "run")]
-    assert lrs[0] < tiny_config.lr and lrs[-1] < lrs[0]
+    assert lrs[0] < tiny_config.lr and lrs[-1] < lrs[0]  # warm-up, then down
 
 
 # --- stopping at and just before an epoch boundary, then resuming ----------------------------
