@@ -296,6 +296,10 @@ class Trainer:
                     break
                 # an epoch whose last batch was trained is finished, whatever stopped the run
                 row = self._end_epoch(partial=not finished)
+                if stopped_by is None and p.epoch < self.cfg.epochs:
+                    # the epoch end (validation, checkpoints, sample) may have spent the rest
+                    # of the budget, or a signal come: stop here, not one step into the next
+                    stopped_by = self._stop_reason(signals)
         return TrainResult(self.folder.path, p, stopped_by or "epochs", row)
 
     def _train_epoch(self, signals: Interrupts) -> str | None:
@@ -435,9 +439,7 @@ class Trainer:
         set_by = "time_budget" if self.p.planned_steps < limit else "epochs/max_steps"
         if not self.cfg.epochs:  # only the budget bounds the run: the epochs that hold the plan
             self.cfg = replace(self.cfg, epochs=epochs_for(self.p.planned_steps, len(self.sampler)))
-        self.plan = plan_record(
-            self.p.planned_steps, set_by, costs, self.cfg.seq_len, self.cfg.lr
-        )
+        self.plan = plan_record(self.p.planned_steps, set_by, costs, self.cfg.seq_len, self.cfg.lr)
         self.learner.reschedule(self.schedule_steps())
         self._write_config()
 

@@ -17,7 +17,7 @@ from charlm.budget import SAFETY, Costs, plan_steps
 from charlm.checkpoint import LATEST, load_model
 from charlm.config import TrainConfig, resolve_auto
 from charlm.errors import CharLMError
-from charlm.train import DEFAULT_EPOCHS, Trainer
+from charlm.train import DEFAULT_EPOCHS, Callback, Trainer
 from tests.conftest import SignalAt
 
 STEP_S = 1.0  # the injected cost of a step: far above a tiny step's real cost, so the
@@ -202,3 +202,17 @@ def test_a_run_records_what_auto_chose_and_the_replay_names_it(tiny_config, tmp_
 def test_sgd_has_no_automatic_rate(tiny_config) -> None:
     with pytest.raises(CharLMError, match="--optimizer sgd has no automatic --lr"):
         Trainer(replace(tiny_config, optimizer="sgd", lr=0.0), progress_bar=False)
+
+
+def test_a_budget_spent_by_an_epoch_end_stops_the_run_there(budget_config) -> None:
+    """No step into the next epoch, and no second validation and checkpoint for it."""
+
+    class SlowEpochEnd(Callback):
+        def on_epoch_end(self, trainer, row) -> None:
+            trainer.p.elapsed_s += 1e6  # as if validating took all that was left
+
+    trainer = KnownCosts(budget_config, progress_bar=False, callbacks=[SlowEpochEnd()])
+    result = trainer.run()
+    assert result.stopped_by == "time_budget"
+    assert result.progress.step == len(trainer.sampler) and not result.last_row["partial"]
+    assert len(rows(Path(budget_config.out))) == 1
