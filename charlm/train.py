@@ -284,8 +284,7 @@ class Trainer:
                 self._plan()
             steps = self.schedule_steps()
             self._say(describe(self.cfg, self.learner, steps, self.amp_reason, self.threads))
-            if self.plan is not None:
-                self._say(plan_line(self.plan))
+            self._say(plan_line(self.plan) if self.plan else "")
             # a resumed run may already be at its limit: then it trains no step, writes no row
             stopped_by = self._stop_reason(signals) if p.step or p.elapsed_s else None
             while p.epoch < self.cfg.epochs and stopped_by is None:
@@ -296,19 +295,15 @@ class Trainer:
                     break
                 # an epoch whose last batch was trained is finished, whatever stopped the run
                 row = self._end_epoch(partial=not finished)
-                if stopped_by is None and p.epoch < self.cfg.epochs:
-                    # the epoch end (validation, checkpoints, sample) may have spent the rest
-                    # of the budget, or a signal come: stop here, not one step into the next
+                if stopped_by is None and p.epoch < self.cfg.epochs:  # its end may spend the budget
                     stopped_by = self._stop_reason(signals)
         return TrainResult(self.folder.path, p, stopped_by or "epochs", row)
 
     def _train_epoch(self, signals: Interrupts) -> str | None:
         """Train the epoch's remaining batches; why the run stops, if it does."""
         cfg, p, stopped_by = self.cfg, self.p, None
-        bar = EpochProgress(
-            p.epoch + 1, cfg.epochs, len(self.sampler), p.batch, enabled=self.progress_bar,
-            budget_s=cfg.time_budget,
-        )  # fmt: skip
+        bar = EpochProgress(p.epoch + 1, cfg.epochs, len(self.sampler), p.batch,
+                            enabled=self.progress_bar, budget_s=cfg.time_budget)  # fmt: skip
         tick = time.perf_counter()
         for X, Y in self.sampler.batches(p.epoch, p.batch):
             self.meter.add(*self.learner.step(*self.learner.to_device(X, Y)))
@@ -374,7 +369,7 @@ class Trainer:
         return "time_budget" if planned_end or out_of_time else None
 
     def _say(self, line: str) -> None:
-        if self.progress_bar:
+        if self.progress_bar and line:
             tqdm.write(line, file=sys.stdout)
 
     def save(self, best: bool = False) -> None:
@@ -425,15 +420,13 @@ class Trainer:
         return min(n for n in limits if n) if any(limits) else 0  # 0: a budget will plan
 
     def measure_costs(self) -> Costs:
-        """What a step, a validation and a checkpoint cost here (budget.measure). A public
-        hook: a subclass may return known costs (the tests do, for a plan independent of the
-        machine's load)."""
+        """What a step, a validation and a checkpoint cost here (budget.measure); a public hook
+        for known costs (the tests' plans do not depend on the machine's load)."""
         return measure(self)
 
     def _plan(self) -> None:
         """Fix, once, the number of steps the budget allows; the schedule spans it."""
-        costs = self.measure_costs()
-        limit = self.schedule_steps() or math.inf
+        costs, limit = self.measure_costs(), self.schedule_steps() or math.inf
         self.p.planned_steps = min(limit, self.p.step + agreed_fit(self, costs))
         self.p.elapsed_s += costs.measure_s
         set_by = "time_budget" if self.p.planned_steps < limit else "epochs/max_steps"
