@@ -241,3 +241,23 @@ def test_resume_at_its_limit_trains_nothing_and_writes_no_row(tiny_config, tmp_p
     result = train(cfg, resume=True, progress_bar=False)
     assert result.stopped_by == "max_steps" and result.progress.step == 3
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+def test_a_run_from_before_output_dropout_is_refused_on_resume(tiny_config, tmp_path):
+    """Its --dropout acted between layers only: resumed now, the rest would train another
+    model, so --resume says so (runs without dropout resume as before)."""
+    from charlm.errors import CharLMError
+
+    cfg = tiny(tiny_config, epochs=1, num_layers=2, dropout=0.2)
+    train(cfg, progress_bar=False)
+    path = tmp_path / "run" / LATEST
+    old = torch.load(path, weights_only=True)
+    del old["output_dropout"]
+    torch.save(old, path)
+    with pytest.raises(CharLMError, match="--dropout between layers only"):
+        train(tiny(cfg, epochs=2), resume=True, progress_bar=False)
+    old["config"]["dropout"] = 0.0
+    torch.save(old, path)
+    assert (
+        train(tiny(cfg, epochs=2, dropout=0.0), resume=True, progress_bar=False).progress.epoch == 2
+    )
