@@ -176,7 +176,13 @@ def train_args(corpus, out, sampler):
     ]
 
 
+def _default_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def spawn(args):
+    """A training process with SIGHUP at its default, even when the tests run under nohup
+    (which charlm, by design, would honour)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "charlm", *args],
@@ -184,6 +190,7 @@ def spawn(args):
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_default_sighup,
     )
 
 
