@@ -132,3 +132,26 @@ def test_the_model_config_takes_its_defaults_from_the_train_config() -> None:
     assert sorted(f.name for f in fields(ModelConfig)) == sorted(["vocab_size", *MODEL_FIELDS])
     defaults, model = TrainConfig(), ModelConfig(vocab_size=7)
     assert all(getattr(model, k) == getattr(defaults, k) for k in MODEL_FIELDS)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_dropout_drops_the_last_layers_output_in_training_only(kind: str) -> None:
+    """One layer: --dropout acts on H_t before the output layer, O = drop(H) W_hq + b_q, with
+    the mask torch draws for it; never in eval mode, and never on the carried state."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=9, model=kind, hidden_size=12, embedding_dim=4, dropout=0.5)
+    model = CharLM(cfg).double()
+    X = torch.randint(0, 9, (7, 3))
+    model.eval()
+    plain, plain_state = model(X)
+    with torch.no_grad():  # the last layer's outputs, from the cell itself
+        H, _ = model.rnn(model.embedding(X), model.init_state(3))
+    model.train()
+    torch.manual_seed(1)
+    dropped, state = model(X)
+    torch.manual_seed(1)
+    mask = F.dropout(torch.ones_like(H), 0.5, training=True)
+    assert torch.allclose(dropped, (H * mask) @ model.W_hq + model.b_q, atol=1e-8)
+    assert not torch.allclose(dropped, plain)
+    states = (state, plain_state) if kind != "lstm" else (state[0], plain_state[0])
+    assert torch.equal(*states)  # the recurrence itself is untouched
