@@ -49,10 +49,12 @@ class TrainConfig:
     # model
     model: str = _opt("lstm", "recurrent cell: hand-written rnn, or nn.LSTM / nn.GRU", MODELS)
     embedding_dim: int = _opt(64, "learned embedding size; 0 = one-hot input")
-    hidden_size: int = _opt(384, "hidden units per layer")
+    hidden_size: int = _opt(
+        0, "hidden units per layer; 0: auto, 384 for a --time-budget under 120 s, else 448"
+    )
     num_layers: int = _opt(1, "stacked recurrent layers")
     dropout: float = _opt(
-        0.2, "dropout on each layer's output: between layers and before the output layer"
+        0.25, "dropout on each layer's output: between layers and before the output layer"
     )
     init: str = _opt("auto", "weight init (auto: textbook for rnn, pytorch otherwise)", INITS)
     init_std: float = _opt(0.01, "std of the textbook N(0, std^2) init")
@@ -162,26 +164,28 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-POSITIVE = ("hidden_size", "num_layers", "batch_size", "sample_length", "log_every",
-            "lr_step_size")  # fmt: skip
-NON_NEGATIVE = ("epochs", "embedding_dim", "max_steps", "time_budget", "sample_every",
-                "save_every", "warmup_steps", "clip", "weight_decay", "seq_len", "lr")  # fmt: skip
+POSITIVE = ("num_layers", "batch_size", "sample_length", "log_every", "lr_step_size")
+NON_NEGATIVE = ("epochs", "hidden_size", "embedding_dim", "max_steps", "time_budget",
+                "sample_every", "save_every", "warmup_steps", "clip", "weight_decay", "seq_len",
+                "lr")  # fmt: skip
 # sizes torch can index, and a depth that can be built in seconds; any float beyond FLOAT_MAX
 # overflows once it meets float32 (an lr of 1e308 is a torch traceback, not a setting)
 SIZE_MAX, LAYERS_MAX, FLOAT_MAX = 2**31 - 1, 1024, 1e30
 SIZES = ("hidden_size", "embedding_dim", "seq_len", "batch_size", "sample_length")
 
 
-# What --seq-len 0 and --lr 0 (the defaults) become: a budget under SHORT_BUDGET_S buys about
-# an epoch of tiny Shakespeare on a 2-core CPU, where more, shorter updates learn fastest;
-# longer runs learn more from longer windows at a lower rate (measured: benchmarks/RESULTS.md)
+# What --hidden-size 0, --seq-len 0 and --lr 0 (the defaults) become: a budget under
+# SHORT_BUDGET_S buys about an epoch of tiny Shakespeare on a 2-core CPU, where a smaller model
+# making more, shorter updates learns fastest; longer runs learn more with a larger model from
+# longer windows at a lower rate (measured: benchmarks/RESULTS.md)
 SHORT_BUDGET_S = 120.0
-AUTO_SHORT = {"seq_len": 64, "lr": 1e-2}
-AUTO_LONG = {"seq_len": 128, "lr": 6e-3}
+AUTO_SHORT = {"hidden_size": 384, "seq_len": 64, "lr": 1e-2}
+AUTO_LONG = {"hidden_size": 448, "seq_len": 128, "lr": 6e-3}
 
 
 def resolve_auto(cfg: TrainConfig) -> TrainConfig:
-    """`cfg` with --seq-len 0 and --lr 0 chosen by the run's budget (see AUTO_SHORT)."""
+    """`cfg` with --hidden-size, --seq-len and --lr left at 0 chosen by the run's budget (see
+    AUTO_SHORT)."""
     recipe = AUTO_SHORT if 0 < cfg.time_budget < SHORT_BUDGET_S else AUTO_LONG
     return replace(cfg, **{name: value for name, value in recipe.items() if not getattr(cfg, name)})
 

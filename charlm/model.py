@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from charlm.cells import Cell, State, cell_class
-from charlm.config import TrainConfig
+from charlm.config import TrainConfig, resolve_auto
 
-_DEFAULT = TrainConfig()  # the one source of defaults
+_DEFAULT = resolve_auto(TrainConfig())  # the one source of defaults: a run's, with no budget
 
 
 @dataclass

@@ -178,17 +178,19 @@ def test_without_budget_epochs_default_to_seven_or_what_max_steps_needs(
 @pytest.mark.parametrize(
     ("budget", "given", "chosen"),
     [
-        (30.0, {}, (64, 1e-2)),
-        (119.0, {}, (64, 1e-2)),
-        (120.0, {}, (128, 6e-3)),
-        (0.0, {}, (128, 6e-3)),  # no budget: the longer run's
-        (30.0, {"seq_len": 200}, (200, 1e-2)),
-        (600.0, {"lr": 1e-3}, (128, 1e-3)),
+        (30.0, {}, (384, 64, 1e-2)),
+        (119.0, {}, (384, 64, 1e-2)),
+        (120.0, {}, (448, 128, 6e-3)),
+        (0.0, {}, (448, 128, 6e-3)),  # no budget: the longer run's
+        (30.0, {"seq_len": 200}, (384, 200, 1e-2)),
+        (600.0, {"lr": 1e-3}, (448, 128, 1e-3)),
+        (30.0, {"hidden_size": 512}, (512, 64, 1e-2)),
+        (600.0, {"hidden_size": 64}, (64, 128, 6e-3)),
     ],
 )
-def test_auto_window_and_rate_follow_the_budget_and_given_values_win(budget, given, chosen):
+def test_auto_size_window_and_rate_follow_the_budget_and_given_values_win(budget, given, chosen):
     cfg = resolve_auto(TrainConfig(time_budget=budget, **given))
-    assert (cfg.seq_len, cfg.lr) == chosen
+    assert (cfg.hidden_size, cfg.seq_len, cfg.lr) == chosen
 
 
 def test_a_run_records_what_auto_chose_and_the_replay_names_it(tiny_config, tmp_path) -> None:

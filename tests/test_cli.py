@@ -142,7 +142,7 @@ def test_lenient_decoding_option(tmp_path):
 @pytest.mark.parametrize(
     ("flag", "value", "fragment"),
     [
-        ("--hidden-size", "0", "--hidden-size must be > 0"),
+        ("--hidden-size", "-1", "--hidden-size must be >= 0"),
         ("--num-layers", "-1", "--num-layers"),
         ("--seq-len", "-1", "--seq-len must be >= 0"),
         ("--batch-size", "-4", "--batch-size"),
