@@ -12,6 +12,7 @@ from pathlib import Path
 import charlm
 from charlm import Dynamic, TrainConfig, load_corpus, load_model
 from charlm.data import builtin_text
+from charlm.dynamic import rms_dynamic
 
 # validation loss (nats/char) each budget must reach on tiny Shakespeare (issue 20)
 TARGETS = {30.0: 1.65, 60.0: 1.55, 180.0: 1.45}
@@ -62,19 +63,24 @@ def learning(args: argparse.Namespace, work: Path) -> list[dict]:
 
 def dynamic_gain(args: argparse.Namespace) -> list[dict]:
     """bits/char of tiny Shakespeare's validation split and of another domain (the built-in
-    corpus's last 100,000 characters) under the model in args.dynamic, static and dynamic."""
+    corpus's last 100,000 characters) under the model in args.dynamic: static, dynamic, and
+    dynamic with the RMS-normalised update (statistics from the start of the training split;
+    their seconds are counted in each text's row)."""
     model, vocab, _ = load_model(args.dynamic, "cpu")
-    _, val = load_corpus(args.corpus).split(0.1)
+    train, val = load_corpus(args.corpus).split(0.1)
     other = vocab.encode(builtin_text()[-100_000:], skip_unknown=True)
     rows = []
     for name, ids in (
         ("tiny Shakespeare validation", val),
         ("built-in corpus (Python docs)", other),
     ):
-        for dyn in (None, Dynamic()):
+        for kind in ("static", "dynamic", "dynamic-rms"):
             t0 = time.perf_counter()
+            dyn = {"static": None, "dynamic": Dynamic()}.get(kind)
+            if kind == "dynamic-rms":
+                dyn = rms_dynamic(model, train, seq_len=256)
             result = charlm.score(model, ids, seq_len=256, dynamic=dyn)
-            row = {"text": name, "chars": result.chars, "dynamic": dyn is not None,
+            row = {"text": name, "chars": result.chars, "dynamic": kind,
                    "bpc": result.bits_per_char, "seconds": time.perf_counter() - t0}  # fmt: skip
             print(json.dumps(row), flush=True)
             rows.append(row)

@@ -32,6 +32,8 @@ from charlm.console import (
 from charlm.errors import CharLMError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from charlm.data import Vocab
     from charlm.dynamic import Dynamic
     from charlm.evaluate import Score
@@ -413,9 +415,17 @@ def eval_group() -> None:
 @click.option(
     "--dynamic-decay",
     type=float,
-    default=0.0,
-    show_default=True,
-    help="--dynamic: pull the weights back towards the trained ones by this fraction per window",
+    default=None,
+    help="--dynamic: pull the weights back towards the trained ones by this fraction per window"
+    "  [default: the value tuned on training text, 0 for both updates]",
+)
+@click.option(
+    "--dynamic-rms",
+    "rms_text",
+    default=None,
+    help="--dynamic: Krause et al.'s RMS-normalised update, with gradient statistics from the "
+    "first 100,000 characters of this TRAINING text (never the scored one; a file, folder or "
+    "corpus name, read as INPUTS are)",
 )
 @_device_option
 @_threads_option
@@ -433,7 +443,8 @@ def perplexity(
     html_max_chars: int = 20_000,
     dynamic: bool = False,
     dynamic_lr: float | None = None,
-    dynamic_decay: float = 0.0,
+    dynamic_decay: float | None = None,
+    rms_text: str | None = None,
     **read: Any,  # how INPUTS are read: include, exclude, hidden, separator, encoding, errors
 ) -> None:
     """Perplexity and bits per character (per byte, for a byte-level model) of INPUTS.
@@ -452,21 +463,21 @@ def perplexity(
       charlm eval perplexity enwik8:test --checkpoint runs/enwik8    # the standard test part
       charlm eval perplexity test.txt --html surprisal.html   # open it in a browser
       charlm eval perplexity test.txt --dynamic               # adapt to the text as it reads
+      charlm eval perplexity test.txt --dynamic --dynamic-rms train.txt   # Krause et al.'s RMS
     """
-    from charlm.evaluate import read_scored_text, score
-    from charlm.inputs import Selection, unescape
+    from charlm.evaluate import score
 
     check_ranges(seq_len=seq_len, streams=streams, html_max_chars=html_max_chars if html_out else 2)
-    adapt = _dynamic(dynamic, dynamic_lr, dynamic_decay, streams)  # before loading the model
+    adapt = _dynamic(dynamic, dynamic_lr, dynamic_decay, streams, rms_text)  # before the model
     model, vocab, ckpt = _load(checkpoint_path, device, threads)
     if html_out is not None and vocab.is_bytes:
         raise CharLMError("--html shows characters: it needs a character-level model")
-    selection = Selection(read["include"], read["exclude"], read["hidden"])
-    corpus, ids = read_scored_text(inputs, vocab, selection, unescape(read["separator"]),
-                                   read["encoding"], read["errors"], skip_unknown,
-                                   checkpoint_path)  # fmt: skip
+    text_of = _text_reader(vocab, checkpoint_path, read)
+    corpus, ids = text_of(inputs, skip_unknown=skip_unknown)
     if corpus.note:
         click.echo(corpus.note, err=True)
+    if adapt is not None and rms_text is not None:
+        adapt = _rms_statistics(adapt, model, text_of, rms_text, seq_len)
     result = score(model, ids, seq_len, streams, progress=True, dynamic=adapt)
     result.skipped = len(corpus.ids) - len(ids)
     if html_out is not None:
@@ -480,6 +491,34 @@ def perplexity(
     _print_score(result, "byte" if vocab.is_bytes else "char", adapt, as_json)
 
 
+def _text_reader(vocab: Vocab, checkpoint_path: str, read: dict[str, Any]) -> Callable[..., Any]:
+    """`read_scored_text` with the --include/--exclude/--hidden/--separator/--encoding/--errors
+    the command was given: INPUTS and --dynamic-rms's text are read alike."""
+    from charlm.evaluate import read_scored_text
+    from charlm.inputs import Selection, unescape
+
+    selection = Selection(read["include"], read["exclude"], read["hidden"])
+    return functools.partial(read_scored_text, vocab=vocab, selection=selection,
+                             separator=unescape(read["separator"]), encoding=read["encoding"],
+                             errors=read["errors"], model_name=checkpoint_path)  # fmt: skip
+
+
+def _rms_statistics(
+    adapt: Dynamic, model: CharLM, read: Callable[..., Any], path: str, seq_len: int
+) -> Dynamic:
+    """--dynamic-rms PATH: the RMS-normalised update, its gradient statistics from PATH read
+    by `read` (as the scored text is: characters the model lacks are skipped)."""
+    from charlm.dynamic import RMS_CHARS, rms_dynamic
+
+    try:
+        _, train_ids = read((path,), skip_unknown=True)
+    except CharLMError as e:
+        raise CharLMError(f"--dynamic-rms {path}: {e}") from None
+    chars = min(len(train_ids), RMS_CHARS)
+    click.echo(f"--dynamic-rms: gradient statistics from {chars:,} characters of {path}", err=True)
+    return rms_dynamic(model, train_ids, seq_len, adapt.lr, adapt.decay)
+
+
 def _load(checkpoint_path: str, device: str, threads: int) -> tuple[CharLM, Vocab, dict]:
     """The model to generate or score with, on --threads CPU threads."""
     from charlm.checkpoint import load_model
@@ -489,16 +528,25 @@ def _load(checkpoint_path: str, device: str, threads: int) -> tuple[CharLM, Voca
     return load_model(checkpoint_path, device)
 
 
-def _dynamic(on: bool, lr: float | None, decay: float, streams: int) -> Dynamic | None:
-    """The --dynamic settings, checked; None without --dynamic."""
-    from charlm.dynamic import Dynamic
+def _dynamic(
+    on: bool, lr: float | None, decay: float | None, streams: int, rms_text: str | None
+) -> Dynamic | None:
+    """The --dynamic settings, checked; None without --dynamic. Their defaults are the plain
+    update's, or with --dynamic-rms the RMS-normalised one's (its statistics come later)."""
+    from charlm.dynamic import DEFAULT_LR, RMS_DECAY, RMS_LR, Dynamic
     from charlm.evaluate import check_dynamic
 
     if not on:
-        if lr is not None or decay:
-            raise CharLMError("--dynamic-lr and --dynamic-decay only apply with --dynamic")
+        if lr is not None or decay is not None or rms_text is not None:
+            raise CharLMError(
+                "--dynamic-lr, --dynamic-decay and --dynamic-rms only apply with --dynamic"
+            )
         return None
-    adapt = Dynamic(decay=decay, **({} if lr is None else {"lr": lr}))
+    rms = rms_text is not None
+    adapt = Dynamic(
+        lr=(RMS_LR if rms else DEFAULT_LR) if lr is None else lr,
+        decay=(RMS_DECAY if rms else 0.0) if decay is None else decay,
+    )
     check_dynamic(adapt, streams)
     return adapt
 
@@ -506,6 +554,8 @@ def _dynamic(on: bool, lr: float | None, decay: float, streams: int) -> Dynamic 
 def _print_score(result: Score, unit: str, adapt: Dynamic | None, as_json: bool) -> None:
     if as_json:
         extra = {} if adapt is None else {"dynamic": {"lr": adapt.lr, "decay": adapt.decay}}
+        if adapt is not None and adapt.grad_rms is not None:
+            extra["dynamic"]["rms"] = True
         finite = {k: v if math.isfinite(v) else None for k, v in result.as_dict().items()}
         click.echo(json.dumps({**finite, "unit": unit, **extra}))  # JSON has no inf: null
         return
@@ -516,7 +566,8 @@ def _print_score(result: Score, unit: str, adapt: Dynamic | None, as_json: bool)
     if result.skipped:
         click.echo(f"{unit}s skipped  {result.skipped} (not in the vocabulary)")
     if adapt is not None:
-        click.echo(f"dynamic        SGD lr {adapt.lr:g}, decay {adapt.decay:g}")
+        update = "RMS-normalised" if adapt.grad_rms is not None else "SGD"
+        click.echo(f"dynamic        {update} lr {adapt.lr:g}, decay {adapt.decay:g}")
 
 
 def _size(n: int) -> str:

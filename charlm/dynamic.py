@@ -9,6 +9,21 @@ model adapted to the text read so far (its names, its words, its style):
         W <- W - lr * g + decay * (W_trained - W)          (SGD, pulled back to the trained W)
     the hidden state is carried from window to window (detached), as in static scoring
 
+With `grad_rms` (`--dynamic-rms TEXT`), the update is the paper's RMS-normalised one (its
+Section 5): MS_g = mean over the windows of TEXT (training text, read with the trained weights,
+which do not move) of each weight's squared gradient, and
+
+    W <- W - lr * g / (sqrt(MS_g) + eps) + min(decay * RMS_norm, 1) * (W_trained - W)
+    RMS_norm = sqrt(MS_g) / avg(sqrt(MS_g))
+
+so that weights whose gradients were small in training move less, and those that learned the
+most are pulled back the hardest. avg is over every element of every weight; the pull is at
+most all the way back (the paper's clip of the decay rate at 1/decay). eps, a constant in the
+paper, is charlm's EPS_FRACTION * avg(sqrt(MS_g)): no weight steps more than lr * g / avg, so
+a weight whose gradient was ~0 in training (the embedding of a character TEXT hardly has) does
+not take a step without bound (with eps = 1e-3 avg, Python text under a Shakespeare model
+diverged).
+
 Every character is scored before the model learns from it, so the score is an honest
 prediction. The model passed in is never changed: a copy learns, and no file is written.
 """
@@ -18,7 +33,8 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,25 +43,79 @@ import torch.nn.functional as F
 from charlm.errors import CharLMError
 from charlm.model import CharLM, detach_state
 
-# the best of 1e-2, 3e-2, 0.1, 0.3, 0.6, 1, 3 for the default model (180 s on tiny Shakespeare) on
-# 10,000 characters of its training text (not a text reported on), --seq-len 256: see
-# benchmarks/RESULTS.md
+# the best for the default model (180 s on tiny Shakespeare) on 10,000 characters of its
+# training text (not a text reported on), --seq-len 256: see benchmarks/RESULTS.md
 DEFAULT_LR = 0.3
+RMS_LR, RMS_DECAY = 1e-3, 0.0  # --dynamic-rms: tuned the same way (statistics: 100k chars)
+RMS_CHARS = 100_000  # --dynamic-rms TEXT: the gradient statistics read its start, up to this
+EPS_FRACTION = 1.0
 
 
 @dataclass(frozen=True)
 class Dynamic:
-    """Settings of dynamic evaluation: SGD step size, and the pull back to the trained weights
-    per window (0: none; 1 would forget each step at once)."""
+    """Settings of dynamic evaluation: SGD step size, the pull back to the trained weights per
+    window (0: none; 1 would forget each step at once), and for the RMS-normalised update
+    sqrt(MS_g) per weight (`gradient_rms`), in `model.parameters()` order."""
 
     lr: float = DEFAULT_LR
     decay: float = 0.0
+    grad_rms: tuple[torch.Tensor, ...] | None = field(default=None, compare=False, repr=False)
 
     def check(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise CharLMError(f"--dynamic-lr must be > 0, got {self.lr}")
         if not 0 <= self.decay < 1:
             raise CharLMError(f"--dynamic-decay must be in [0, 1), got {self.decay}")
+
+
+def rms_dynamic(
+    model: CharLM, train_ids: np.ndarray, seq_len: int, lr: float = RMS_LR, decay: float = RMS_DECAY
+) -> Dynamic:
+    """The RMS-normalised settings, with gradient statistics from `train_ids` (training text:
+    never the text to be scored, whose gradients would leak into its own score)."""
+    if len(train_ids) < 2:
+        raise CharLMError("--dynamic-rms needs a text of at least 2 known characters")
+    Dynamic(lr, decay).check()  # before the statistics take their seconds
+    return Dynamic(lr, decay, tuple(gradient_rms(model, train_ids[:RMS_CHARS], seq_len)))
+
+
+def gradient_rms(model: CharLM, ids: np.ndarray, seq_len: int) -> list[torch.Tensor]:
+    """sqrt(MS_g): each weight's root mean square gradient of a window's mean NLL, over the
+    windows of `ids` in order (state carried), with the weights as trained (they do not move)."""
+    learner = _copy(model)
+    squares = [torch.zeros_like(p) for p in learner.parameters()]
+    windows, state = 0, None
+    for t in range(0, len(ids) - 1, seq_len):
+        _, _, state = _window_gradient(learner, ids, t, seq_len, state)
+        for square, p in zip(squares, learner.parameters(), strict=True):
+            if p.grad is not None:
+                square += p.grad.double().square().to(square.dtype)
+        windows += 1
+    return [(square / windows).sqrt() for square in squares]
+
+
+def _copy(model: CharLM) -> CharLM:
+    learner = copy.deepcopy(model)
+    learner.eval()  # no dropout: the weights learn, the scoring stays deterministic
+    return learner
+
+
+def _window_gradient(
+    learner: CharLM, ids: np.ndarray, t: int, seq_len: int, state: Any
+) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Logits (w, 1, V) and NLL (w, 1) of the window starting at t, the state after it
+    (detached), and the gradient of its mean NLL in the learner's .grad."""
+    w = min(seq_len, len(ids) - 1 - t)
+    window = torch.from_numpy(np.asarray(ids[t : t + w + 1], dtype=np.int64))
+    window = window.to(learner.W_hq.device)[:, None]  # (w+1, 1)
+    # cuDNN's RNN backward refuses eval mode; its plain kernels do not
+    with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
+        logits, new_state = learner(window[:-1], state)
+        flat = logits.reshape(-1, logits.shape[-1]).float()
+        nll = F.cross_entropy(flat, window[1:].reshape(-1), reduction="none").view(w, 1)
+        learner.zero_grad(set_to_none=True)
+        nll.mean().backward()
+    return logits.detach().float(), nll.detach(), detach_state(new_state)
 
 
 def adapted_windows(
@@ -55,30 +125,35 @@ def adapted_windows(
     yields them for one stream, from a copy of `model` that learns after scoring each window.
     """
     settings.check()
-    learner = copy.deepcopy(model)
-    learner.eval()  # no dropout: the weights learn, the scoring stays deterministic
-    params = [p for p in learner.parameters() if p.requires_grad]
+    learner = _copy(model)
+    params = list(learner.parameters())
     trained = [p.detach().clone() for p in params]
-    device = model.W_hq.device
-    n = len(ids)
+    step, pull = _update_scales(params, settings)
     state = None
-    for t in range(0, n - 1, seq_len):
-        w = min(seq_len, n - 1 - t)
-        window = torch.from_numpy(np.asarray(ids[t : t + w + 1], dtype=np.int64)).to(device)
-        window = window[:, None]  # (w+1, 1)
-        # cuDNN's RNN backward refuses eval mode; its plain kernels do not
-        with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
-            logits, new_state = learner(window[:-1], state)
-            flat = logits.reshape(-1, logits.shape[-1]).float()
-            nll = F.cross_entropy(flat, window[1:].reshape(-1), reduction="none").view(w, 1)
-            learner.zero_grad(set_to_none=True)
-            nll.mean().backward()
+    for t in range(0, len(ids) - 1, seq_len):
+        logits, nll, state = _window_gradient(learner, ids, t, seq_len, state)
         # the window is scored (yielded) before the weights move
-        yield logits.detach().float(), nll.detach(), torch.ones_like(nll, dtype=torch.bool)
+        yield logits, nll, torch.ones_like(nll, dtype=torch.bool)
         with torch.no_grad():
-            for p, p0 in zip(params, trained, strict=True):
+            for p, p0, s, d in zip(params, trained, step, pull, strict=True):
                 if p.grad is not None:
-                    p -= settings.lr * p.grad
+                    p -= s * p.grad
                 if settings.decay:
-                    p += settings.decay * (p0 - p)
-        state = detach_state(new_state)
+                    p += d * (p0 - p)
+
+
+def _update_scales(params: list[torch.Tensor], settings: Dynamic) -> tuple[list[Any], list[Any]]:
+    """Per weight, the factor of its gradient and of its pull back: the plain SGD numbers, or
+    the RMS-normalised tensors lr / (sqrt(MS_g) + eps) and min(decay * RMS_norm, 1)."""
+    if settings.grad_rms is None:
+        return [settings.lr] * len(params), [settings.decay] * len(params)
+    rms = [r.to(p.device, p.dtype) for r, p in zip(settings.grad_rms, params, strict=True)]
+    if [r.shape for r in rms] != [p.shape for p in params]:
+        raise CharLMError("--dynamic-rms: the gradient statistics are not of this model")
+    average = sum(float(r.double().sum()) for r in rms) / sum(r.numel() for r in rms)
+    if not (average > 0 and math.isfinite(average)):
+        raise CharLMError(f"--dynamic-rms: the gradient statistics average {average:g}")
+    eps = EPS_FRACTION * average
+    step = [settings.lr / (r + eps) for r in rms]
+    pull = [(settings.decay * r / average).clamp(max=1.0) for r in rms]
+    return step, pull
