@@ -6,8 +6,8 @@ a step, a validation and a checkpoint cost on this machine (after the first, slo
 plans the number of steps that fit together with the validations and checkpoints that come
 with them; the schedule (warm-up, cosine, step) spans that plan. The plan is recorded in
 config.json and in every checkpoint, so `--resume` keeps it, and `--max-steps PLANNED
---time-budget 0 --seq-len T --lr LR` (the values it ran with: auto picks them by the budget)
-replays the run step for step on any machine.
+--time-budget 0 --hidden-size H --seq-len T --lr LR` (the values it ran with: auto picks them
+by the budget) replays the run step for step on any machine.
 
     budget = measuring + N * step + ceil(N / E) * (validation + 2 checkpoints)
              + (N // save_every) * checkpoint + a safety margin
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from charlm import checkpoint, distributed
+from charlm.config import flag
 
 if TYPE_CHECKING:
     from charlm.train import Trainer
@@ -67,16 +68,17 @@ def plan_steps(seconds: float, costs: Costs, steps_per_epoch: int, save_every: i
 
 
 def plan_record(
-    steps: int, set_by: str, costs: Costs | None, seq_len: int, lr: float
+    steps: int, set_by: str, costs: Costs | None, chosen: dict[str, float]
 ) -> dict[str, Any]:
     """The plan as config.json records it: enough to understand it and to replay the run.
 
-    The replay names --seq-len and --lr: left at 0 (auto), a run without a budget would
-    choose others."""
+    The replay names the settings that auto chose by the budget (`chosen`: --hidden-size,
+    --seq-len, --lr): left at 0, a run without a budget would choose others."""
+    given = " ".join(f"{flag(name)} {value:g}" for name, value in chosen.items())
     record: dict[str, Any] = {
         "steps": steps,
         "set_by": set_by,
-        "replay": f"--max-steps {steps} --time-budget 0 --seq-len {seq_len} --lr {lr:g}",
+        "replay": f"--max-steps {steps} --time-budget 0 {given}",
     }
     if costs is not None:
         record["measured"] = asdict(costs)

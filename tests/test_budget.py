@@ -93,8 +93,10 @@ def test_budget_plans_records_and_anneals(budget_config, tmp_path: Path) -> None
     assert result.stopped_by == "time_budget" and result.progress.step == planned
     plan = json.loads((tmp_path / "run" / "config.json").read_text())["plan"]
     assert plan["steps"] == planned and plan["set_by"] == "time_budget"
-    lr = budget_config.lr
-    assert plan["replay"] == f"--max-steps {planned} --time-budget 0 --seq-len 16 --lr {lr:g}"
+    H, lr = budget_config.hidden_size, budget_config.lr
+    assert plan["replay"] == (
+        f"--max-steps {planned} --time-budget 0 --hidden-size {H} --seq-len 16 --lr {lr:g}"
+    )
     ckpt = torch.load(tmp_path / "run" / LATEST, weights_only=True)
     assert ckpt["progress"]["planned_steps"] == planned and ckpt["plan"] == plan
     # the cosine schedule has run its course: the rate ends at lr / 20
@@ -198,7 +200,8 @@ def test_a_run_records_what_auto_chose_and_the_replay_names_it(tiny_config, tmp_
     KnownCosts(cfg, progress_bar=False).run()
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (recorded["seq_len"], recorded["lr"]) == (64, 1e-2)
-    assert recorded["plan"]["replay"].endswith("--seq-len 64 --lr 0.01")
+    H = tiny_config.hidden_size
+    assert recorded["plan"]["replay"].endswith(f"--hidden-size {H} --seq-len 64 --lr 0.01")
 
 
 def test_sgd_has_no_automatic_rate(tiny_config) -> None:
