@@ -69,16 +69,19 @@ def dynamic_gain(args: argparse.Namespace) -> list[dict]:
     model, vocab, _ = load_model(args.dynamic, "cpu")
     train, val = load_corpus(args.corpus).split(0.1)
     other = vocab.encode(builtin_text()[-100_000:], skip_unknown=True)
+    updates = {
+        "static": lambda: None,
+        "dynamic": Dynamic,
+        "dynamic-rms": lambda: rms_dynamic(model, train, seq_len=256),
+    }
     rows = []
     for name, ids in (
         ("tiny Shakespeare validation", val),
         ("built-in corpus (Python docs)", other),
     ):
-        for kind in ("static", "dynamic", "dynamic-rms"):
+        for kind, settings in updates.items():
             t0 = time.perf_counter()
-            dyn = {"static": None, "dynamic": Dynamic()}.get(kind)
-            if kind == "dynamic-rms":
-                dyn = rms_dynamic(model, train, seq_len=256)
+            dyn = settings()  # the RMS statistics are part of its time
             result = charlm.score(model, ids, seq_len=256, dynamic=dyn)
             row = {"text": name, "chars": result.chars, "dynamic": kind,
                    "bpc": result.bits_per_char, "seconds": time.perf_counter() - t0}  # fmt: skip

@@ -566,8 +566,7 @@ def _print_score(result: Score, unit: str, adapt: Dynamic | None, as_json: bool)
     if result.skipped:
         click.echo(f"{unit}s skipped  {result.skipped} (not in the vocabulary)")
     if adapt is not None:
-        update = "RMS-normalised" if adapt.grad_rms is not None else "SGD"
-        click.echo(f"dynamic        {update} lr {adapt.lr:g}, decay {adapt.decay:g}")
+        click.echo(f"dynamic        {adapt.update} lr {adapt.lr:g}, decay {adapt.decay:g}")
 
 
 def _size(n: int) -> str:

@@ -181,6 +181,7 @@ SIZES = ("hidden_size", "embedding_dim", "seq_len", "batch_size", "sample_length
 SHORT_BUDGET_S = 120.0
 AUTO_SHORT = {"hidden_size": 384, "seq_len": 64, "lr": 1e-2}
 AUTO_LONG = {"hidden_size": 448, "seq_len": 128, "lr": 6e-3}
+AUTO_FIELDS = tuple(AUTO_LONG)  # the settings 0 leaves to the budget
 
 
 def resolve_auto(cfg: TrainConfig) -> TrainConfig:

@@ -61,6 +61,11 @@ class Dynamic:
     decay: float = 0.0
     grad_rms: tuple[torch.Tensor, ...] | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def update(self) -> str:
+        """The update's name, as the CLI and the --html page say it."""
+        return "SGD" if self.grad_rms is None else "RMS-normalised"
+
     def check(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise CharLMError(f"--dynamic-lr must be > 0, got {self.lr}")
@@ -89,7 +94,7 @@ def gradient_rms(model: CharLM, ids: np.ndarray, seq_len: int) -> list[torch.Ten
         _, _, state = _window_gradient(learner, ids, t, seq_len, state)
         for square, p in zip(squares, learner.parameters(), strict=True):
             if p.grad is not None:
-                square += p.grad.double().square().to(square.dtype)
+                square += p.grad.square()
         windows += 1
     return [(square / windows).sqrt() for square in squares]
 
@@ -147,9 +152,9 @@ def _update_scales(params: list[torch.Tensor], settings: Dynamic) -> tuple[list[
     the RMS-normalised tensors lr / (sqrt(MS_g) + eps) and min(decay * RMS_norm, 1)."""
     if settings.grad_rms is None:
         return [settings.lr] * len(params), [settings.decay] * len(params)
-    rms = [r.to(p.device, p.dtype) for r, p in zip(settings.grad_rms, params, strict=True)]
-    if [r.shape for r in rms] != [p.shape for p in params]:
+    if [r.shape for r in settings.grad_rms] != [p.shape for p in params]:
         raise CharLMError("--dynamic-rms: the gradient statistics are not of this model")
+    rms = [r.to(p.device, p.dtype) for r, p in zip(settings.grad_rms, params, strict=True)]
     average = sum(float(r.double().sum()) for r in rms) / sum(r.numel() for r in rms)
     if not (average > 0 and math.isfinite(average)):
         raise CharLMError(f"--dynamic-rms: the gradient statistics average {average:g}")

@@ -230,9 +230,8 @@ def surprisal_page(
         )
     if dynamic is not None:
         notes.append(
-            f"Dynamic evaluation: the model learned from the text as it read it "
-            f"({'RMS-normalised' if dynamic.grad_rms is not None else 'SGD'}, lr "
-            f"{dynamic.lr:g}, decay {dynamic.decay:g}); each character is scored before that."
+            f"Dynamic evaluation: the model learned from the text as it read it ({dynamic.update}, "
+            f"lr {dynamic.lr:g}, decay {dynamic.decay:g}); each character is scored before that."
         )
     skipped = s.known.count(False)
     if skipped:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from charlm import checkpoint, distributed
 from charlm.budget import Costs, agreed_fit, measure, plan_line, plan_record
 from charlm.config import (
-    AUTO_LONG,
+    AUTO_FIELDS,
     DEFAULT_EPOCHS,
     FIXED_ON_RESUME,
     TrainConfig,
@@ -433,7 +433,7 @@ class Trainer:
         set_by = "time_budget" if self.p.planned_steps < limit else "epochs/max_steps"
         if not self.cfg.epochs:  # only the budget bounds the run: the epochs that hold the plan
             self.cfg = replace(self.cfg, epochs=epochs_for(self.p.planned_steps, len(self.sampler)))
-        chosen = {name: getattr(self.cfg, name) for name in AUTO_LONG}  # what auto may choose
+        chosen = {name: getattr(self.cfg, name) for name in AUTO_FIELDS}
         self.plan = plan_record(self.p.planned_steps, set_by, costs, chosen)
         self.learner.reschedule(self.schedule_steps())
         self._write_config()

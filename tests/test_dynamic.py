@@ -228,6 +228,9 @@ def test_rms_statistics_of_another_model_are_refused(model) -> None:
     adapt = rms_dynamic(other, ids(), T)
     with pytest.raises(CharLMError, match="not of this model"):
         next(adapted_windows(model, ids(), T, adapt))
+    deeper = CharLM(ModelConfig(vocab_size=12, model="lstm", hidden_size=24, num_layers=2))
+    with pytest.raises(CharLMError, match="not of this model"):  # more weights, not other sizes
+        next(adapted_windows(model, ids(), T, rms_dynamic(deeper, ids(), T)))
     with pytest.raises(CharLMError, match="at least 2 known characters"):
         rms_dynamic(model, ids(1), T)
 
