@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from charlm.cells import Cell, State, cell_class
+from charlm.cells import Cell, Dropout, State, cell_class
 from charlm.config import TrainConfig, resolve_auto
 
 _DEFAULT = resolve_auto(TrainConfig())  # the one source of defaults: a run's, with no budget
@@ -50,7 +50,7 @@ class CharLM(nn.Module):
         between = cfg.dropout if L > 1 else 0.0  # nn.LSTM warns about dropout with one layer
         # named `rnn` as before cells had classes: checkpoint keys stay rnn.layers.0.W_xh, ...
         self.rnn: Cell = cell(E or V, H, L, between, not E)
-        self.dropout = nn.Dropout(cfg.dropout)  # the last layer's output (Zaremba et al., 2014)
+        self.dropout = Dropout(cfg.dropout)  # the last layer's output (Zaremba et al., 2014)
         self.W_hq = nn.Parameter(torch.empty(H, V))
         self.b_q = nn.Parameter(torch.zeros(V))
         self.reset_parameters()

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlm.cells import TanhRecurrence, TanhRNN
+from charlm.cells import Dropout, TanhRecurrence, TanhRNN
 from charlm.model import CharLM, ModelConfig
 
 
@@ -150,8 +150,42 @@ def test_dropout_drops_the_last_layers_output_in_training_only(kind: str) -> Non
     torch.manual_seed(1)
     dropped, state = model(X)
     torch.manual_seed(1)
-    mask = F.dropout(torch.ones_like(H), 0.5, training=True)
+    mask = (torch.rand(H.shape) >= 0.5) / 0.5  # the draw charlm.cells.Dropout makes
     assert torch.allclose(dropped, (H * mask) @ model.W_hq + model.b_q, atol=1e-8)
     assert not torch.allclose(dropped, plain)
     states = (state, plain_state) if kind != "lstm" else (state[0], plain_state[0])
     assert torch.equal(*states)  # the recurrence itself is untouched
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.6])
+def test_dropout_has_nn_dropouts_distribution_scale_and_gradient(p: float) -> None:
+    """charlm's Dropout draws its mask differently from nn.Dropout (faster on a CPU) but must
+    be the same operation: each element kept with probability 1 - p and scaled by 1 / (1 - p),
+    the gradient masked and scaled alike, the identity in eval mode or at p = 0."""
+    torch.manual_seed(0)
+    n = 400_000
+    X = torch.rand(n, dtype=torch.float64).add_(0.5).requires_grad_()
+    ours, theirs = Dropout(p), nn.Dropout(p)
+    Y, Z = ours(X), theirs(X)
+    kept = Y != 0
+    sd = (p * (1 - p) / n) ** 0.5  # of the kept fraction
+    assert abs(kept.double().mean().item() - (1 - p)) < 5 * sd
+    assert abs(kept.double().mean().item() - (Z != 0).double().mean().item()) < 8 * sd
+    assert torch.allclose(Y[kept], X[kept] / (1 - p), rtol=1e-15, atol=0)
+    G = torch.randn(n, dtype=torch.float64)
+    (dX,) = torch.autograd.grad(Y, X, G)
+    assert torch.allclose(dX, G * kept / (1 - p), rtol=1e-15, atol=0)
+    assert not torch.equal(Dropout(p)(X), Y)  # a fresh mask per call
+    ours.eval()
+    assert ours(X) is X
+    assert Dropout(0.0)(X) is X
+
+
+def test_dropout_keeps_bfloat16_and_scales_in_full_precision() -> None:
+    """Under --amp the output is bfloat16; x / (1 - p) is rounded once, not multiplied by a
+    rounded 1 / (1 - p) (which is 0.2% off for p = 0.25)."""
+    torch.manual_seed(0)
+    X = torch.full((10_000,), 1.703125, dtype=torch.bfloat16)
+    Y = Dropout(0.25)(X)
+    assert Y.dtype == torch.bfloat16
+    assert set(Y.unique().tolist()) == {0.0, (X[0].float() / 0.75).bfloat16().item()}
