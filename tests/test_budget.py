@@ -182,12 +182,12 @@ def test_without_budget_epochs_default_to_seven_or_what_max_steps_needs(
     [
         (30.0, {}, (384, 64, 1e-2)),
         (119.0, {}, (384, 64, 1e-2)),
-        (120.0, {}, (448, 128, 6e-3)),
-        (0.0, {}, (448, 128, 6e-3)),  # no budget: the longer run's
+        (120.0, {}, (448, 128, 5e-3)),
+        (0.0, {}, (448, 128, 5e-3)),  # no budget: the longer run's
         (30.0, {"seq_len": 200}, (384, 200, 1e-2)),
         (600.0, {"lr": 1e-3}, (448, 128, 1e-3)),
         (30.0, {"hidden_size": 512}, (512, 64, 1e-2)),
-        (600.0, {"hidden_size": 64}, (64, 128, 6e-3)),
+        (600.0, {"hidden_size": 64}, (64, 128, 5e-3)),
     ],
 )
 def test_auto_size_window_and_rate_follow_the_budget_and_given_values_win(budget, given, chosen):
