@@ -181,6 +181,18 @@ def test_dropout_has_nn_dropouts_distribution_scale_and_gradient(p: float) -> No
     assert Dropout(0.0)(X) is X
 
 
+def test_dropout_refuses_what_nn_dropout_refuses_and_drops_all_at_one() -> None:
+    X = torch.randn(5, dtype=torch.float64)
+    assert torch.equal(Dropout(1.0)(X), nn.Dropout(1.0)(X))
+    for p in (-0.1, 1.5):
+        with pytest.raises(ValueError):
+            nn.Dropout(p)
+        with pytest.raises(ValueError):
+            Dropout(p)
+    with pytest.raises(ValueError):
+        Dropout(float("nan"))  # nn.Dropout takes NaN here and fails only when called
+
+
 def test_dropout_keeps_bfloat16_and_scales_in_full_precision() -> None:
     """Under --amp the output is bfloat16; x / (1 - p) is rounded once, not multiplied by a
     rounded 1 / (1 - p) (which is 0.2% off for p = 0.25)."""
