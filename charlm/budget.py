@@ -6,8 +6,8 @@ a step, a validation and a checkpoint cost on this machine (after the first, slo
 plans the number of steps that fit together with the validations and checkpoints that come
 with them; the schedule (warm-up, cosine, step) spans that plan. The plan is recorded in
 config.json and in every checkpoint, so `--resume` keeps it, and `--max-steps PLANNED
---time-budget 0 --hidden-size H --seq-len T --lr LR` (the values it ran with: auto picks them
-by the budget) replays the run step for step on any machine.
+--time-budget 0 --hidden-size H --seq-len T --lr LR --dropout P` (the values it ran with: auto
+picks them by the budget and the plan) replays the run step for step on any machine.
 
     budget = measuring + N * step + ceil(N / E) * (validation + 2 checkpoints)
              + (N // save_every) * checkpoint + a safety margin
@@ -73,7 +73,7 @@ def plan_record(
     """The plan as config.json records it: enough to understand it and to replay the run.
 
     The replay names the settings that auto chose by the budget (`chosen`: --hidden-size,
-    --seq-len, --lr): left at 0, a run without a budget would choose others."""
+    --seq-len, --lr, --dropout): left at auto, a run without a budget would choose others."""
     given = " ".join(f"{flag(name)} {value:g}" for name, value in chosen.items())
     record: dict[str, Any] = {
         "steps": steps,

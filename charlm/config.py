@@ -50,11 +50,15 @@ class TrainConfig:
     model: str = _opt("lstm", "recurrent cell: hand-written rnn, or nn.LSTM / nn.GRU", MODELS)
     embedding_dim: int = _opt(64, "learned embedding size; 0 = one-hot input")
     hidden_size: int = _opt(
-        0, "hidden units per layer; 0: auto, 384 for a --time-budget under 120 s, else 448"
+        0,
+        "hidden units per layer; 0: auto, 384 under a 120 s --time-budget, 640 where a longer "
+        "one plans more than 12 epochs, else 448",
     )
     num_layers: int = _opt(1, "stacked recurrent layers")
     dropout: float = _opt(
-        0.25, "dropout on each layer's output: between layers and before the output layer"
+        -1.0,
+        "dropout on each layer's output: between layers and before the output layer; -1: auto, "
+        "0.4 where a --time-budget of 120 s or more plans more than 12 epochs, else 0.25",
     )
     init: str = _opt("auto", "weight init (auto: textbook for rnn, pytorch otherwise)", INITS)
     init_std: float = _opt(0.01, "std of the textbook N(0, std^2) init")
@@ -174,21 +178,33 @@ SIZE_MAX, LAYERS_MAX, FLOAT_MAX = 2**31 - 1, 1024, 1e30
 SIZES = ("hidden_size", "embedding_dim", "seq_len", "batch_size", "sample_length")
 
 
-# What --hidden-size 0, --seq-len 0 and --lr 0 (the defaults) become: a budget under
-# SHORT_BUDGET_S buys about an epoch of tiny Shakespeare on a 2-core CPU, where a smaller model
-# making more, shorter updates learns fastest; longer runs learn more with a larger model from
-# longer windows at a lower rate (measured: benchmarks/RESULTS.md)
+# What --hidden-size 0, --seq-len 0, --lr 0 and --dropout -1 (the defaults) become: a budget
+# under SHORT_BUDGET_S buys about an epoch of tiny Shakespeare on a 2-core CPU, where a smaller
+# model making more, shorter updates learns fastest; longer runs learn more with a larger model
+# from longer windows at a lower rate. A budget that plans more than MANY_EPOCHS passes over
+# the text (a long budget, a small corpus) overfits the 448-unit model: a larger one with more
+# dropout learns more there (measured: benchmarks/RESULTS.md)
+AUTO = {"hidden_size": 0, "seq_len": 0, "lr": 0.0, "dropout": -1.0}  # the values that mean auto
 SHORT_BUDGET_S = 120.0
-AUTO_SHORT = {"hidden_size": 384, "seq_len": 64, "lr": 1e-2}
-AUTO_LONG = {"hidden_size": 448, "seq_len": 128, "lr": 5e-3}
-AUTO_FIELDS = tuple(AUTO_LONG)  # the settings 0 leaves to the budget
+MANY_EPOCHS = 12
+AUTO_SHORT = {"hidden_size": 384, "seq_len": 64, "lr": 1e-2, "dropout": 0.25}
+AUTO_LONG = {"hidden_size": 448, "seq_len": 128, "lr": 5e-3, "dropout": 0.25}
+AUTO_MANY_EPOCHS = {**AUTO_LONG, "hidden_size": 640, "dropout": 0.4}
+AUTO_FIELDS = tuple(AUTO)  # the settings auto leaves to the budget
 
 
-def resolve_auto(cfg: TrainConfig) -> TrainConfig:
-    """`cfg` with --hidden-size, --seq-len and --lr left at 0 chosen by the run's budget (see
-    AUTO_SHORT)."""
-    recipe = AUTO_SHORT if 0 < cfg.time_budget < SHORT_BUDGET_S else AUTO_LONG
-    return replace(cfg, **{name: value for name, value in recipe.items() if not getattr(cfg, name)})
+def resolve_auto(cfg: TrainConfig, planned_epochs: int = 0) -> TrainConfig:
+    """`cfg` with the settings left at auto (AUTO) chosen by the run's budget and, once the
+    budget has been planned, by the epochs the plan holds."""
+    if 0 < cfg.time_budget < SHORT_BUDGET_S:
+        recipe = AUTO_SHORT
+    elif cfg.time_budget and planned_epochs > MANY_EPOCHS:
+        recipe = AUTO_MANY_EPOCHS
+    else:
+        recipe = AUTO_LONG
+    return replace(
+        cfg, **{name: value for name, value in recipe.items() if getattr(cfg, name) == AUTO[name]}
+    )
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -243,8 +259,8 @@ def _check_factors(cfg: TrainConfig) -> None:
         raise CharLMError(f"--lr-gamma is a decay factor: it must be in (0, 1], got {cfg.lr_gamma}")
     if cfg.optimizer == "sgd" and not cfg.lr:
         raise CharLMError("--optimizer sgd has no automatic --lr: give one (the textbook's: 100)")
-    if not 0 <= cfg.dropout < 1:
-        raise CharLMError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if not (0 <= cfg.dropout < 1 or cfg.dropout == AUTO["dropout"]):
+        raise CharLMError(f"--dropout must be in [0, 1), or -1 for auto, got {cfg.dropout}")
     if not 0 <= cfg.val_fraction < 1:
         raise CharLMError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
     if not cfg.init_std > 0:

@@ -35,6 +35,8 @@ from charlm.config import (
     AUTO_FIELDS,
     DEFAULT_EPOCHS,
     FIXED_ON_RESUME,
+    MANY_EPOCHS,
+    MODEL_FIELDS,
     TrainConfig,
     check_config,
     flag,
@@ -249,6 +251,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
     ) -> None:
         check_config(cfg)
+        self.asked = cfg  # with auto left in: a long plan may choose again (_plan)
         cfg = resolve_auto(cfg)  # --seq-len 0, --lr 0: by the budget; recorded as chosen
         self.dist = distributed.detect()  # torchrun: this process's rank among several
         self.progress_bar, self.callbacks = progress_bar and self.dist.is_main, list(callbacks)
@@ -268,13 +271,17 @@ class Trainer:
         if cfg.epochs == 0 and not cfg.time_budget:  # a budget sets them once it has a plan
             cfg = replace(cfg, epochs=epochs_for(cfg.max_steps, len(self.sampler)))
         self.cfg, self.p, self.plan = cfg, Progress(), None  # plan: budget.plan_record
-        carries = self.sampler.carries_state
-        self.learner = Learner(cfg, len(self.vocab), self.device, self.amp, carries)
-        self.learner.reschedule(self.schedule_steps())
-        self.model = self.learner.model  # the plain module (not DDP, not compiled)
+        self._build_learner()
         if ckpt is not None:
             self.restore(ckpt)
         self.meter = LossMeter(self.p, self.device, cfg, len(self.vocab))
+
+    def _build_learner(self) -> None:
+        """The model, its optimizer and schedule as self.cfg says, initialised from the seed."""
+        carries = self.sampler.carries_state
+        self.learner = Learner(self.cfg, len(self.vocab), self.device, self.amp, carries)
+        self.learner.reschedule(self.schedule_steps())
+        self.model = self.learner.model  # the plain module (not DDP, not compiled)
 
     def run(self) -> TrainResult:
         """Train until --epochs, --max-steps, the time budget or a signal stops the run."""
@@ -287,7 +294,9 @@ class Trainer:
             self._say(describe(self.cfg, self.learner, steps, self.amp_reason, self.threads))
             self._say(plan_line(self.plan) if self.plan else "")
             # a resumed run may already be at its limit: then it trains no step, writes no row
-            stopped_by = self._stop_reason(signals) if p.step or p.elapsed_s else None
+            stopped_by = self._stop_reason(signals)
+            if stopped_by and stopped_by.startswith("SIG") and not p.step:
+                self.save()  # stopped while measuring: --resume keeps the plan and trains it
             while p.epoch < self.cfg.epochs and stopped_by is None:
                 stopped_by = self._train_epoch(signals)
                 finished = p.batch == len(self.sampler)
@@ -426,17 +435,38 @@ class Trainer:
         return measure(self)
 
     def _plan(self) -> None:
-        """Fix, once, the number of steps the budget allows; the schedule spans it."""
-        costs, limit = self.measure_costs(), self.schedule_steps() or math.inf
-        self.p.planned_steps = min(limit, self.p.step + agreed_fit(self, costs))
-        self.p.elapsed_s += costs.measure_s
+        """Fix, once, the number of steps the budget allows; the schedule spans it.
+
+        A plan of many epochs may change what auto chose (config.AUTO_MANY_EPOCHS): the run
+        then starts over with that model, measured and planned again.
+        """
+        limit = self.schedule_steps() or math.inf
+        costs = self._fit(limit)
+        chosen = resolve_auto(self.asked, epochs_for(self.p.planned_steps, len(self.sampler)))
+        if any(getattr(chosen, name) != getattr(self.cfg, name) for name in MODEL_FIELDS):
+            self._say(
+                f"auto: the plan holds {epochs_for(self.p.planned_steps, len(self.sampler))} "
+                f"epochs, more than {MANY_EPOCHS}: hidden size {chosen.hidden_size} and dropout "
+                f"{chosen.dropout:g} learn more on a text this short; measuring that model"
+            )
+            self.cfg = replace(self.cfg, **{name: getattr(chosen, name) for name in AUTO_FIELDS})
+            self._build_learner()  # from the seed, as a replay builds it
+            costs = self._fit(limit)
         set_by = "time_budget" if self.p.planned_steps < limit else "epochs/max_steps"
         if not self.cfg.epochs:  # only the budget bounds the run: the epochs that hold the plan
             self.cfg = replace(self.cfg, epochs=epochs_for(self.p.planned_steps, len(self.sampler)))
-        chosen = {name: getattr(self.cfg, name) for name in AUTO_FIELDS}
-        self.plan = plan_record(self.p.planned_steps, set_by, costs, chosen)
+        given = {name: getattr(self.cfg, name) for name in AUTO_FIELDS}
+        self.plan = plan_record(self.p.planned_steps, set_by, costs, given)
         self.learner.reschedule(self.schedule_steps())
         self._write_config()
+
+    def _fit(self, limit: float) -> Costs:
+        """Measure this model's costs and plan the steps that fit in what is left of the budget
+        (or `limit`, if fewer); the measuring is spent from the budget."""
+        costs = self.measure_costs()
+        self.p.planned_steps = min(limit, self.p.step + agreed_fit(self, costs))
+        self.p.elapsed_s += costs.measure_s
+        return costs
 
 
 def train(cfg: TrainConfig, resume: bool = False, **options: Any) -> TrainResult:

@@ -15,7 +15,7 @@ import torch
 
 from charlm.budget import SAFETY, Costs, plan_steps
 from charlm.checkpoint import LATEST, load_model
-from charlm.config import TrainConfig, resolve_auto
+from charlm.config import AUTO_MANY_EPOCHS, MANY_EPOCHS, TrainConfig, resolve_auto
 from charlm.errors import CharLMError
 from charlm.train import DEFAULT_EPOCHS, Callback, Trainer
 from tests.conftest import SignalAt
@@ -95,7 +95,8 @@ def test_budget_plans_records_and_anneals(budget_config, tmp_path: Path) -> None
     assert plan["steps"] == planned and plan["set_by"] == "time_budget"
     H, lr = budget_config.hidden_size, budget_config.lr
     assert plan["replay"] == (
-        f"--max-steps {planned} --time-budget 0 --hidden-size {H} --seq-len 16 --lr {lr:g}"
+        f"--max-steps {planned} --time-budget 0 --hidden-size {H} --seq-len 16 --lr {lr:g} "
+        f"--dropout 0.2"
     )
     ckpt = torch.load(tmp_path / "run" / LATEST, weights_only=True)
     assert ckpt["progress"]["planned_steps"] == planned and ckpt["plan"] == plan
@@ -121,6 +122,26 @@ def test_a_budget_run_replays_step_for_step(budget_config, tmp_path: Path, sampl
     keys = ("step", "train_loss", "val_loss", "lr", "grad_norm")
     ra, rb = rows(tmp_path / "a"), rows(tmp_path / "b")
     assert [[r[k] for k in keys] for r in ra] == [[r[k] for k in keys] for r in rb]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_signal_while_measuring_saves_the_plan_and_resume_trains_it(budget_config, tmp_path):
+    class CtrlCWhileMeasuring(KnownCosts):
+        def measure_costs(self) -> Costs:
+            signal.raise_signal(signal.SIGINT)
+            return super().measure_costs()
+
+    whole = replace(budget_config, out=str(tmp_path / "whole"))
+    KnownCosts(whole, progress_bar=False).run()
+    cut = replace(budget_config, out=str(tmp_path / "cut"))
+    stopped = CtrlCWhileMeasuring(cut, progress_bar=False).run()
+    assert stopped.stopped_by == "SIGINT" and stopped.progress.step == 0
+    result = NeverMeasures(cut, resume=True, progress_bar=False).run()
+    assert result.stopped_by == "time_budget"
+    assert result.progress.step == stopped.progress.planned_steps > 0
+    wa = load_model(tmp_path / "whole" / LATEST, "cpu")[0].state_dict()
+    wb = load_model(tmp_path / "cut" / LATEST, "cpu")[0].state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -178,21 +199,91 @@ def test_without_budget_epochs_default_to_seven_or_what_max_steps_needs(
 
 
 @pytest.mark.parametrize(
-    ("budget", "given", "chosen"),
+    ("budget", "epochs", "given", "chosen"),
     [
-        (30.0, {}, (384, 64, 1e-2)),
-        (119.0, {}, (384, 64, 1e-2)),
-        (120.0, {}, (448, 128, 5e-3)),
-        (0.0, {}, (448, 128, 5e-3)),  # no budget: the longer run's
-        (30.0, {"seq_len": 200}, (384, 200, 1e-2)),
-        (600.0, {"lr": 1e-3}, (448, 128, 1e-3)),
-        (30.0, {"hidden_size": 512}, (512, 64, 1e-2)),
-        (600.0, {"hidden_size": 64}, (64, 128, 5e-3)),
+        (30.0, 0, {}, (384, 64, 1e-2, 0.25)),
+        (119.0, 0, {}, (384, 64, 1e-2, 0.25)),
+        (60.0, 50, {}, (384, 64, 1e-2, 0.25)),  # a short budget keeps its model on any text
+        (120.0, 0, {}, (448, 128, 5e-3, 0.25)),
+        (600.0, 12, {}, (448, 128, 5e-3, 0.25)),
+        (600.0, 13, {}, (640, 128, 5e-3, 0.4)),  # a plan of many epochs: larger, more dropout
+        (120.0, 13, {}, (640, 128, 5e-3, 0.4)),
+        (0.0, 0, {}, (448, 128, 5e-3, 0.25)),  # no budget: the longer run's
+        (0.0, 50, {}, (448, 128, 5e-3, 0.25)),  # ... whatever the epochs
+        (30.0, 0, {"seq_len": 200}, (384, 200, 1e-2, 0.25)),
+        (600.0, 0, {"lr": 1e-3}, (448, 128, 1e-3, 0.25)),
+        (30.0, 0, {"hidden_size": 512}, (512, 64, 1e-2, 0.25)),
+        (600.0, 0, {"hidden_size": 64}, (64, 128, 5e-3, 0.25)),
+        (600.0, 20, {"hidden_size": 64}, (64, 128, 5e-3, 0.4)),
+        (600.0, 20, {"dropout": 0.0}, (640, 128, 5e-3, 0.0)),
+        (30.0, 0, {"dropout": 0.5}, (384, 64, 1e-2, 0.5)),
     ],
 )
-def test_auto_size_window_and_rate_follow_the_budget_and_given_values_win(budget, given, chosen):
-    cfg = resolve_auto(TrainConfig(time_budget=budget, **given))
-    assert (cfg.hidden_size, cfg.seq_len, cfg.lr) == chosen
+def test_auto_settings_follow_the_budget_and_the_plan_and_given_values_win(
+    budget, epochs, given, chosen
+):
+    cfg = resolve_auto(TrainConfig(time_budget=budget, **given), planned_epochs=epochs)
+    assert (cfg.hidden_size, cfg.seq_len, cfg.lr, cfg.dropout) == chosen
+
+
+class CountsMeasures(Trainer):
+    """Known costs: a step of 0.1 s plans 20-30 epochs of the tiny corpus in 90-130 s."""
+
+    measured = 0
+
+    def measure_costs(self) -> Costs:
+        super().measure_costs()
+        CountsMeasures.measured += 1
+        return Costs(step_s=0.1, validation_s=0.2, checkpoint_s=0.01, measure_s=0.0)
+
+
+@pytest.fixture
+def many_epochs(tiny_config, monkeypatch):
+    """A budget of ~30 epochs with the model left to auto; the recipe for many epochs scaled
+    down to a test's size (its values are resolve_auto's, tested above)."""
+    monkeypatch.setitem(AUTO_MANY_EPOCHS, "hidden_size", 24)
+    monkeypatch.setattr(CountsMeasures, "measured", 0)
+    return replace(tiny_config, hidden_size=0, dropout=-1.0, epochs=0, time_budget=130.0)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_plan_of_many_epochs_trains_the_larger_model_and_replays(many_epochs, tmp_path):
+    result = CountsMeasures(replace(many_epochs, out=str(tmp_path / "a")), progress_bar=False).run()
+    assert CountsMeasures.measured == 2  # the default model's plan, then the larger one's
+    recorded = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (recorded["hidden_size"], recorded["dropout"]) == (24, 0.4)
+    steps = recorded["plan"]["steps"]
+    assert recorded["plan"]["replay"] == (
+        f"--max-steps {steps} --time-budget 0 --hidden-size 24 --seq-len 16 --lr 0.01 --dropout 0.4"
+    )
+    assert result.stopped_by == "time_budget" and result.progress.step == steps
+    assert steps > MANY_EPOCHS * 41  # the second plan: the costs are the same, so the epochs too
+    model = load_model(tmp_path / "a" / LATEST, "cpu")[0]
+    assert model.cfg.hidden_size == 24 and model.cfg.dropout == 0.4
+    # the replay line, as a user passes it: the same run, step for step
+    b = replace(many_epochs, out=str(tmp_path / "b"), max_steps=steps, time_budget=0.0,
+                hidden_size=24, dropout=0.4)  # fmt: skip
+    Trainer(b, progress_bar=False).run()
+    wa = load_model(tmp_path / "a" / LATEST, "cpu")[0].state_dict()
+    wb = load_model(tmp_path / "b" / LATEST, "cpu")[0].state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    keys = ("step", "train_loss", "val_loss", "lr")
+    ra, rb = rows(tmp_path / "a"), rows(tmp_path / "b")
+    assert [[r[k] for k in keys] for r in ra] == [[r[k] for k in keys] for r in rb]
+
+
+@pytest.mark.parametrize(
+    ("given", "budget"), [({"hidden_size": 32, "dropout": 0.1}, 130.0), ({}, 90.0)]
+)
+def test_given_settings_or_a_short_budget_keep_the_first_model(many_epochs, given, budget):
+    """Given values are kept whatever the plan; a budget under 120 s keeps its small model."""
+    cfg = replace(many_epochs, time_budget=budget, **given)
+    trainer = CountsMeasures(cfg, progress_bar=False, callbacks=[SignalAt(1)])  # plan, 1 step
+    assert trainer.run().stopped_by == "SIGINT"
+    assert CountsMeasures.measured == 1
+    assert trainer.plan["steps"] > MANY_EPOCHS * len(trainer.sampler)
+    want = given.get("hidden_size", 384), given.get("dropout", 0.25)
+    assert (trainer.cfg.hidden_size, trainer.cfg.dropout) == want
 
 
 def test_a_run_records_what_auto_chose_and_the_replay_names_it(tiny_config, tmp_path) -> None:
@@ -201,7 +292,9 @@ def test_a_run_records_what_auto_chose_and_the_replay_names_it(tiny_config, tmp_
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (recorded["seq_len"], recorded["lr"]) == (64, 1e-2)
     H = tiny_config.hidden_size
-    assert recorded["plan"]["replay"].endswith(f"--hidden-size {H} --seq-len 64 --lr 0.01")
+    assert recorded["plan"]["replay"].endswith(
+        f"--hidden-size {H} --seq-len 64 --lr 0.01 --dropout 0.25"
+    )
 
 
 def test_sgd_has_no_automatic_rate(tiny_config) -> None:
