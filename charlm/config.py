@@ -58,7 +58,7 @@ class TrainConfig:
     dropout: float = _opt(
         -1.0,
         "dropout on each layer's output: between layers and before the output layer; -1: auto, "
-        "0.4 where a --time-budget of 120 s or more plans more than 12 epochs, else 0.25",
+        "0.5 where a --time-budget of 120 s or more plans more than 12 epochs, else 0.25",
     )
     init: str = _opt("auto", "weight init (auto: textbook for rnn, pytorch otherwise)", INITS)
     init_std: float = _opt(0.01, "std of the textbook N(0, std^2) init")
@@ -189,7 +189,7 @@ SHORT_BUDGET_S = 120.0
 MANY_EPOCHS = 12
 AUTO_SHORT = {"hidden_size": 384, "seq_len": 64, "lr": 1e-2, "dropout": 0.25}
 AUTO_LONG = {"hidden_size": 448, "seq_len": 128, "lr": 5e-3, "dropout": 0.25}
-AUTO_MANY_EPOCHS = {**AUTO_LONG, "hidden_size": 640, "dropout": 0.4}
+AUTO_MANY_EPOCHS = {**AUTO_LONG, "hidden_size": 640, "dropout": 0.5}
 AUTO_FIELDS = tuple(AUTO)  # the settings auto leaves to the budget
 
 

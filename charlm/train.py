@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from charlm import checkpoint, distributed
 from charlm.budget import Costs, agreed_fit, measure, plan_line, plan_record
 from charlm.config import (
+    AUTO,
     AUTO_FIELDS,
     DEFAULT_EPOCHS,
     FIXED_ON_RESUME,
@@ -60,6 +61,8 @@ def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any]) -> Tra
     """The config of the run in `out`, with `overrides` applied; model changes are refused."""
     ckpt = checkpoint.load(Path(out) / checkpoint.LATEST)
     cfg = TrainConfig(**ckpt["config"])
+    # auto, given again, means what the run chose: its config holds that
+    overrides = {k: v for k, v in overrides.items() if not (k in AUTO and v == AUTO[k])}
     for name, value in overrides.items():
         if name in FIXED_ON_RESUME and value != getattr(cfg, name):
             raise CharLMError(

@@ -206,17 +206,17 @@ def test_without_budget_epochs_default_to_seven_or_what_max_steps_needs(
         (60.0, 50, {}, (384, 64, 1e-2, 0.25)),  # a short budget keeps its model on any text
         (120.0, 0, {}, (448, 128, 5e-3, 0.25)),
         (600.0, 12, {}, (448, 128, 5e-3, 0.25)),
-        (600.0, 13, {}, (640, 128, 5e-3, 0.4)),  # a plan of many epochs: larger, more dropout
-        (120.0, 13, {}, (640, 128, 5e-3, 0.4)),
+        (600.0, 13, {}, (640, 128, 5e-3, 0.5)),  # a plan of many epochs: larger, more dropout
+        (120.0, 13, {}, (640, 128, 5e-3, 0.5)),
         (0.0, 0, {}, (448, 128, 5e-3, 0.25)),  # no budget: the longer run's
         (0.0, 50, {}, (448, 128, 5e-3, 0.25)),  # ... whatever the epochs
         (30.0, 0, {"seq_len": 200}, (384, 200, 1e-2, 0.25)),
         (600.0, 0, {"lr": 1e-3}, (448, 128, 1e-3, 0.25)),
         (30.0, 0, {"hidden_size": 512}, (512, 64, 1e-2, 0.25)),
         (600.0, 0, {"hidden_size": 64}, (64, 128, 5e-3, 0.25)),
-        (600.0, 20, {"hidden_size": 64}, (64, 128, 5e-3, 0.4)),
+        (600.0, 20, {"hidden_size": 64}, (64, 128, 5e-3, 0.5)),
         (600.0, 20, {"dropout": 0.0}, (640, 128, 5e-3, 0.0)),
-        (30.0, 0, {"dropout": 0.5}, (384, 64, 1e-2, 0.5)),
+        (30.0, 0, {"dropout": 0.3}, (384, 64, 1e-2, 0.3)),
     ],
 )
 def test_auto_settings_follow_the_budget_and_the_plan_and_given_values_win(
@@ -251,18 +251,18 @@ def test_a_plan_of_many_epochs_trains_the_larger_model_and_replays(many_epochs, 
     result = CountsMeasures(replace(many_epochs, out=str(tmp_path / "a")), progress_bar=False).run()
     assert CountsMeasures.measured == 2  # the default model's plan, then the larger one's
     recorded = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert (recorded["hidden_size"], recorded["dropout"]) == (24, 0.4)
+    assert (recorded["hidden_size"], recorded["dropout"]) == (24, 0.5)
     steps = recorded["plan"]["steps"]
     assert recorded["plan"]["replay"] == (
-        f"--max-steps {steps} --time-budget 0 --hidden-size 24 --seq-len 16 --lr 0.01 --dropout 0.4"
+        f"--max-steps {steps} --time-budget 0 --hidden-size 24 --seq-len 16 --lr 0.01 --dropout 0.5"
     )
     assert result.stopped_by == "time_budget" and result.progress.step == steps
     assert steps > MANY_EPOCHS * 41  # the second plan: the costs are the same, so the epochs too
     model = load_model(tmp_path / "a" / LATEST, "cpu")[0]
-    assert model.cfg.hidden_size == 24 and model.cfg.dropout == 0.4
+    assert model.cfg.hidden_size == 24 and model.cfg.dropout == 0.5
     # the replay line, as a user passes it: the same run, step for step
     b = replace(many_epochs, out=str(tmp_path / "b"), max_steps=steps, time_budget=0.0,
-                hidden_size=24, dropout=0.4)  # fmt: skip
+                hidden_size=24, dropout=0.5)  # fmt: skip
     Trainer(b, progress_bar=False).run()
     wa = load_model(tmp_path / "a" / LATEST, "cpu")[0].state_dict()
     wb = load_model(tmp_path / "b" / LATEST, "cpu")[0].state_dict()

@@ -131,6 +131,13 @@ def test_resume_refuses_changed_model_flags(trained, tmp_path):
     assert result.exit_code == 1 and "--model" in result.output
 
 
+def test_resume_reads_auto_given_again_as_what_the_run_chose(trained, tmp_path):
+    auto = {"hidden_size": 0, "seq_len": 0, "lr": 0.0, "dropout": -1.0}
+    cfg = resume_config(tmp_path / "run", auto)
+    ran = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [getattr(cfg, k) for k in auto] == [ran[k] for k in auto] and cfg.dropout >= 0
+
+
 def test_save_every_writes_checkpoints_mid_epoch(tiny_config, tmp_path):
     saved = []
 
