@@ -255,7 +255,7 @@ class Trainer:
     ) -> None:
         check_config(cfg)
         self.asked = cfg  # with auto left in: a long plan may choose again (_plan)
-        cfg = resolve_auto(cfg)  # --seq-len 0, --lr 0: by the budget; recorded as chosen
+        cfg = resolve_auto(cfg)  # auto settings: by the budget; recorded as chosen
         self.dist = distributed.detect()  # torchrun: this process's rank among several
         self.progress_bar, self.callbacks = progress_bar and self.dist.is_main, list(callbacks)
         self.device = distributed.init(self.dist, resolve_device(cfg.device))
@@ -445,12 +445,13 @@ class Trainer:
         """
         limit = self.schedule_steps() or math.inf
         costs = self._fit(limit)
-        chosen = resolve_auto(self.asked, epochs_for(self.p.planned_steps, len(self.sampler)))
+        epochs = epochs_for(self.p.planned_steps, len(self.sampler))
+        chosen = resolve_auto(self.asked, epochs)
         if any(getattr(chosen, name) != getattr(self.cfg, name) for name in MODEL_FIELDS):
             self._say(
-                f"auto: the plan holds {epochs_for(self.p.planned_steps, len(self.sampler))} "
-                f"epochs, more than {MANY_EPOCHS}: hidden size {chosen.hidden_size} and dropout "
-                f"{chosen.dropout:g} learn more on a text this short; measuring that model"
+                f"auto: the plan holds {epochs} epochs, more than {MANY_EPOCHS}: hidden size "
+                f"{chosen.hidden_size} and dropout {chosen.dropout:g} learn more on a text this "
+                f"short; measuring that model"
             )
             self.cfg = replace(self.cfg, **{name: getattr(chosen, name) for name in AUTO_FIELDS})
             self._build_learner()  # from the seed, as a replay builds it
