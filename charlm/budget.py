@@ -158,12 +158,10 @@ def _time_validation(trainer: Trainer, X: torch.Tensor) -> float:
     if not len(trainer.val_ids):
         return 0.0
     model = trainer.model
-    model.eval()
     with torch.no_grad():
         for _ in range(2):  # the first one warms up
             tick = time.perf_counter()
-            float(model(X)[0].sum())
+            float(model(X, dropout=False)[0].sum())
             forward_s = time.perf_counter() - tick
-    model.train()
     windows = math.ceil(math.ceil(len(trainer.val_ids) / trainer.cfg.batch_size) / X.shape[0])
     return windows * forward_s

@@ -3,7 +3,8 @@
 A cell is the stack of recurrent layers of a `CharLM` (its `rnn` attribute, so checkpoint keys
 stay `rnn.layers.0.W_xh` or `rnn.weight_ih_l0`). Each kind says:
 - its parameters, their initialisation (`textbook_init`) and its state (`init_state`);
-- the sequence forward pass (`forward`, as nn.LSTM's: outputs and final state);
+- the sequence forward pass (`forward(X, state, dropout)`, as nn.LSTM's: outputs and final
+  state; `dropout=False` drops nothing between layers even in training mode);
 - the single-step equations on the pre-activations xW = x W_x + b_x and hW = h W_h + b_h
   (`step_weights`, `step`): what `charlm.reference` runs, as the textbook writes them;
 - how the fast sampler (`charlm.stepper`) lays out its fused weights and updates its buffers in
@@ -213,11 +214,13 @@ class TanhRNN(Cell):
     def dense_input(self, X: torch.Tensor, vocab_size: int, dtype: torch.dtype) -> torch.Tensor:
         return X  # ids: the first layer looks up rows of W_xh
 
-    def forward(self, X: torch.Tensor, H0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, X: torch.Tensor, H0: torch.Tensor, dropout: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """X: (T, B) or (T, B, d); H0: (L, B, H) -> outputs (T, B, H), H_T (L, B, H)."""
         finals = []
         for i, layer in enumerate(self.layers):
-            if i > 0:
+            if i > 0 and dropout:
                 X = self.dropout(X)
             X = layer(X, H0[i])
             finals.append(X[-1])
@@ -258,6 +261,16 @@ class _TorchCell(Cell):
         self, input_size: int, hidden_size: int, num_layers: int, dropout: float, one_hot: bool
     ) -> None:
         super().__init__(input_size, hidden_size, num_layers, dropout=dropout)  # dense input
+
+    def forward(self, X: torch.Tensor, H0: State, dropout: bool = True) -> tuple[Any, State]:
+        """nn.LSTM's / nn.GRU's forward; `dropout=False` runs its kernel without the dropout
+        between layers that its training mode would apply (the mode itself is not touched)."""
+        if dropout or not self.training or not self.dropout:
+            return super().forward(X, H0)
+        kernel = torch.lstm if isinstance(H0, tuple) else torch.gru  # what nn.LSTM/GRU call
+        args = (self._flat_weights, self.bias, self.num_layers, 0.0, False, False, False)
+        out, *state = kernel(X, H0, *args)
+        return out, tuple(state) if isinstance(H0, tuple) else state[0]
 
     def step_weights(self, i: int) -> StepWeights:
         return StepWeights(

@@ -67,24 +67,19 @@ def windows(
     ]  # this rank's streams, the same cut as one process makes
     if len(starts) == 0:
         return
-    was_training = model.training
-    model.eval()
     state = None
-    try:
-        for t in range(0, length - 1, seq_len):
-            w = min(seq_len, length - 1 - t)
-            pos = starts[None, :] + np.arange(t, t + w + 1)[:, None]  # (w+1, S)
-            window = np.asarray(ids[np.minimum(pos, n - 1)], dtype=np.int64)
-            M = torch.from_numpy(window).to(device)
-            logits, state = model(M[:-1], state)
-            state = detach_state(state)
-            logits = logits.float()
-            nll = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), M[1:].reshape(-1), reduction="none"
-            ).view(w, -1)
-            yield logits, nll, torch.from_numpy(pos[1:] < n).to(device)
-    finally:
-        model.train(was_training)
+    for t in range(0, length - 1, seq_len):
+        w = min(seq_len, length - 1 - t)
+        pos = starts[None, :] + np.arange(t, t + w + 1)[:, None]  # (w+1, S)
+        window = np.asarray(ids[np.minimum(pos, n - 1)], dtype=np.int64)
+        M = torch.from_numpy(window).to(device)
+        logits, state = model(M[:-1], state, dropout=False)
+        state = detach_state(state)
+        logits = logits.float()
+        nll = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), M[1:].reshape(-1), reduction="none"
+        ).view(w, -1)
+        yield logits, nll, torch.from_numpy(pos[1:] < n).to(device)
 
 
 @torch.no_grad()

@@ -77,12 +77,7 @@ def _start(
         generator.manual_seed(s.seed)
     stepper = Stepper(model, s.num_samples, 1.0 if s.greedy else s.temperature, s.amp, s.int8)
     if len(ids) > 1:  # warm the state on all but the last prefix character, once, batch 1
-        was_training = model.training
-        model.eval()
-        try:
-            stepper.load_state(model(ids[:-1, None], None)[1])
-        finally:
-            model.train(was_training)
+        stepper.load_state(model(ids[:-1, None], None, dropout=False)[1])
     return stepper, ids[-1:], generator
 
 

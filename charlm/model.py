@@ -77,8 +77,14 @@ class CharLM(nn.Module):
         """The zero state at the start of a sequence: (L, B, H), or (h, c) for LSTM."""
         return self.rnn.init_state(batch_size, device, self.W_hq.dtype)
 
-    def forward(self, X: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """X: (T, B) ids -> logits (T, B, V) and the final state."""
+    def forward(
+        self, X: torch.Tensor, state: State | None = None, dropout: bool = True
+    ) -> tuple[torch.Tensor, State]:
+        """X: (T, B) ids -> logits (T, B, V) and the final state.
+
+        Dropout applies in training mode only, and not at all with `dropout=False`: a model
+        being trained is validated and sampled from without switching its mode back and forth.
+        """
         T, B = X.shape
         if state is None:
             state = self.init_state(B, X.device)
@@ -86,8 +92,9 @@ class CharLM(nn.Module):
             inputs = self.embedding(X)  # (T, B, E)
         else:  # one-hot (T, B, V), or ids where the cell looks up rows itself
             inputs = self.rnn.dense_input(X, self.cfg.vocab_size, self.W_hq.dtype)
-        Hs, state = self.rnn(inputs, state)  # (T, B, H)
-        Hs = self.dropout(Hs)  # training only: in eval mode the identity
+        Hs, state = self.rnn(inputs, state, dropout)  # (T, B, H)
+        if dropout:
+            Hs = self.dropout(Hs)  # training only: in eval mode the identity
         logits = torch.addmm(self.b_q, Hs.reshape(T * B, -1), self.W_hq)
         return logits.view(T, B, -1), state
 

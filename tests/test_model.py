@@ -157,6 +157,29 @@ def test_dropout_drops_the_last_layers_output_in_training_only(kind: str) -> Non
     assert torch.equal(*states)  # the recurrence itself is untouched
 
 
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_dropout_false_equals_eval_mode_without_switching_modes(kind: str) -> None:
+    """`model(X, dropout=False)` in training mode is the eval-mode forward (no dropout between
+    layers nor before the output layer), and the model stays in training mode: generation and
+    validation during training never flip a shared model's mode."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=9, model=kind, hidden_size=12, num_layers=3, embedding_dim=4,
+                      dropout=0.5)  # fmt: skip
+    model = CharLM(cfg).double()
+    X = torch.randint(0, 9, (7, 3))
+    model.eval()
+    plain, plain_state = model(X)
+    model.train()
+    quiet, state = model(X, dropout=False)
+    assert model.training and all(m.training for m in model.modules())
+    assert torch.equal(quiet, plain)
+    flat = (lambda s: torch.cat([t.flatten() for t in s])) if kind == "lstm" else torch.ravel
+    assert torch.equal(flat(state), flat(plain_state))
+    assert not torch.allclose(model(X)[0], plain)  # and by default training mode drops
+    quiet.sum().backward()  # and it trains: dynamic evaluation takes gradients through it
+    assert model.W_hq.grad is not None
+
+
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.6])
 def test_dropout_has_nn_dropouts_distribution_scale_and_gradient(p: float) -> None:
     """charlm's Dropout draws its mask differently from nn.Dropout (faster on a CPU) but must
