@@ -111,13 +111,14 @@ class TopK(Gumbel):
     def __init__(self, k: int, *args: object) -> None:
         super().__init__(*args)
         self.k = k
+        self.rows_k = [g[:, :k] for g in self.rows]  # the noise of the k kept, made once
 
     def choose(self, logits: torch.Tensor, t: int, out: torch.Tensor) -> None:
         i = t % NOISE_STEPS
         if i == 0:
             self.refill()
         best, which = torch.topk(logits, self.k, dim=-1)  # (N, k)
-        pick = best.add_(self.rows[i][:, : self.k]).argmax(dim=-1, keepdim=True)
+        pick = best.add_(self.rows_k[i]).argmax(dim=-1, keepdim=True)
         torch.gather(which, 1, pick, out=out[:, None])
 
 
