@@ -10,8 +10,8 @@ weights, so that temperature costs nothing per step.
   to the nucleus of mass top_p, by the Gumbel-max trick: argmax(logits + g), g = -log(-log U)
   pre-drawn from a seeded generator NOISE_STEPS steps at a time, so the same seed gives the same
   text and a longer sample extends a shorter one.
-- `beam_search`: the continuation with the highest total log-probability that a beam of width
-  K finds (it reorders the stepper's streams as hypotheses are kept and dropped).
+- `Beam`: the continuations with the highest total log-probability that a beam of width K
+  finds (it reorders the stepper's streams as hypotheses are kept and dropped).
 
 `sampler(settings, ...)` picks the sampling decoder a `charlm.sampling.Sampling` asks for.
 """
@@ -152,44 +152,54 @@ def sampler(
     return Gumbel(*args)
 
 
-def beam_search(
-    stepper: Stepping, x: torch.Tensor, length: int, width: int, num_samples: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """The `num_samples` best continuations of `length` ids that a beam of `width` keeps:
-    ((num_samples, length) ids, (num_samples,) total log-probabilities), best first.
+class Beam:
+    """Beam search: the `num_samples` best continuations that a beam of `width` keeps.
 
-    `stepper` runs `width` streams, all in the state before `x` (a (1,) id); its logits are
-    taken at scale 1. One order both keeps the beam and ranks the result: the higher total
-    log-probability first, and between equal totals the lexicographically smaller id sequence
-    (so a tie goes to the lower character id). The beam starts with one live hypothesis, not
-    `width` copies of it. Totals are summed in float64.
+    One order both keeps the beam and ranks the result: the higher total log-probability first,
+    and between equal totals the lexicographically smaller id sequence (so a tie goes to the
+    lower character id). The beam starts with one live hypothesis, not `width` copies of it.
+    Totals are summed in float64, from the logits at temperature 1.
     """
-    if num_samples > width:
-        raise ValueError(f"a beam of width {width} holds fewer than {num_samples} continuations")
-    scores = torch.full((width,), float("-inf"), dtype=torch.float64, device=x.device)
-    scores[0] = 0.0  # rows 1.. stay empty until the first step fills them
-    keys = torch.empty(length, width, dtype=torch.long, device=x.device)
-    x, V = x.expand(width), 1
-    for t in range(length):
-        logp = torch.log_softmax(stepper.step(x).to(torch.float64), dim=-1)  # (K, V)
-        V = logp.shape[1]
-        # the rows are kept in lexicographic order of their sequences, so a candidate's flat
-        # index, row * V + id, orders the candidates as their sequences: a stable sort by
-        # score keeps the lower sequence first among equal scores
-        candidates = torch.add(scores[:, None], logp).view(-1)  # (K * V,)
-        kept = torch.sort(candidates, descending=True, stable=True).indices[:width]
-        key = keys[t] = kept.sort().values  # back into lexicographic order
-        scores = candidates[key]
-        stepper.reorder(key // V)
-        x = key % V
-    best = torch.sort(scores, descending=True, stable=True).indices[:num_samples]
-    totals = scores[best].cpu().numpy()
-    if not np.isfinite(totals).all():
-        raise CharLMError(
-            f"--num-samples {num_samples} asks for more continuations than the "
-            f"{int(np.isfinite(scores.cpu().numpy()).sum())} that --length {length} has"
-        )
-    return _trace(keys.cpu().numpy(), best.cpu().numpy(), V), totals
+
+    scale = 1.0
+
+    def __init__(self, width: int, num_samples: int = 1) -> None:
+        if num_samples > width:
+            raise ValueError(f"a beam of width {width} holds fewer than {num_samples} texts")
+        self.width, self.num_samples = width, num_samples
+
+    def search(
+        self, stepper: Stepping, x: torch.Tensor, length: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """((num_samples, length) ids, (num_samples,) total log-probabilities), best first.
+
+        `stepper` runs `width` streams, all in the state before `x` (a (1,) id), at `scale`.
+        """
+        K = self.width
+        scores = torch.full((K,), float("-inf"), dtype=torch.float64, device=x.device)
+        scores[0] = 0.0  # rows 1.. stay empty until the first step fills them
+        keys = torch.empty(length, K, dtype=torch.long, device=x.device)
+        x, V = x.expand(K), 1
+        for t in range(length):
+            logp = torch.log_softmax(stepper.step(x).to(torch.float64), dim=-1)  # (K, V)
+            V = logp.shape[1]
+            # the rows are kept in lexicographic order of their sequences, so a candidate's
+            # flat index, row * V + id, orders the candidates as their sequences: a stable sort
+            # by score keeps the lower sequence first among equal scores
+            candidates = torch.add(scores[:, None], logp).view(-1)  # (K * V,)
+            kept = torch.sort(candidates, descending=True, stable=True).indices[:K]
+            key = keys[t] = kept.sort().values  # back into lexicographic order
+            scores = candidates[key]
+            stepper.reorder(key // V)
+            x = key % V
+        best = torch.sort(scores, descending=True, stable=True).indices[: self.num_samples]
+        totals = scores[best].cpu().numpy()
+        if not np.isfinite(totals).all():
+            raise CharLMError(
+                f"--num-samples {self.num_samples} asks for more continuations than the "
+                f"{int(torch.isfinite(scores).sum())} that --length {length} has"
+            )
+        return _trace(keys.cpu().numpy(), best.cpu().numpy(), V), totals
 
 
 def _trace(keys: np.ndarray, rows: np.ndarray, vocab_size: int) -> np.ndarray:

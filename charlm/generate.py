@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from charlm.data import Vocab
-from charlm.decode import NOISE_STEPS, beam_search, sampler
+from charlm.decode import NOISE_STEPS, Beam, sampler
 from charlm.errors import CharLMError
 from charlm.model import CharLM
 from charlm.resources import beam_bytes, check_fits, sampling_bytes
@@ -92,8 +92,8 @@ def _beam_ids(model: CharLM, vocab: Vocab, prefix: str, s: Sampling) -> np.ndarr
     K = s.beam_width
     need = beam_bytes(K, len(vocab), _state_width(model), s.length)
     check_fits(need, f"beam search --beam-width {K} x --length {s.length}", ids.device)
-    stepper = _warm(model, ids, K, 1.0, s)  # a beam ranks log-probabilities at temperature 1
-    return beam_search(stepper, ids[-1:], s.length, K, s.num_samples)[0]
+    beam = Beam(K, s.num_samples)
+    return beam.search(_warm(model, ids, K, beam.scale, s), ids[-1:], s.length)[0]
 
 
 def _settings(length: int | None, settings: Sampling | None, options: dict[str, Any]) -> Sampling:

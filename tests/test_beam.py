@@ -16,7 +16,7 @@ import torch
 
 from charlm import resources
 from charlm.data import Vocab
-from charlm.decode import beam_search
+from charlm.decode import Beam
 from charlm.errors import CharLMError
 from charlm.generate import generate, stream
 from charlm.model import CharLM, ModelConfig
@@ -64,7 +64,7 @@ def run_beam(stepper, model: CharLM, length: int, width: int, n: int):
     with torch.no_grad():
         stepper.load_state(model(prefix[:-1, None], None, dropout=False)[1])
     with torch.inference_mode():
-        return beam_search(stepper, prefix[-1:], length, width, n)
+        return Beam(width, n).search(stepper, prefix[-1:], length)
 
 
 def steppers(model: CharLM, width: int, **precision: bool):
@@ -190,7 +190,7 @@ def test_generate_returns_the_n_best_texts_best_first() -> None:
     with torch.no_grad():
         stepper.load_state(model(prefix[:-1, None], None, dropout=False)[1])
     with torch.inference_mode():
-        expected, _ = beam_search(stepper, prefix[-1:], 4, 256, 3)
+        expected, _ = Beam(256, 3).search(stepper, prefix[-1:], 4)
     assert ids == expected.tolist()
     assert all(t.startswith("ab") and len(t) == 6 for t in texts)
     assert generate(model, VOCAB, "ab", 4, beam_width=256, num_samples=3) == texts
@@ -209,7 +209,7 @@ def test_a_byte_level_model_beams_over_bytes_and_decodes_as_generate_does() -> N
     with torch.no_grad():
         stepper.load_state(model(prefix[:-1, None], None, dropout=False)[1])
     with torch.inference_mode():
-        ids, _ = beam_search(stepper, prefix[-1:], 6, 4, 2)
+        ids, _ = Beam(4, 2).search(stepper, prefix[-1:], 6)
     assert texts == ["é" + bytes(row).decode("utf-8", "replace") for row in ids.tolist()]
 
 
