@@ -256,6 +256,13 @@ _threads_option = click.option(
     help="several samples on CPU: int8 matmuls (fastest on CPUs with AVX512-VNNI)",
 )
 @click.option(
+    "--beam-width",
+    type=int,
+    default=None,
+    help="beam search: the likeliest continuations a beam of this many finds (deterministic; "
+    "--num-samples N <= width prints the N best, best first)",
+)
+@click.option(
     "--interactive",
     is_flag=True,
     help="prompt loop: each line typed is a prefix; Ctrl-D ends (line n uses --seed + n)",
@@ -283,6 +290,7 @@ def generate(
       charlm generate --prefix "ROMEO:" --stream          # watch it being written
       charlm generate --num-samples 64 --int8             # many samples, fast, on a CPU
       charlm generate --num-samples 64 --amp              # many samples, fast, on a GPU
+      charlm generate --beam-width 8 --num-samples 3      # the 3 likeliest a beam of 8 finds
       charlm generate --interactive                       # type prefixes, Ctrl-D to quit
     """
     from charlm.sampling import Sampling
@@ -293,6 +301,8 @@ def generate(
             f"{sampling['num_samples']}: drop --stream or use --num-samples 1"
         )
     settings = Sampling(length, **sampling)
+    if stream:
+        settings.check_stream()
     model, vocab, _ = _load(checkpoint_path, device, threads)
     if not interactive:
         _print_samples(model, vocab, prefix, stream, settings)
@@ -310,7 +320,8 @@ def _print_samples(
 
     out = sys.stdout
     vocab.encode(prefix)  # a prefix the model cannot read fails before anything is printed
-    if stream or settings.num_samples == 1:  # one sample is written as it is made: any length
+    # one sample is written as it is made, in any length (a beam's only once it is found)
+    if settings.beam_width is None and (stream or settings.num_samples == 1):
         out.write(prefix)
         last = prefix
         for (char,) in sample_stream(model, vocab, prefix, settings=settings):

@@ -5,8 +5,9 @@ No buffers, no fused weights, no layout tricks: for every layer l,
     xW = x_l W_x + b_x        hW = h_l W_h + b_h        (h_l, c_l) = cell.step(xW, hW, h_l, c_l)
 
 with x_0 the embedding (or one-hot vector) of the character and x_{l+1} = h_l, then the logits
-h_{L-1} W_hq + b_q. It is what `charlm.stepper.Stepper` must compute, and the tests hold the fast
-one to it; it works for one stream or N, in the model's dtype (float32 or float64).
+(h_{L-1} W_hq + b_q) * scale. It is what `charlm.stepper.Stepper` must compute, and the tests
+hold the fast one to it (the same interface: `load_state`, `step`, `reorder`); it works for one
+stream or N, in the model's dtype (float32 or float64).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from charlm.model import CharLM
 class ReferenceStepper:
     """N streams advanced one character per `step`, each a plain application of the equations."""
 
-    def __init__(self, model: CharLM, num_samples: int, temperature: float = 1.0) -> None:
-        self.model, self.N, self.temperature = model, num_samples, temperature
+    def __init__(self, model: CharLM, num_samples: int, scale: float = 1.0) -> None:
+        self.model, self.N, self.scale = model, num_samples, scale
         self.load_state(model.init_state(num_samples, model.W_hq.device))
 
     def load_state(self, state: State) -> None:
@@ -31,9 +32,14 @@ class ReferenceStepper:
         self.h = [h_l.expand(self.N, -1) for h_l in h]  # per layer (N, H)
         self.c = [None] * len(self.h) if c is None else [c_l.expand(self.N, -1) for c_l in c]
 
+    def reorder(self, parents: torch.Tensor) -> None:
+        """Stream i continues from the state of stream parents[i] (beam search)."""
+        self.h = [h_l[parents] for h_l in self.h]
+        self.c = [None if c_l is None else c_l[parents] for c_l in self.c]
+
     @torch.no_grad()
     def step(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N,) ids -> (N, V) logits / temperature of the next character."""
+        """x: (N,) ids -> (N, V) logits * scale of the next character."""
         model, cell = self.model, self.model.rnn
         if model.embedding is not None:
             inp = model.embedding(x)  # (N, E)
@@ -44,4 +50,4 @@ class ReferenceStepper:
             xW, hW = inp @ W_x + b_x, self.h[i] @ W_h + b_h
             self.h[i], self.c[i] = cell.step(xW, hW, self.h[i], self.c[i])
             inp = self.h[i]
-        return (inp @ model.W_hq + model.b_q) / self.temperature
+        return (inp @ model.W_hq + model.b_q) * self.scale

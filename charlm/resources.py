@@ -15,6 +15,7 @@ import torch
 from charlm.errors import CharLMError
 
 FLOAT = 4  # bytes of a float32
+LONG = 8  # bytes of an int64 or a float64
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -68,6 +69,12 @@ def training_bytes(params: int, optimizer: str, seq_len: int, batch: int, width:
 def sampling_bytes(samples: int, vocab: int, width: int, noise_steps: int) -> float:
     """The sampler's buffers for `samples` streams: pre-drawn noise, logits, states."""
     return FLOAT * samples * (vocab * (noise_steps + 3) + 3 * width)
+
+
+def beam_bytes(width: int, vocab: int, state: int, length: int) -> float:
+    """A beam search's buffers: the stepper's for `width` streams, a step's float64 candidates
+    and their sort, and the kept ids of every step (traced back at the end)."""
+    return FLOAT * width * (3 * vocab + 3 * state) + LONG * width * (5 * vocab + length)
 
 
 def parameters(cfg: object) -> int:

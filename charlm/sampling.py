@@ -1,4 +1,7 @@
-"""How to sample a continuation: one frozen settings object, checked once where it is made.
+"""How to continue a prefix: one frozen settings object, checked once where it is made.
+
+Sampling (temperature, top-k, top-p, greedy) or a beam search (`beam_width`), which is
+deterministic and so refuses the settings that shape or seed a random draw.
 
 Kept free of torch, so that the `charlm generate` command can check its options before loading
 anything. (Not to be confused with `charlm.samplers`, which orders the training batches.)
@@ -24,9 +27,10 @@ class Sampling:
     seed: int | None = None  # same seed, same text; None: a fresh one
     amp: bool = False  # several streams: bfloat16 matmuls
     int8: bool = False  # several streams on CPU: int8 matmuls
+    beam_width: int | None = None  # beam search: the likeliest continuations a beam of K finds
 
     def __post_init__(self) -> None:
-        for name in ("length", "top_k", "num_samples", "seed"):
+        for name in ("length", "top_k", "num_samples", "seed", "beam_width"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 flag = "--" + name.replace("_", "-")
@@ -49,3 +53,36 @@ class Sampling:
             raise CharLMError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.num_samples <= 0:
             raise CharLMError(f"--num-samples must be > 0, got {self.num_samples}")
+        if self.beam_width is not None:
+            self._check_beam(self.beam_width)
+
+    def check_stream(self) -> None:
+        """Refuse to stream a beam: it knows its best continuation only at the end."""
+        if self.beam_width is not None:
+            raise CharLMError(
+                "--stream prints characters as they are chosen, but a beam (--beam-width) "
+                "knows its best continuation only at the end: drop --stream"
+            )
+
+    def _check_beam(self, width: int) -> None:
+        """A beam is deterministic: what would shape or seed a random draw is refused."""
+        if width <= 0:
+            raise CharLMError(f"--beam-width must be > 0, got {width}")
+        given = {
+            "--temperature": self.temperature != 1.0,
+            "--top-k": self.top_k is not None,
+            "--top-p": self.top_p is not None,
+            "--greedy": self.greedy,
+            "--seed": self.seed is not None,
+        }
+        for flag, set_ in given.items():
+            if set_:
+                raise CharLMError(
+                    f"{flag} does not apply to --beam-width: a beam is deterministic, it keeps "
+                    "the likeliest continuations (drop one of the two)"
+                )
+        if self.num_samples > width:
+            raise CharLMError(
+                f"--num-samples {self.num_samples} must be <= --beam-width {width}: "
+                "a beam returns the best of the continuations it holds"
+            )

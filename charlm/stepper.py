@@ -147,9 +147,12 @@ class LayerBuffers:
 class Stepper:
     """N streams of a CharLM advanced one character per `step`, on the model's own weights.
 
-    Equal to `CharLM.forward` in eval mode (no dropout) up to float rounding; built once per
-    generation call, so a trained model is never modified. Every view a step needs is made here:
-    a step is only arithmetic (at batch 1, making a view costs about as much as a small op).
+    Equal to `CharLM.forward` in eval mode (no dropout) up to float rounding, its logits times
+    `scale` (a decoder's: 1/T to sample at temperature T), folded into the output weights so that
+    it costs nothing per step. Built once per generation call, so a trained model is never
+    modified. Every view a step needs is made here: a step is only arithmetic (at batch 1,
+    making a view costs about as much as a small op). The same interface as
+    `charlm.reference.ReferenceStepper`: `load_state`, `step`, `reorder`.
     """
 
     @torch.inference_mode()
@@ -157,7 +160,7 @@ class Stepper:
         self,
         model: CharLM,
         num_samples: int,
-        temperature: float = 1.0,
+        scale: float = 1.0,
         amp: bool = False,
         int8: bool = False,
     ) -> None:
@@ -182,7 +185,9 @@ class Stepper:
             if i + 1 < L:
                 W_next, b_next = weights[i + 1].W_x, weights[i + 1].b
             else:
-                W_next, b_next = model.W_hq / temperature, model.b_q / temperature
+                # divided by 1 / scale, as sampling at temperature T always divided by T: in
+                # float32, 1 / (1 / T) rounds to T, so seeded texts stay what they were
+                W_next, b_next = model.W_hq / (1 / scale), model.b_q / (1 / scale)
             gemm = lay.affine(torch.cat([w.r, b_next]), self.h_m[i], torch.cat([w.W_h, W_next], 1))
             out = gemm.out.view(N, -1)
             R, A_next = out[:, :G], out[:, G : G + W_next.shape[1]]
@@ -190,7 +195,11 @@ class Stepper:
             views = cell.fast_views(A, R, self.h[i], self.c[i])
             self.layers.append(LayerBuffers(views, self.h[i], h_m, gemm))
             A = A_next
-        self.logits = A  # (N, V) logits / temperature
+        self.logits = A  # (N, V) logits * scale
+        # what a step carries to the next, streams first: the states, and R_l (beside the
+        # layer's other columns) in every layer's matmul output
+        outs = [layer.gemm.out for layer in self.layers]
+        self.carried = [self.h.transpose(0, 1), self.c.transpose(0, 1), *outs]
         self._project()
 
     def _affine(self, gemm: Affine) -> None:
@@ -229,8 +238,20 @@ class Stepper:
             self._quantize(self.h, self.h_m, self.h.clone())
         self._project()
 
+    @torch.inference_mode()
+    def reorder(self, parents: torch.Tensor) -> None:
+        """Stream i continues from the state of stream parents[i] (beam search).
+
+        The states and the recurrent terms R_l the last step computed are permuted together,
+        so no matmul is run again.
+        """
+        if self.layout.N == 1:  # the only order there is (and one stream's matmul is in blocks)
+            return
+        for streams in self.carried:
+            streams.copy_(streams.index_select(0, parents))
+
     def step(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N,) ids -> (N, V) logits / temperature of the next character (an internal buffer).
+        """x: (N,) ids -> (N, V) logits * scale of the next character (an internal buffer).
 
         Call it under `torch.inference_mode()` (the buffers are inference tensors): entering the
         mode once per call would cost a few percent of a one-stream step.

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from charlm.data import Vocab
+from charlm.decode import next_char_probs
 from charlm.errors import CharLMError
-from charlm.generate import generate, next_char_probs
+from charlm.generate import generate
 from charlm.model import CharLM, ModelConfig
 
 VOCAB = Vocab.from_text("abcdefgh \n")

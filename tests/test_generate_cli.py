@@ -119,6 +119,45 @@ def test_stream_needs_one_sample(run: Path) -> None:
     assert result.output.count("\n") == 1 and "--num-samples 1" in result.output
 
 
+@pytest.mark.parametrize("precision", [[], ["--amp"], ["--int8"]])
+def test_beam_width_prints_the_n_best_best_first(run: Path, precision: list[str]) -> None:
+    args = ["--checkpoint", str(run), "--prefix", "All:", "--length", "30", *precision]
+    result = cli(*args, "--beam-width", "4", "--num-samples", "3")
+    assert result.exit_code == 0, result.output
+    flags = {p.lstrip("-"): True for p in precision}
+    texts = samples(run, "All:", 30, beam_width=4, num_samples=3, **flags)
+    assert len(set(texts)) == 3 and result.output == layout(texts)
+    one = cli(*args, "--beam-width", "4")  # one continuation: printed once found, not streamed
+    assert one.exit_code == 0, one.output
+    assert one.output == layout(texts[:1])
+
+
+@pytest.mark.parametrize(
+    ("extra", "flag"),
+    [
+        (["--temperature", "0.8"], "--temperature"),
+        (["--top-k", "3"], "--top-k"),
+        (["--top-p", "0.9"], "--top-p"),
+        (["--greedy"], "--greedy"),
+        (["--seed", "1"], "--seed"),
+        (["--stream"], "--stream"),
+        (["--num-samples", "5"], "--num-samples 5 must be <= --beam-width 4"),
+    ],
+)
+def test_beam_width_refuses_what_a_beam_cannot_take(run: Path, extra: list[str], flag: str) -> None:
+    result = cli("--checkpoint", str(run), "--beam-width", "4", *extra)
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and result.output.startswith(f"error: {flag}")
+
+
+def test_interactive_beam_prints_each_line_once_found(run: Path) -> None:
+    result = cli("--checkpoint", str(run), "--interactive", "--length", "15", "--beam-width",
+                 "3", input="All:\nFirst\n")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    expected = [samples(run, p, 15, beam_width=3)[0] for p in ("All:", "First")]
+    assert result.output == layout(expected)
+
+
 def test_interactive_continues_each_line(run: Path) -> None:
     result = cli("--checkpoint", str(run), "--interactive", "--length", "25", "--seed", "5",
                  input="All:\nFirst Citizen:\n")  # fmt: skip

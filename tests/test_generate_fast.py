@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from charlm.data import Vocab
+from charlm.decode import next_char_probs
 from charlm.errors import CharLMError
-from charlm.generate import generate, next_char_probs, stream
+from charlm.generate import generate, stream
 from charlm.model import CharLM, ModelConfig
 from charlm.stepper import WIDE, Stepper
 

@@ -121,7 +121,7 @@ def test_the_python_api_checks_as_the_cli_does(name, value):
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     option=st.sampled_from(["--length", "--temperature", "--top-k", "--top-p", "--num-samples",
-                            "--seed"]),
+                            "--seed", "--beam-width"]),
     value=numbers,
 )  # fmt: skip
 def test_any_number_in_any_generate_option(trained_model, option, value):
@@ -129,7 +129,8 @@ def test_any_number_in_any_generate_option(trained_model, option, value):
         number = int(str(value).replace("_", ""))
     except ValueError:
         number = None
-    if option in ("--length", "--num-samples") and number is not None and number > 50:
+    slow = option in ("--length", "--num-samples", "--beam-width")
+    if slow and number is not None and number > 50:
         value = 50
     args = ["generate", "--checkpoint", str(trained_model), "--length", "20", option, str(value)]
     result = CliRunner().invoke(main, args)

@@ -52,6 +52,13 @@ def test_too_many_samples_at_once_are_refused(trained):
     one_line_error(result, "--num-samples 100000000", "of memory")
 
 
+def test_too_wide_a_beam_is_refused(trained):
+    result = CliRunner().invoke(
+        main, ["generate", "--checkpoint", str(trained), "--beam-width", "100000000"]
+    )
+    one_line_error(result, "--beam-width 100000000 x --length 200", "of memory")
+
+
 def test_one_sample_streams_in_bounded_memory_several_are_held(trained, monkeypatch):
     """With 1 MB free, one sample of 200,000 characters is written as it is made; two samples
     (held until the end: 6.4 MB) are refused, with the way out in the message."""

@@ -75,9 +75,9 @@ def test_reference_equals_forward_in_float64(kind: str, layers: int, embedding: 
     ids = torch.cat([prefix.expand(-1, 3), xs])  # (6 + STEPS, 3)
     with torch.no_grad():
         full = model(ids)[0]
-    ref = ReferenceStepper(model, 3, temperature=0.5)
+    ref = ReferenceStepper(model, 3, scale=2.0)
     for t in range(ids.shape[0]):
-        torch.testing.assert_close(ref.step(ids[t]), full[t] / 0.5, rtol=0, atol=1e-12)
+        torch.testing.assert_close(ref.step(ids[t]), full[t] * 2.0, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("n", [1, 3, WIDE + 1])
@@ -143,3 +143,92 @@ def test_int8_is_refused_for_a_cell_without_a_bounded_state() -> None:
         Stepper(model, 3, int8=True)
     Stepper(model, 3, amp=True)  # bfloat16 measures nothing: still fine
     assert Stepper(model, 1, int8=True).h_m.dtype == torch.float32  # one stream: no int8
+
+
+def parents_of(n: int, steps: int) -> torch.Tensor:
+    """(steps, n) random parents: streams copied, dropped and swapped at every step."""
+    return torch.randint(0, n, (steps, n), generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize(("kind", "layers", "embedding"), MODELS)
+def test_reference_reorder_equals_forward_on_the_reordered_histories(
+    kind: str, layers: int, embedding: int
+) -> None:
+    """After reorder(parents), stream i steps on as if it had read stream parents[i]'s text."""
+    model = make_model(kind, layers, embedding, torch.float64)
+    prefix, xs = inputs(4)
+    ref = ReferenceStepper(model, 4)
+    with torch.no_grad():
+        ref.load_state(model(prefix[:-1])[1])
+    histories = [prefix[:-1, 0].tolist() for _ in range(4)]  # what each stream has read
+    x = prefix[-1].expand(4)
+    for parents, nxt in zip(parents_of(4, 10), xs, strict=False):
+        histories = [[*h, c] for h, c in zip(histories, x.tolist(), strict=True)]
+        with torch.no_grad():
+            full = model(torch.tensor(histories).t())[0][-1]  # (4, V)
+        torch.testing.assert_close(ref.step(x), full, rtol=0, atol=1e-12)
+        ref.reorder(parents)
+        histories = [histories[p] for p in parents.tolist()]
+        x = nxt
+
+
+def max_reorder_error(model: CharLM, n: int, sync: bool = False, **precision: bool) -> float:
+    """Largest |p_fast - p_reference| over STEPS steps, each followed by the same reorder."""
+    prefix, xs = inputs(n)
+    with torch.no_grad():
+        state = model(prefix)[1]
+    fast, ref = Stepper(model, n, **precision), ReferenceStepper(model, n)
+    fast.load_state(state)
+    ref.load_state(state)
+    lstm = isinstance(state, tuple)
+    error = 0.0
+    with torch.inference_mode():
+        for x, parents in zip(xs, parents_of(n, STEPS), strict=True):
+            if sync:
+                ref.load_state((fast.h.clone(), fast.c.clone()) if lstm else fast.h.clone())
+            p_fast = torch.softmax(fast.step(x).double(), dim=-1)
+            p_ref = torch.softmax(ref.step(x).double(), dim=-1)
+            error = max(error, float((p_fast - p_ref).abs().max()))
+            fast.reorder(parents)
+            ref.reorder(parents)
+    return error
+
+
+@pytest.mark.parametrize("n", [3, WIDE + 1])
+@pytest.mark.parametrize(("kind", "layers", "embedding"), MODELS)
+def test_fast_reorder_equals_reference(kind: str, layers: int, embedding: int, n: int) -> None:
+    """The fast stepper permutes its states and its precomputed recurrent terms together:
+    float64 agrees to ~1e-16, float32 to its rounding, bfloat16 and int8 as one step does."""
+    assert max_reorder_error(make_model(kind, layers, embedding, torch.float64), n) < 1e-13
+    model = make_model(kind, layers, embedding, torch.float32)
+    assert max_reorder_error(model, n) < 2e-6
+    assert max_reorder_error(model, n, sync=True, amp=True) < 1e-2
+    assert max_reorder_error(model, n, sync=True, int8=True) < 2e-2
+
+
+def test_one_stream_reorder_is_the_identity() -> None:
+    model = make_model("lstm", 2, 8, torch.float64)
+    a, b = Stepper(model, 1), Stepper(model, 1)
+    x = torch.tensor([3])
+    with torch.inference_mode():
+        a.step(x)
+        b.step(x)
+        a.reorder(torch.tensor([0]))
+        torch.testing.assert_close(a.step(x), b.step(x), rtol=0, atol=0)
+
+
+def test_output_scale_is_folded_into_the_output_weights() -> None:
+    """The decoder's scale (1/T) costs the fast stepper nothing per step: its output weights are
+    W_hq / T bitwise, as sampling at temperature T always divided them (seeded texts stay), and
+    its logits are the plain stepper's logits * scale."""
+    model = make_model("gru", 2, 0, torch.float64)
+    _, xs = inputs(3)
+    fast, ref = Stepper(model, 3, scale=1 / 0.7), ReferenceStepper(model, 3, scale=1 / 0.7)
+    with torch.inference_mode():
+        for x in xs[:5]:
+            torch.testing.assert_close(fast.step(x), ref.step(x), rtol=0, atol=1e-12)
+    model = model.float()
+    G = model.rnn.gates * model.rnn.hidden_size
+    for T in (0.7, 0.8, 1.3, 2.9):
+        W = Stepper(model, 3, scale=1 / T).layers[-1].gemm.W[:, G : G + V]
+        assert torch.equal(W, model.W_hq / T)
