@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from charlm.data import Vocab
 from charlm.errors import CharLMError
 from charlm.model import CharLM
 from charlm.resources import check_fits, sampling_bytes
 from charlm.sampling import Sampling
 from charlm.stepper import Stepper
+from charlm.vocab import Vocab
 
 NOISE_STEPS = 64  # Gumbel noise drawn per refill; fixed, so a longer sample extends a shorter one
 GREEDY_LIMIT = 1e30  # logits / temperature beyond this (float32 ends at 3e38) mean greedy

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from charlm.data import Vocab
 from charlm.errors import CharLMError
 from charlm.generate import generate, next_char_probs, stream
 from charlm.model import CharLM, ModelConfig
 from charlm.stepper import WIDE, Stepper
+from charlm.vocab import Vocab
 
 VOCAB = Vocab(sorted(set("abcdefghij klmnop\nqrstuvwxyz.,")))
 PREFIX = "hello world"
