@@ -33,7 +33,7 @@ from typing import Any
 from charlm import catalog
 from charlm.catalog import BUILTIN, NamedCorpus
 from charlm.corpus import IN_MEMORY_BELOW, Corpus, load_documents
-from charlm.documents import CHUNK_BYTES, Document, file_document, text_document
+from charlm.documents import CHUNK_BYTES, Document, decoder, file_document, text_document
 from charlm.errors import CharLMError
 from charlm.walk import Selection, Walk
 
@@ -73,7 +73,8 @@ class Resolved:
 
 
 def _kind(arg: str) -> str | Named:
-    """ "path", "glob", BUILTIN or a named corpus: the one rule of precedence (see above)."""
+    """What an argument is, by the one rule of precedence (see above): "path", "glob",
+    BUILTIN, or a named corpus and the part asked for."""
     if os.path.lexists(arg):
         return "path"
     if any(c in arg for c in "*?["):
@@ -104,6 +105,7 @@ def resolve(
 ) -> Resolved:
     """The documents the arguments name and how to read them, by the one rule (see above)."""
     args = as_list(args) or [BUILTIN]
+    decoder(encoding, errors)  # an unknown encoding is an error, whatever the input
     kinds = [_kind(arg) for arg in args]
     for arg, kind in zip(args, kinds, strict=True):
         if _whole(kind):
@@ -157,16 +159,15 @@ def _walked(
         alone = len(args) == 1 and os.path.isfile(paths[0]) and found.skipped == {"empty": 1}
         why = f": {args[0]} is empty" if alone else f" in {' '.join(args)} ({found.summary()})"
         raise CharLMError(f"no text to read{why}")
-    single = len(args) == 1 and len(docs) == 1 and os.path.isfile(paths[0]) and not docs[0].packed
-    if single and not found.skipped:
-        return Resolved(docs, docs[0].path, docs[0].path, encoding, errors, byte_level)
-    source = docs[0].path if single else f"{len(docs):,} documents from {' '.join(args)}"
+    if len(args) == 1 and len(docs) == 1 and os.path.isfile(paths[0]) and not docs[0].packed:
+        return Resolved(docs, docs[0].path, docs[0].path, encoding, errors, byte_level)  # a file
+    source = f"{len(docs):,} documents from {' '.join(args)}"
     key = json.dumps([[os.path.abspath(p) for p in paths], *map(list, (selection.include,
                       selection.exclude)), selection.hidden])  # fmt: skip
     on_disk = sum({d.path: d.size for d in docs}.values())  # an archive counts once
     note = f"read {len(docs):,} document(s) ({_size(on_disk)} on disk); {found.summary()}"
-    return Resolved(docs, source, docs[0].path if single else key, encoding, errors, byte_level,
-                    skipped=found.skipped, note=note)  # fmt: skip
+    return Resolved(docs, source, key, encoding, errors, byte_level, skipped=found.skipped,
+                    note=note)  # fmt: skip
 
 
 def _size(n: int) -> str:
@@ -175,19 +176,19 @@ def _size(n: int) -> str:
 
 def _split(corpus: Corpus, what: Resolved) -> Corpus:
     """A named corpus's declared split: one part of it (NAME:PART), or train and validation."""
-    spec = what.named
-    if spec is None or spec.split is None:
+    split, spec = what.split, what.named
+    if split is None or spec is None:
         return corpus
-    if len(corpus.ids) != sum(spec.split):
+    if len(corpus.ids) != sum(split):
         unit = "byte" if what.byte_level else "character"
         raise CharLMError(
             f"{what.source} has {len(corpus.ids):,} {unit}s, but the split of {spec.name} adds "
-            f"up to {sum(spec.split):,} (see {spec.manifest})"
+            f"up to {sum(split):,} (see {spec.manifest})"
         )
     if what.part is not None:
         start, stop = spec.part(what.part)
         return replace(corpus, ids=corpus.ids[start:stop], source=f"{corpus.source} ({what.part})")
-    train, valid, _ = spec.split
+    train, valid, _ = split
     return replace(corpus, declared=(train, train + valid))
 
 

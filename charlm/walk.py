@@ -115,7 +115,6 @@ class Walk:
     """Collects documents from paths, globs' matches, folders and zips (see the docstring)."""
 
     def __init__(self, selection: Selection, encoding: str, errors: str) -> None:
-        decoder(encoding, errors)  # an unknown encoding is an error before anything is read
         self.sel, self.encoding, self.errors = selection, encoding, errors
         self.found = Found()
         self.seen: set[tuple[int, int]] = set()  # (device, inode) of each folder and file read
