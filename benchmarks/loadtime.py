@@ -1,6 +1,6 @@
 """Time one corpus load in a fresh process and report its peak memory, as one JSON line.
 
-    python -m benchmarks.loadtime corpus FILE     # charlm.data.load_corpus(FILE)
+    python -m benchmarks.loadtime corpus FILE     # charlm.load_corpus(FILE)
     python -m benchmarks.loadtime inputs FOLDER   # charlm.inputs.load_inputs([FOLDER])
 
 A fresh process, so that the peak RSS is the load's own (torch's import included, reported
@@ -52,7 +52,7 @@ def in_child(kind: str, path: Path, cache: Path) -> dict:
 def main(kind: str, path: str) -> None:
     """Load `path` as a corpus file or a folder of inputs and print the report."""
     if kind == "corpus":
-        from charlm.data import load_corpus
+        from charlm.inputs import load_corpus
 
         before, t = peak_mb(), time.perf_counter()
         corpus = load_corpus(path)

@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from charlm.data import Vocab
 from charlm.errors import CharLMError
 from charlm.model import CharLM, ModelConfig
 from charlm.precision import resolve_device
 from charlm.run import BEST, LATEST
 from charlm.storage import atomic_write
+from charlm.vocab import Vocab
 
 FORMAT = "charlm-checkpoint"
 VERSION = 1

@@ -34,11 +34,11 @@ from charlm.errors import CharLMError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from charlm.data import Vocab
     from charlm.dynamic import Dynamic
     from charlm.evaluate import Score
     from charlm.model import CharLM
     from charlm.sampling import Sampling
+    from charlm.vocab import Vocab
 
 
 def _say_error(e: Exception) -> None:
@@ -597,31 +597,30 @@ def corpora_command() -> None:
     A corpus with a split trains on its train part and validates on its valid part; score
     its test part with `charlm eval perplexity NAME:test`.
     """
-    from charlm import corpora
-    from charlm.data import BUILTIN, builtin_text
+    from charlm import catalog
 
-    found = corpora.catalog()  # a malformed manifest fails before anything is printed
-    size = len(builtin_text().encode("utf-8"))
-    click.echo(f"{BUILTIN:<16} {_size(size):>9}  local: ships with Python")
-    click.echo(f"    {corpora.BUILTIN_DESCRIPTION}")
-    click.echo(f"    license: {corpora.BUILTIN_LICENSE}")
+    found = catalog.entries()  # a malformed manifest fails before anything is printed
+    size = len(catalog.builtin_text().encode("utf-8"))
+    click.echo(f"{catalog.BUILTIN:<16} {_size(size):>9}  local: ships with Python")
+    click.echo(f"    {catalog.BUILTIN_DESCRIPTION}")
+    click.echo(f"    license: {catalog.BUILTIN_LICENSE}")
     for c in found.values():
-        path = corpora.local_path(c)
+        path = catalog.local_path(c)
         where = f"local: {path}" if path else "not local: downloaded on first use"
         click.echo(f"{c.name:<16} {_size(c.size):>9}  {where}")
         click.echo(f"    {c.description}")
         click.echo(f"    source:  {c.url}")
         click.echo(f"    license: {c.license}")
         if c.split is not None:
-            parts = " / ".join(f"{p} {n:,}" for p, n in zip(corpora.PARTS, c.split, strict=True))
+            parts = " / ".join(f"{p} {n:,}" for p, n in zip(catalog.PARTS, c.split, strict=True))
             click.echo(f"    split:   {parts} {c.unit}s")
         elif c.unit == "byte":
             click.echo("    read byte-level (its literature counts bytes)")
-    data = corpora.data_dir()
-    cache = corpora.cache_dir("corpora")
+    data = catalog.data_dir()
+    cache = catalog.cache_dir("corpora")
     click.echo(f"\nlooked in: $CHARLM_DATA = {data or '(not set)'}; cache {cache}")
-    folders = ", ".join(str(d) for d in corpora.manifest_dirs())
-    click.echo(f"manifests: {folders} (add yours: ${corpora.MANIFESTS_ENV})")
+    folders = ", ".join(str(d) for d in catalog.manifest_dirs())
+    click.echo(f"manifests: {folders} (add yours: ${catalog.MANIFESTS_ENV})")
 
 
 @main.command(short_help="Plot the learning curves of one or more runs.")

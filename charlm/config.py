@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from charlm.data import BUILTIN
+from charlm.catalog import BUILTIN
 from charlm.errors import CharLMError
 from charlm.threads import check_threads
 

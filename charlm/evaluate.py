@@ -16,12 +16,13 @@ from tqdm.auto import tqdm
 
 from charlm import metrics
 from charlm.config import check_ranges
-from charlm.data import Corpus, Vocab, recode
+from charlm.corpus import Corpus
 from charlm.dynamic import Dynamic, adapted_windows
 from charlm.errors import CharLMError
 from charlm.inputs import Selection, load_inputs
 from charlm.meter import DIVERGED
 from charlm.model import CharLM, detach_state
+from charlm.vocab import Vocab, recode
 
 
 @dataclass

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charlm.data import Vocab
 from charlm.dynamic import Dynamic, adapted_windows
 from charlm.errors import CharLMError
 from charlm.evaluate import Score, windows
 from charlm.model import CharLM
 from charlm.storage import write_text
+from charlm.vocab import Vocab
 
 TEMPLATE = "templates/surprisal.html"  # inside the package
 TOP_K = 5  # predictions shown per character (the page says top-5)

@@ -43,7 +43,7 @@ from charlm.config import (
     flag,
     resolve_auto,
 )
-from charlm.data import Corpus, Vocab
+from charlm.corpus import Corpus
 from charlm.errors import CharLMError
 from charlm.generate import generate
 from charlm.inputs import Selection, changes, load_inputs, unescape
@@ -55,6 +55,7 @@ from charlm.progress import EpochProgress, epoch_summary
 from charlm.run import RunFolder
 from charlm.samplers import LAYOUT, SAMPLERS
 from charlm.threads import use_threads
+from charlm.vocab import Vocab
 
 
 def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any]) -> TrainConfig:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from charlm.inputs import resolve as resolve_inputs
 from charlm.train import Callback, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +64,12 @@ def tiny_config(corpus: Path, tmp_path: Path) -> TrainConfig:
 
 def tiny(cfg: TrainConfig, **changes) -> TrainConfig:
     return replace(cfg, **changes)
+
+
+def resolve(arg: str) -> str:
+    """The file that the one input resolver reads for a single argument, as it names it."""
+    (doc,) = resolve_inputs([arg]).documents
+    return doc.name
 
 
 def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

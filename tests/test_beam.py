@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from charlm import resources
-from charlm.data import Vocab
 from charlm.decode import Beam
 from charlm.errors import CharLMError
 from charlm.generate import generate, stream
@@ -24,6 +23,7 @@ from charlm.reference import ReferenceStepper
 from charlm.resources import beam_bytes
 from charlm.sampling import Sampling
 from charlm.stepper import Stepper
+from charlm.vocab import Vocab
 
 PREFIX = [1, 0, 2]  # ids the streams are warmed on; the last one is the first step's input
 MODELS = [("rnn", 1, 0), ("lstm", 2, 3), ("gru", 1, 3), ("gru", 3, 0)]

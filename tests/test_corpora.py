@@ -1,5 +1,5 @@
 """Named corpora: lookup order, verified and atomic caching, offline messages. Never the network:
-`charlm.corpora.download` is replaced by fakes that write what a server would have sent."""
+`charlm.catalog.download` is replaced by fakes that write what a server would have sent."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from charlm import corpora
+from charlm import catalog
 from charlm.cli import main
-from charlm.data import load_corpus
 from charlm.errors import CharLMError
+from charlm.inputs import load_corpus
 from charlm.train import train
-from tests.conftest import TEXT, TINY_SHAKESPEARE, tiny
+from tests.conftest import TEXT, TINY_SHAKESPEARE, resolve, tiny
 
 needs_shakespeare = pytest.mark.skipif(
     not TINY_SHAKESPEARE.exists(),
@@ -39,7 +39,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def no_network(url: str, dest: Path, total: int | None = None) -> None:
         raise AssertionError(f"tried to download {url}")
 
-    monkeypatch.setattr(corpora, "download", no_network)
+    monkeypatch.setattr(catalog, "download", no_network)
     return folder
 
 
@@ -51,7 +51,7 @@ def serve(monkeypatch: pytest.MonkeyPatch, payload: bytes) -> list[str]:
         calls.append(url)
         Path(dest).write_bytes(payload)
 
-    monkeypatch.setattr(corpora, "download", fake)
+    monkeypatch.setattr(catalog, "download", fake)
     return calls
 
 
@@ -62,7 +62,7 @@ def zipped(member: str, text: bytes) -> bytes:
     return buf.getvalue()
 
 
-def register(monkeypatch: pytest.MonkeyPatch, **fields) -> corpora.NamedCorpus:
+def register(monkeypatch: pytest.MonkeyPatch, **fields) -> catalog.NamedCorpus:
     """Add a small corpus as a user manifest, so zip handling is tested without 100 MB files."""
     folder = Path.cwd() / "manifests"  # the cache fixture works in tmp_path
     manifest = {
@@ -72,25 +72,25 @@ def register(monkeypatch: pytest.MonkeyPatch, **fields) -> corpora.NamedCorpus:
     folder.mkdir(exist_ok=True)
     (folder / f"{fields['name']}.json").write_text(json.dumps(manifest))
     monkeypatch.setenv("CHARLM_CORPORA", str(folder))
-    return corpora.catalog()[fields["name"]]
+    return catalog.entries()[fields["name"]]
 
 
 def test_an_existing_path_wins_over_a_name(cache: Path) -> None:
     Path("tinyshakespeare").write_text("my own file")
-    assert corpora.resolve("tinyshakespeare") == "tinyshakespeare"
-    assert corpora.resolve("builtin") == "builtin"
+    assert resolve("tinyshakespeare") == "tinyshakespeare"
+    assert resolve("builtin") == "builtin"
 
 
 def test_unknown_name_is_one_line_naming_the_corpora(cache: Path) -> None:
     with pytest.raises(CharLMError, match="no such file: tinyshakspeare") as e:
-        corpora.resolve("tinyshakspeare")
+        resolve("tinyshakspeare")
     assert "\n" not in str(e.value)
     for name in ("builtin", "tinyshakespeare", "enwik8", "text8"):
         assert name in str(e.value)
 
 
 @pytest.fixture
-def small(monkeypatch: pytest.MonkeyPatch) -> tuple[corpora.NamedCorpus, bytes]:
+def small(monkeypatch: pytest.MonkeyPatch) -> tuple[catalog.NamedCorpus, bytes]:
     """A registered corpus of generated text with its real size and sha256: the lookup and
     caching logic is tested on it, without the network or a file the checkout lacks."""
     text = TEXT.encode("utf-8")
@@ -113,7 +113,7 @@ def test_charlm_data_is_looked_in_first(cache: Path, small, tmp_path: Path, monk
     data.mkdir()
     (data / entry.file).write_bytes(text)
     monkeypatch.setenv("CHARLM_DATA", str(data))
-    assert Path(corpora.resolve("small")) == data / entry.file
+    assert Path(resolve("small")) == data / entry.file
 
 
 def test_download_is_verified_cached_and_not_repeated(
@@ -121,11 +121,11 @@ def test_download_is_verified_cached_and_not_repeated(
 ) -> None:
     entry, text = small
     calls = serve(monkeypatch, text)
-    path = Path(corpora.resolve("small"))
+    path = Path(resolve("small"))
     assert path == cache / entry.file
     assert path.read_bytes() == text
     assert calls == [entry.url]
-    assert Path(corpora.resolve("small")) == path
+    assert Path(resolve("small")) == path
     assert len(calls) == 1, "a cached corpus was downloaded again"
     assert sorted(p.name for p in cache.iterdir()) == [entry.file]
 
@@ -133,21 +133,21 @@ def test_download_is_verified_cached_and_not_repeated(
 @needs_shakespeare
 def test_the_registry_knows_the_real_tiny_shakespeare(cache: Path, monkeypatch) -> None:
     """Size and sha256 in the registry are those of the real file, which CHARLM_DATA serves."""
-    entry = corpora.catalog()["tinyshakespeare"]
+    entry = catalog.entries()["tinyshakespeare"]
     data = TINY_SHAKESPEARE.read_bytes()
     assert len(data) == entry.size
     assert hashlib.sha256(data).hexdigest() == entry.sha256
     cache.mkdir(parents=True)
     (cache / "tinyshakespeare.txt").write_text("a stale copy that must not be used")
     monkeypatch.setenv("CHARLM_DATA", str(TINY_SHAKESPEARE.parent))
-    assert Path(corpora.resolve("tinyshakespeare")) == TINY_SHAKESPEARE
+    assert Path(resolve("tinyshakespeare")) == TINY_SHAKESPEARE
 
 
 def test_checksum_mismatch_caches_nothing(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    size = corpora.catalog()["tinyshakespeare"].size
+    size = catalog.entries()["tinyshakespeare"].size
     serve(monkeypatch, b"x" * size)  # right size, wrong bytes: only the hash can tell
     with pytest.raises(CharLMError, match="sha256") as e:
-        corpora.resolve("tinyshakespeare")
+        resolve("tinyshakespeare")
     assert "nothing was cached" in str(e.value)
     assert list(cache.iterdir()) == []
 
@@ -165,13 +165,13 @@ def test_offline_error_says_where_to_put_the_file(
         Path(dest).write_bytes(b"half a fi")  # a partial download must not stay behind
         raise failure
 
-    monkeypatch.setattr(corpora, "download", offline)
+    monkeypatch.setattr(catalog, "download", offline)
     with pytest.raises(CharLMError) as e:
-        corpora.resolve("tinyshakespeare")
+        resolve("tinyshakespeare")
     message = str(e.value)
     assert "\n" not in message
     assert "cannot download tinyshakespeare" in message
-    assert corpora.catalog()["tinyshakespeare"].url in message
+    assert catalog.entries()["tinyshakespeare"].url in message
     assert str(tmp_path / "data") in message and str(cache) in message
     assert list(cache.iterdir()) == []
 
@@ -184,7 +184,7 @@ def test_zipped_corpus_is_extracted(cache: Path, monkeypatch: pytest.MonkeyPatch
         sha256=hashlib.sha256(payload).hexdigest(),
     )  # fmt: skip
     serve(monkeypatch, payload)
-    path = Path(corpora.resolve("small"))
+    path = Path(resolve("small"))
     assert path.read_bytes() == text
     assert sorted(p.name for p in cache.iterdir()) == ["small"], "the zip must not stay behind"
 
@@ -199,7 +199,7 @@ def test_size_is_checked_when_no_checksum_is_known(
     )  # fmt: skip
     serve(monkeypatch, payload)
     with pytest.raises(CharLMError, match=f"has {len(payload)} bytes, expected"):
-        corpora.resolve("small")
+        resolve("small")
     assert list(cache.iterdir()) == []
 
 
@@ -208,10 +208,10 @@ def test_a_zip_without_the_member_is_refused(cache: Path, monkeypatch: pytest.Mo
     register(monkeypatch, name="small", file="small", size=9, member="small")
     serve(monkeypatch, payload)
     with pytest.raises(CharLMError, match="not a zip holding 'small'"):
-        corpora.resolve("small")
+        resolve("small")
     serve(monkeypatch, b"<html>a captive portal</html>")
     with pytest.raises(CharLMError, match="not a zip"):
-        corpora.resolve("small")
+        resolve("small")
     assert list(cache.iterdir()) == []
 
 
@@ -219,7 +219,7 @@ def test_a_local_file_of_the_wrong_size_is_refused(cache: Path) -> None:
     cache.mkdir(parents=True)
     (cache / "tinyshakespeare.txt").write_text("truncated")
     with pytest.raises(CharLMError, match="has 9 bytes, but tinyshakespeare has 1115394"):
-        corpora.resolve("tinyshakespeare")
+        resolve("tinyshakespeare")
 
 
 def test_real_download_function_reads_a_url(tmp_path: Path) -> None:
@@ -227,7 +227,7 @@ def test_real_download_function_reads_a_url(tmp_path: Path) -> None:
     source = tmp_path / "source.txt"
     source.write_bytes(b"0123456789" * 20_000)
     dest = tmp_path / "dest"
-    corpora.download(source.as_uri(), dest, total=None)
+    catalog.download(source.as_uri(), dest, total=None)
     assert dest.read_bytes() == source.read_bytes()
 
 
@@ -274,10 +274,10 @@ def test_corpora_command_lists_them_and_where_they_are(
     for name in ("tinyshakespeare", "enwik8", "text8"):
         assert "not local" in by_name[name]
     assert "local" in by_name["builtin"]
-    for c in corpora.catalog().values():
+    for c in catalog.entries().values():
         assert f"source:  {c.url}" in result.output
         assert f"license: {c.license}" in result.output
-    folders = ", ".join(str(d) for d in corpora.manifest_dirs())
+    folders = ", ".join(str(d) for d in catalog.manifest_dirs())
     assert lines[-1] == f"manifests: {folders} (add yours: $CHARLM_CORPORA)"
     assert str(Path.cwd() / "manifests") in folders  # the user's, beside the shipped ones
 
@@ -297,8 +297,8 @@ def test_offline_without_charlm_data_names_the_cache(
     def offline(url: str, dest: Path, total: int | None = None) -> None:
         raise urllib.error.URLError("Network is unreachable")
 
-    monkeypatch.setattr(corpora, "download", offline)
+    monkeypatch.setattr(catalog, "download", offline)
     with pytest.raises(CharLMError, match="Network is unreachable") as e:
-        corpora.resolve("text8")
+        resolve("text8")
     assert "unzip it and put text8 in " + str(cache) in str(e.value)
     assert "$CHARLM_DATA" in str(e.value)

@@ -3,19 +3,31 @@
 import numpy as np
 import pytest
 
-from charlm.data import Corpus, Vocab, builtin_text, load_corpus, read_text
+from charlm.catalog import builtin_text
+from charlm.corpus import Corpus
 from charlm.errors import CharLMError
+from charlm.inputs import load_corpus
+from charlm.vocab import Vocab
 
 
-def test_vocab_is_sorted_set_of_code_points():
-    v = Vocab.from_text("banana 🍌 香蕉")
+def read_text(path, errors="strict"):
+    """The whole text, as load_corpus (and so `charlm train`) reads it."""
+    corpus = load_corpus(path, errors=errors)
+    return corpus.vocab.decode(corpus.ids)
+
+
+def test_vocab_is_sorted_set_of_code_points(tmp_path):
+    (tmp_path / "t.txt").write_text("banana 🍌 香蕉", encoding="utf-8")
+    v = load_corpus(tmp_path / "t.txt").vocab
     assert v.chars == sorted(set("banana 🍌 香蕉"))
     assert len(v) == len(set("banana 🍌 香蕉"))
+    with pytest.raises(CharLMError, match="sorted, distinct"):
+        Vocab(list("ba"))
 
 
 def test_encode_decode_round_trip_and_ids():
     text = "Hello, 世界!\r\n😀 e\u0301"
-    v = Vocab.from_text(text)
+    v = Vocab(sorted(set(text)))
     ids = v.encode(text)
     assert ids.dtype.kind == "i" and len(ids) == len(text)
     assert [v.chars[i] for i in ids] == list(text)
@@ -25,25 +37,25 @@ def test_encode_decode_round_trip_and_ids():
 def test_chinese_with_thousands_of_characters():
     rng = np.random.default_rng(0)
     text = "".join(chr(c) for c in rng.integers(0x4E00, 0x4E00 + 3000, 50_000))
-    v = Vocab.from_text(text)
+    v = Vocab(sorted(set(text)))
     assert len(v) > 2500
     assert v.decode(v.encode(text)) == text
 
 
 def test_unknown_characters_are_named():
-    v = Vocab.from_text("abc")
+    v = Vocab(sorted(set("abc")))
     with pytest.raises(CharLMError, match=r"'x'.*'z'"):
         v.encode("axbz")
     assert v.unknown("axbzz") == ["x", "z"]
 
 
 def test_skip_unknown_drops_them():
-    v = Vocab.from_text("abc")
+    v = Vocab(sorted(set("abc")))
     assert v.decode(v.encode("a😀bxc", skip_unknown=True)) == "abc"
 
 
 def test_split_keeps_the_last_fraction_for_validation():
-    v = Vocab.from_text("abcdefghij")
+    v = Vocab(sorted(set("abcdefghij")))
     c = Corpus(v.encode("abcdefghij"), v, "test")
     train, val = c.split(0.2)
     assert v.decode(train) == "abcdefgh" and v.decode(val) == "ij"
@@ -77,8 +89,8 @@ def test_empty_and_binary_files(tmp_path, content, message):
         read_text(path)
 
 
-def test_missing_file_and_directory(tmp_path):
+def test_missing_file_and_empty_directory(tmp_path):
     with pytest.raises(CharLMError, match="no such file"):
         read_text(tmp_path / "nope.txt")
-    with pytest.raises(CharLMError, match="directory"):
-        read_text(tmp_path)
+    with pytest.raises(CharLMError, match=r"no text to read in .* \(nothing skipped\)"):
+        read_text(tmp_path)  # a folder is read like `charlm train` reads it: here, nothing

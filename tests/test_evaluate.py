@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlm.data import Vocab
 from charlm.errors import CharLMError
 from charlm.evaluate import char_nll, score, score_text
 from charlm.model import CharLM, ModelConfig
+from charlm.vocab import Vocab
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 20
-VOCAB = Vocab.from_text(TEXT)
+VOCAB = Vocab(sorted(set(TEXT)))
 
 
 @pytest.fixture

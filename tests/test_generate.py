@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from charlm.data import Vocab
 from charlm.decode import next_char_probs
 from charlm.errors import CharLMError
 from charlm.generate import generate
 from charlm.model import CharLM, ModelConfig
+from charlm.vocab import Vocab
 
-VOCAB = Vocab.from_text("abcdefgh \n")
+VOCAB = Vocab(sorted(set("abcdefgh \n")))
 
 
 @pytest.fixture

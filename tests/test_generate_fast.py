@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from charlm.data import Vocab
 from charlm.decode import next_char_probs
 from charlm.errors import CharLMError
 from charlm.generate import generate, stream
 from charlm.model import CharLM, ModelConfig
 from charlm.stepper import WIDE, Stepper
+from charlm.vocab import Vocab
 
 VOCAB = Vocab(sorted(set("abcdefghij klmnop\nqrstuvwxyz.,")))
 PREFIX = "hello world"

@@ -18,11 +18,11 @@ from click.testing import CliRunner
 
 from charlm.checkpoint import load_model
 from charlm.cli import main
-from charlm.data import Vocab, recode
 from charlm.errors import CharLMError
 from charlm.evaluate import score
-from charlm.inputs import Selection, find, load_inputs, unescape
+from charlm.inputs import Selection, load_inputs, resolve, unescape
 from charlm.train import train
+from charlm.vocab import Vocab, recode
 from tests.conftest import tiny
 
 
@@ -96,7 +96,7 @@ def text_of(corpus) -> str:
 def test_a_folder_is_read_in_sorted_order_skipping_what_is_not_text(tree: Path) -> None:
     corpus = load_inputs([str(tree)])
     assert text_of(corpus) == "\n".join(TREE_DOCS)
-    assert dict(find([str(tree)], Selection(), "utf-8", "strict").skipped) == TREE_SKIPPED
+    assert dict(resolve([str(tree)]).skipped) == TREE_SKIPPED
     assert corpus.note.startswith("read 7 document(s)")
     assert "2 binary (NUL bytes)" in corpus.note and "1 symlink" not in corpus.note
     assert text_of(load_inputs([str(tree)])) == text_of(corpus)  # same folder, same order
@@ -218,7 +218,7 @@ def test_a_small_compressed_file_with_a_long_text_goes_to_the_cache(tmp_path: Pa
     corpus = load_inputs([str(tmp_path / "bomb.zip")], in_memory_below=1 << 20, chunk_size=4096)
     assert isinstance(corpus.ids, np.memmap) and len(corpus.ids) == len(big)
     np.testing.assert_array_equal(
-        corpus.ids[:16], Vocab.from_text("abcdefgh").encode("abcdefgh" * 2)
+        corpus.ids[:16], Vocab(sorted(set("abcdefgh"))).encode("abcdefgh" * 2)
     )
 
 

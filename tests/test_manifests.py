@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charlm import corpora
+from charlm import catalog
 from charlm.checkpoint import load_model
 from charlm.cli import main
-from charlm.data import Vocab
 from charlm.errors import CharLMError
 from charlm.evaluate import score
 from charlm.inputs import load_inputs
 from charlm.train import train
-from tests.conftest import ROOT, tiny
+from charlm.vocab import Vocab
+from tests.conftest import ROOT, resolve, tiny
 
 GOOD = {
     "name": "mini8",
@@ -58,7 +58,7 @@ def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def no_network(url: str, dest: Path, total: int | None = None) -> None:
         raise AssertionError(f"tried to download {url}")
 
-    monkeypatch.setattr(corpora, "download", no_network)
+    monkeypatch.setattr(catalog, "download", no_network)
     return folder
 
 
@@ -71,7 +71,7 @@ def add(folder: Path, manifest: dict, file: str = "mini8.json") -> Path:
 def test_the_shipped_manifests() -> None:
     shipped = {p.stem for p in (ROOT / "corpora").glob("*.json")}
     assert shipped == {"tinyshakespeare", "enwik8", "text8"}
-    found = corpora.catalog()
+    found = catalog.entries()
     assert set(found) >= shipped
     assert found["enwik8"].unit == "byte" and found["text8"].unit == "char"
     for name in ("enwik8", "text8"):
@@ -123,31 +123,31 @@ def test_a_malformed_manifest_is_one_line_naming_file_and_field(
 def test_a_manifest_that_is_not_an_object(user: Path, text: str, message: str) -> None:
     (user / "bad.json").write_text(text, encoding="latin-1")
     with pytest.raises(CharLMError, match=message) as e:
-        corpora.catalog()
+        catalog.entries()
     assert str(user / "bad.json") in str(e.value)
 
 
 def test_missing_field_and_duplicate_names(user: Path) -> None:
     path = add(user, {k: v for k, v in GOOD.items() if k != "license"})
     with pytest.raises(CharLMError, match=f"manifest {path}: field 'license' is missing"):
-        corpora.catalog()
+        catalog.entries()
     add(user, GOOD)
     add(user, GOOD, "again.json")
     with pytest.raises(CharLMError, match=r"again\.json and .*mini8\.json both name 'mini8'"):
-        corpora.catalog()
+        catalog.entries()
 
 
 def test_a_users_manifest_replaces_a_shipped_one_and_a_path_wins(user: Path) -> None:
     add(user, GOOD | {"name": "enwik8", "file": "mini8"}, "enwik8.json")
-    assert corpora.catalog()["enwik8"].size == GOOD["size"]
-    assert corpora.resolve("enwik8") == str(user.parent / "data" / "mini8")
+    assert catalog.entries()["enwik8"].size == GOOD["size"]
+    assert resolve("enwik8") == str(user.parent / "data" / "mini8")
     Path("enwik8").write_text("a file of my own")  # an existing path always wins over a name
     assert load_inputs(["enwik8"]).vocab.decode(load_inputs(["enwik8"]).ids) == "a file of my own"
 
 
 def test_byte_level_vocabulary() -> None:
     vocab = Vocab.of_bytes()
-    assert vocab.is_bytes and len(vocab) == 256 and not Vocab.from_text("abc").is_bytes
+    assert vocab.is_bytes and len(vocab) == 256 and not Vocab(sorted(set("abc"))).is_bytes
     text = "naïve 日本\n"
     np.testing.assert_array_equal(vocab.encode(text), np.frombuffer(text.encode(), np.uint8))
     assert vocab.decode(vocab.encode(text)) == text

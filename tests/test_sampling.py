@@ -10,13 +10,13 @@ import torch
 from click.testing import CliRunner
 
 from charlm.cli import main
-from charlm.data import Vocab
 from charlm.errors import CharLMError
 from charlm.generate import generate, stream
 from charlm.model import CharLM, ModelConfig
 from charlm.sampling import Sampling
+from charlm.vocab import Vocab
 
-VOCAB = Vocab.from_text("abcdefgh \n")
+VOCAB = Vocab(sorted(set("abcdefgh \n")))
 
 
 @pytest.mark.parametrize(

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm.data import Vocab
 from charlm.generate import generate
 from charlm.model import CharLM, ModelConfig
+from charlm.vocab import Vocab
 
 FIXTURE = Path(__file__).parent / "fixtures" / "seeded_texts.json"
 VOCAB = Vocab(sorted(set("abcdefghijklmnopqrstuvwxyz .,\n")))

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from charlm.data import BUILTIN, load_corpus
+from charlm.catalog import BUILTIN
+from charlm.inputs import load_corpus
 from charlm.samplers import ConsecutiveSampler, RandomSampler
 from charlm.train import TrainConfig, train
 

@@ -1,4 +1,5 @@
-"""Named corpora: `charlm train enwik8` finds, or fetches once, a well-known text.
+"""The corpora a run can name: `charlm train enwik8` finds, or fetches once, a well-known text;
+`builtin` is the offline one that ships with Python.
 
 Each named corpus is one JSON manifest, read at run time: first the project's corpora/ folder
 (shipped inside the wheel as charlm/manifests/), then the folder named by $CHARLM_CORPORA, where
@@ -11,15 +12,14 @@ users drop their own (a name there replaces a shipped one). A manifest holds:
     split         {"train": N, "valid": N, "test": N}: consecutive parts from the start, in units
     notes         free text
 
-A name resolves to a file in this order:
+A name's file is found in this order:
 
     1. $CHARLM_DATA/<file>                      (a folder you fill yourself; no network)
     2. the cache: storage.cache_dir("corpora")/<file>, default ~/.cache/charlm/corpora/<file>
     3. download from the public source -> verify -> write to the cache atomically
 
-A path that exists always wins over a name, so a local file called `enwik8` is read as is.
 `NAME:PART` (enwik8:test) names one part of a declared split. A download that fails or does not
-match never lands in the cache.
+match never lands in the cache. Which argument is a name and which a path is inputs.py's rule.
 """
 
 from __future__ import annotations
@@ -33,24 +33,29 @@ import re
 import shutil
 import tempfile
 import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tqdm.auto import tqdm
-
-from charlm.data import BUILTIN
 from charlm.errors import CharLMError
 from charlm.storage import atomic_write, cache_dir
 
 MANIFESTS_ENV = "CHARLM_CORPORA"
 PARTS = ("train", "valid", "test")
 UNITS = ("char", "byte")
+BUILTIN = "builtin"  # the name of the built-in corpus, which no manifest may take
+BUILTIN_SOURCE = "builtin (Python's pydoc help topics)"
 BUILTIN_DESCRIPTION = "Python's pydoc help topics, shipped with Python: always offline"
 BUILTIN_LICENSE = "PSF License (Python documentation)"
+
+
+def builtin_text() -> str:
+    """Python's own help topics (`pydoc_data.topics`): ~0.5 MB of English prose, always offline."""
+    from pydoc_data.topics import topics  # here: only a run on the built-in corpus pays for it
+
+    return "\n\n".join(topics[key] for key in sorted(topics))
 
 
 @dataclass(frozen=True)
@@ -191,7 +196,7 @@ def _split(
     return lengths
 
 
-def catalog() -> dict[str, NamedCorpus]:
+def entries() -> dict[str, NamedCorpus]:
     """Every named corpus, by name, from the manifests (read afresh: the folder may change)."""
     found: dict[str, NamedCorpus] = {}
     for folder in manifest_dirs():
@@ -215,7 +220,7 @@ def catalog() -> dict[str, NamedCorpus]:
 def lookup(arg: str) -> tuple[NamedCorpus, str | None] | None:
     """(corpus, part or None) for NAME or NAME:PART, None if `arg` names no corpus."""
     name, _, part = arg.partition(":")
-    corpus = catalog().get(name)
+    corpus = entries().get(name)
     if corpus is None:
         return None
     if not part:
@@ -245,6 +250,11 @@ def local_path(corpus: NamedCorpus) -> Path | None:
 
 def download(url: str, dest: Path, total: int | None = None) -> None:
     """Fetch `url` into `dest` with a progress bar on stderr (tests replace this function)."""
+    # here, not above: config.py imports BUILTIN, and the command's start-up need not pay for them
+    import urllib.request
+
+    from tqdm.auto import tqdm
+
     with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
         length = response.headers.get("Content-Length")
         bar = tqdm(
@@ -361,15 +371,5 @@ def locate(corpus: NamedCorpus) -> str:
 
 def no_such(arg: str) -> CharLMError:
     """The error for an argument that is neither a path nor a name, listing the names."""
-    names = ", ".join([BUILTIN, *catalog()])
+    names = ", ".join([BUILTIN, *entries()])
     return CharLMError(f"no such file: {arg} (nor a named corpus: {names}; see `charlm corpora`)")
-
-
-def resolve(name_or_path: str) -> str:
-    """The file to read for a corpus argument: an existing path, else a named corpus's file."""
-    if name_or_path == BUILTIN or os.path.exists(name_or_path):
-        return name_or_path
-    found = lookup(name_or_path)
-    if found is None:
-        raise no_such(name_or_path)
-    return locate(found[0])
