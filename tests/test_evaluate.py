@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from charlm.data import Vocab
 from charlm.errors import CharLMError
-from charlm.evaluate import char_nll, score, score_text
+from charlm.evaluate import score, score_text
 from charlm.model import CharLM, ModelConfig
+from tests.conftest import char_nll
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 20
 VOCAB = Vocab.from_text(TEXT)
