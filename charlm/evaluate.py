@@ -1,6 +1,7 @@
 """Evaluation: the negative log-likelihood of a text under a model, with the state carried.
 
-Perplexity = exp(mean NLL in nats); bits per character = mean NLL / ln 2.
+Perplexity = exp(mean NLL in nats); bits per character = mean NLL / ln 2. These are the
+numbers; `charlm.report` runs a whole evaluation (read the inputs, score, report).
 """
 
 from __future__ import annotations

@@ -122,8 +122,8 @@ def evaluate_inputs(
     shown = None
     if scoring.html_max_chars is not None:  # a character-level corpus: one id, one character
         shown = corpus.vocab.decode(corpus.ids[: scoring.html_max_chars])
-    return _report(model, vocab, scoring, result, adapt, corpus.note, source, len(corpus.ids),
-                   shown)  # fmt: skip
+    return _report(model, vocab, scoring, result, adapt, note=corpus.note, source=source,
+                   length=len(corpus.ids), shown=shown)  # fmt: skip
 
 
 def evaluate_text(
@@ -140,11 +140,12 @@ def evaluate_text(
     """Score a string (a server's request, a notebook's cell); with Scoring.html_max_chars,
     per character too. `reading` reads --dynamic-rms's text, if any."""
     _check_page(vocab, scoring)
-    adapt = adaptation(model, vocab, scoring, reading, "the model", say)
+    adapt = adaptation(model, vocab, scoring, reading, "the checkpoint", say)
     result = score_text(model, vocab, text, scoring.seq_len, scoring.skip_unknown,
                         scoring.streams, progress, adapt)  # fmt: skip
     shown = None if scoring.html_max_chars is None else text[: scoring.html_max_chars]
-    return _report(model, vocab, scoring, result, adapt, "", source, len(text), shown)
+    return _report(model, vocab, scoring, result, adapt, note="", source=source,
+                   length=len(text), shown=shown)  # fmt: skip
 
 
 def adaptation(
@@ -185,6 +186,7 @@ def _report(
     scoring: Scoring,
     result: Score,
     adapt: Dynamic | None,
+    *,
     note: str,
     source: str,
     length: int,
