@@ -83,8 +83,7 @@ class Scoring:
                     "--dynamic-lr, --dynamic-decay and --dynamic-rms only apply with --dynamic"
                 )
             return
-        self.adapt  # noqa: B018  (made once here, so that bad values fail now)
-        if self.streams != 1:
+        if self.adapt is not None and self.streams != 1:  # made here: bad values fail first
             raise CharLMError(
                 f"--dynamic learns from the text in order, as one stream: it cannot score it as "
                 f"--streams {self.streams} pieces at once (drop --streams)"
