@@ -6,6 +6,7 @@ model, vocab, _ = charlm.load_model("runs/charlm")
 print(charlm.generate(model, vocab, "ROMEO:", length=100)[0])
 print(charlm.score_text(model, vocab, "Some text to score.").perplexity)
 print(charlm.score_text(model, vocab, long_text, dynamic=charlm.Dynamic()).bits_per_char)
+print(charlm.evaluate_inputs(model, vocab, ["test.txt"], charlm.Scoring(dynamic=True)).text())
 
 The names below are imported on first use (PEP 562), so that `import charlm` and the `charlm`
 command's --help, --version and Tab completion do not pay for importing torch.
@@ -29,13 +30,18 @@ _WHERE = {
     "Callback": "charlm.train",
     "CharLM": "charlm.model",
     "CharLMError": "charlm.errors",
-    "Dynamic": "charlm.dynamic",
+    "Dynamic": "charlm.scoring",
     "Corpus": "charlm.corpus",
     "ModelConfig": "charlm.model",
+    "Reading": "charlm.scoring",
+    "Report": "charlm.report",
     "Score": "charlm.evaluate",
+    "Scoring": "charlm.scoring",
     "TrainConfig": "charlm.config",
     "TrainResult": "charlm.train",
     "Vocab": "charlm.vocab",
+    "evaluate_inputs": "charlm.report",
+    "evaluate_text": "charlm.report",
     "generate": "charlm.generate",
     "load_corpus": "charlm.inputs",
     "load_model": "charlm.checkpoint",

@@ -11,7 +11,6 @@ import contextlib
 import functools
 import itertools
 import json
-import math
 import shlex
 import sys
 from dataclasses import MISSING, fields, replace
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from charlm import __version__
-from charlm.config import DECODE_ERRORS, check_ranges
 from charlm.console import (
     PIPE_CLOSED_EXIT,
     OutputClosed,
@@ -30,12 +28,12 @@ from charlm.console import (
     silence_stdout,
 )
 from charlm.errors import CharLMError
+from charlm.scoring import PAGE_CHARS, READING, Reading, Scoring
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from dataclasses import Field
 
-    from charlm.dynamic import Dynamic
-    from charlm.evaluate import Score
     from charlm.model import CharLM
     from charlm.sampling import Sampling
     from charlm.vocab import Vocab
@@ -103,50 +101,60 @@ def main() -> None:
     """
 
 
-def _train_options(fn):
-    """One click option per TrainConfig field (corpus is the positional argument)."""
+def _config_options(names: tuple[str, ...]) -> Callable[[Any], Any]:
+    """One click option per named TrainConfig field, with its help, default and choices: the
+    one declaration of a setting, whichever command takes it."""
     from charlm.config import TrainConfig
 
-    for f in reversed(fields(TrainConfig)):
-        if f.name == "corpus":
-            continue
-        name = "--" + f.name.replace("_", "-")
-        help_text = f.metadata["help"]
-        if f.type == "tuple[str, ...]":
-            fn = click.option(name, f.name, multiple=True, help=help_text)(fn)
-            continue
-        if f.type in ("bool", bool):
-            fn = click.option(
-                f"{name}/--no-{name[2:]}",
-                f.name,
-                default=f.default,
-                help=help_text,
-                show_default=True,
-            )(fn)
-            continue
-        kind = {"int": int, "float": float, "str": str}[
-            f.type if isinstance(f.type, str) else f.type.__name__
-        ]
-        if f.metadata.get("choices"):
-            kind = click.Choice(f.metadata["choices"])
-        assert f.default is not MISSING
-        # a value-less flag (`--amp`) means its flag_value; `--amp off` still takes a value
-        bare = {"is_flag": False, "flag_value": f.metadata["flag_value"]}
-        fn = click.option(
-            name,
-            f.name,
-            type=kind,
-            default=f.default,
-            help=help_text,
-            show_default=True,
-            **(bare if f.metadata.get("flag_value") is not None else {}),
-        )(fn)
-    return fn
+    declared = {f.name: f for f in fields(TrainConfig)}
+
+    def add(fn: Any) -> Any:
+        for name in reversed(names):
+            fn = _option(declared[name])(fn)
+        return fn
+
+    return add
+
+
+def _option(f: Field) -> Callable[[Any], Any]:
+    """The click option of one TrainConfig field."""
+    name = "--" + f.name.replace("_", "-")
+    help_text = f.metadata["help"]
+    if f.type == "tuple[str, ...]":
+        return click.option(name, f.name, multiple=True, help=help_text)
+    if f.type in ("bool", bool):
+        return click.option(
+            f"{name}/--no-{name[2:]}", f.name, default=f.default, help=help_text, show_default=True
+        )
+    kind = {"int": int, "float": float, "str": str}[
+        f.type if isinstance(f.type, str) else f.type.__name__
+    ]
+    if f.metadata.get("choices"):
+        kind = click.Choice(f.metadata["choices"])
+    assert f.default is not MISSING
+    # a value-less flag (`--amp`) means its flag_value; `--amp off` still takes a value
+    bare = {"is_flag": False, "flag_value": f.metadata["flag_value"]}
+    return click.option(
+        name,
+        f.name,
+        type=kind,
+        default=f.default,
+        help=help_text,
+        show_default=True,
+        **(bare if f.metadata.get("flag_value") is not None else {}),
+    )
+
+
+def _training_flags() -> tuple[str, ...]:
+    """Every TrainConfig field but corpus (the positional argument)."""
+    from charlm.config import TrainConfig
+
+    return tuple(f.name for f in fields(TrainConfig) if f.name != "corpus")
 
 
 @main.command(short_help="Train a model on text files, folders, archives or a named corpus.")
 @click.argument("corpus", nargs=-1)
-@_train_options
+@_config_options(_training_flags())
 @click.option("--resume", is_flag=True, help="continue the run in --out from its checkpoint.pt")
 @click.option("--overwrite", is_flag=True, help="start afresh in an --out that holds a run")
 @click.option("--quiet", is_flag=True, help="no progress bar or samples")
@@ -374,29 +382,18 @@ def eval_group() -> None:
 @eval_group.command(short_help="Perplexity and bits per character of a text.")
 @click.argument("inputs", nargs=-1, required=True)
 @_checkpoint_option
-@click.option("--seq-len", default=256, show_default=True, help="window length (state carried)")
+@click.option(
+    "--seq-len", default=Scoring.seq_len, show_default=True, help="window length (state carried)"
+)
 @click.option("--skip-unknown", is_flag=True, help="skip characters outside the vocabulary")
 @click.option(
     "--streams",
-    default=1,
+    default=Scoring.streams,
     show_default=True,
     help="score the text as this many pieces in one batch: faster (16: ~4x on a 2-core CPU), "
     "but each piece starts without the text before it (1 is exact)",
 )
-@click.option("--encoding", default="utf-8", show_default=True)
-@click.option(
-    "--errors",
-    type=click.Choice(DECODE_ERRORS),
-    default="strict",
-    show_default=True,
-    help="undecodable bytes: strict fails, replace reads U+FFFD, surrogateescape keeps them",
-)
-@click.option("--include", multiple=True, help="in folders: read only files matching this")
-@click.option("--exclude", multiple=True, help="in folders: skip files/folders matching this")
-@click.option("--hidden", is_flag=True, help="also read hidden files, folders and venvs")
-@click.option(
-    "--separator", default=r"\n", show_default=True, help="put between two documents (\\n: newline)"
-)
+@_config_options(READING)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option(
     "--html",
@@ -407,7 +404,7 @@ def eval_group() -> None:
 )
 @click.option(
     "--html-max-chars",
-    default=20_000,
+    default=PAGE_CHARS,
     show_default=True,
     help="--html shows at most this many characters (from the start)",
 )
@@ -432,7 +429,6 @@ def eval_group() -> None:
 )
 @click.option(
     "--dynamic-rms",
-    "rms_text",
     default=None,
     help="--dynamic: Krause et al.'s RMS-normalised update, with gradient statistics from the "
     "first 100,000 characters of this TRAINING text (never the scored one; a file, folder or "
@@ -444,19 +440,12 @@ def eval_group() -> None:
 def perplexity(
     inputs: tuple[str, ...],
     checkpoint_path: str,
-    seq_len: int,
-    skip_unknown: bool,
-    streams: int,
     as_json: bool,
     device: str,
     threads: int,
-    html_out: Path | None = None,
-    html_max_chars: int = 20_000,
-    dynamic: bool = False,
-    dynamic_lr: float | None = None,
-    dynamic_decay: float | None = None,
-    rms_text: str | None = None,
-    **read: Any,  # how INPUTS are read: include, exclude, hidden, separator, encoding, errors
+    html_out: Path | None,
+    html_max_chars: int,
+    **settings: Any,  # Scoring's (--seq-len, --streams, --dynamic...) and Reading's
 ) -> None:
     """Perplexity and bits per character (per byte, for a byte-level model) of INPUTS.
 
@@ -476,58 +465,23 @@ def perplexity(
       charlm eval perplexity test.txt --dynamic               # adapt to the text as it reads
       charlm eval perplexity test.txt --dynamic --dynamic-rms train.txt   # Krause et al.'s RMS
     """
-    from charlm.evaluate import score
+    from charlm.report import evaluate_inputs
 
-    check_ranges(seq_len=seq_len, streams=streams, html_max_chars=html_max_chars if html_out else 2)
-    adapt = _dynamic(dynamic, dynamic_lr, dynamic_decay, streams, rms_text)  # before the model
-    model, vocab, ckpt = _load(checkpoint_path, device, threads)
-    if html_out is not None and vocab.is_bytes:
-        raise CharLMError("--html shows characters: it needs a character-level model")
-    text_of = _text_reader(vocab, checkpoint_path, read)
-    corpus, ids = text_of(inputs, skip_unknown=skip_unknown)
-    if corpus.note:
-        click.echo(corpus.note, err=True)
-    if adapt is not None and rms_text is not None:
-        adapt = _rms_statistics(adapt, model, text_of, rms_text, seq_len)
-    result = score(model, ids, seq_len, streams, progress=True, dynamic=adapt)
-    result.skipped = len(corpus.ids) - len(ids)
+    reading = Reading(**{name: settings.pop(name) for name in READING})
+    page = html_max_chars if html_out is not None else None
+    scoring = Scoring(**settings, html_max_chars=page)  # refused here, before the model loads
+    model, vocab, _ = _load(checkpoint_path, device, threads)
+    report = evaluate_inputs(model, vocab, inputs, scoring, reading, model_name=checkpoint_path,
+                             progress=True, say=_say)  # fmt: skip
     if html_out is not None:
-        from charlm.surprisal import surprisal_page
-
-        text = corpus.vocab.decode(corpus.ids)
-        name = Path(inputs[0]) if len(inputs) == 1 else Path(corpus.source)
-        surprisal_page(html_out, model, vocab, ckpt, text, name, result, seq_len,
-                       html_max_chars, adapt)  # fmt: skip
+        report.write_html(html_out)
         click.echo(f"wrote {html_out}", err=True)
-    _print_score(result, "byte" if vocab.is_bytes else "char", adapt, as_json)
+    click.echo(json.dumps(report.as_dict()) if as_json else report.text())
 
 
-def _text_reader(vocab: Vocab, checkpoint_path: str, read: dict[str, Any]) -> Callable[..., Any]:
-    """`read_scored_text` with the --include/--exclude/--hidden/--separator/--encoding/--errors
-    the command was given: INPUTS and --dynamic-rms's text are read alike."""
-    from charlm.evaluate import read_scored_text
-    from charlm.inputs import Selection, unescape
-
-    selection = Selection(read["include"], read["exclude"], read["hidden"])
-    return functools.partial(read_scored_text, vocab=vocab, selection=selection,
-                             separator=unescape(read["separator"]), encoding=read["encoding"],
-                             errors=read["errors"], model_name=checkpoint_path)  # fmt: skip
-
-
-def _rms_statistics(
-    adapt: Dynamic, model: CharLM, read: Callable[..., Any], path: str, seq_len: int
-) -> Dynamic:
-    """--dynamic-rms PATH: the RMS-normalised update, its gradient statistics from PATH read
-    by `read` (as the scored text is: characters the model lacks are skipped)."""
-    from charlm.dynamic import RMS_CHARS, rms_dynamic
-
-    try:
-        _, train_ids = read((path,), skip_unknown=True)
-    except CharLMError as e:
-        raise CharLMError(f"--dynamic-rms {path}: {e}") from None
-    chars = min(len(train_ids), RMS_CHARS)
-    click.echo(f"--dynamic-rms: gradient statistics from {chars:,} characters of {path}", err=True)
-    return rms_dynamic(model, train_ids, seq_len, adapt.lr, adapt.decay)
+def _say(line: str) -> None:
+    """What the library reports on the way (what was read, what it learns from): stderr."""
+    click.echo(line, err=True)
 
 
 def _load(checkpoint_path: str, device: str, threads: int) -> tuple[CharLM, Vocab, dict]:
@@ -537,47 +491,6 @@ def _load(checkpoint_path: str, device: str, threads: int) -> tuple[CharLM, Voca
 
     use_threads(threads)
     return load_model(checkpoint_path, device)
-
-
-def _dynamic(
-    on: bool, lr: float | None, decay: float | None, streams: int, rms_text: str | None
-) -> Dynamic | None:
-    """The --dynamic settings, checked; None without --dynamic. Their defaults are the plain
-    update's, or with --dynamic-rms the RMS-normalised one's (its statistics come later)."""
-    from charlm.dynamic import DEFAULT_LR, RMS_DECAY, RMS_LR, Dynamic
-    from charlm.evaluate import check_dynamic
-
-    if not on:
-        if lr is not None or decay is not None or rms_text is not None:
-            raise CharLMError(
-                "--dynamic-lr, --dynamic-decay and --dynamic-rms only apply with --dynamic"
-            )
-        return None
-    rms = rms_text is not None
-    adapt = Dynamic(
-        lr=(RMS_LR if rms else DEFAULT_LR) if lr is None else lr,
-        decay=(RMS_DECAY if rms else 0.0) if decay is None else decay,
-    )
-    check_dynamic(adapt, streams)
-    return adapt
-
-
-def _print_score(result: Score, unit: str, adapt: Dynamic | None, as_json: bool) -> None:
-    if as_json:
-        extra = {} if adapt is None else {"dynamic": {"lr": adapt.lr, "decay": adapt.decay}}
-        if adapt is not None and adapt.grad_rms is not None:
-            extra["dynamic"]["rms"] = True
-        finite = {k: v if math.isfinite(v) else None for k, v in result.as_dict().items()}
-        click.echo(json.dumps({**finite, "unit": unit, **extra}))  # JSON has no inf: null
-        return
-    click.echo(f"perplexity     {result.perplexity:.4f}")
-    click.echo(f"bits per {unit:<5} {result.bits_per_char:.4f}")
-    click.echo(f"nll (nats)     {result.nll:.4f}")
-    click.echo(f"{unit}s scored   {result.chars}")
-    if result.skipped:
-        click.echo(f"{unit}s skipped  {result.skipped} (not in the vocabulary)")
-    if adapt is not None:
-        click.echo(f"dynamic        {adapt.update} lr {adapt.lr:g}, decay {adapt.decay:g}")
 
 
 def _size(n: int) -> str:

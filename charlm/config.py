@@ -367,16 +367,3 @@ def _setting(path: Path, key: str, value: Any, kind: str) -> Any:
     if not isinstance(value, wanted) or (kind == "int" and isinstance(value, bool)):
         raise CharLMError(f"{path}: {key} must be {kind}, got {value!r}")
     return value
-
-
-# the smallest value each option of `generate` and `eval` takes (settings of a run: check_config)
-MINIMUM = {"length": 0, "num_samples": 1, "seq_len": 1, "streams": 1, "html_max_chars": 2}
-
-
-def check_ranges(**values: int | None) -> None:
-    """Refuse option values below their MINIMUM, naming the flag."""
-    for name, value in values.items():
-        low = MINIMUM[name]
-        if value is not None and value < low:
-            bound = "> 0" if low == 1 else f">= {low}"
-            raise CharLMError(f"{flag(name)} must be {bound}, got {value}")

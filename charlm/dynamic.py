@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -42,35 +42,10 @@ import torch.nn.functional as F
 
 from charlm.errors import CharLMError
 from charlm.model import CharLM, detach_state
+from charlm.scoring import RMS_DECAY, RMS_LR, Dynamic
 
-# the best for the default model (180 s on tiny Shakespeare) on 10,000 characters of its
-# training text (not a text reported on), --seq-len 256: see benchmarks/RESULTS.md
-DEFAULT_LR = 0.3
-RMS_LR, RMS_DECAY = 1e-3, 0.0  # --dynamic-rms: tuned the same way (statistics: 100k chars)
 RMS_CHARS = 100_000  # --dynamic-rms TEXT: the gradient statistics read its start, up to this
 EPS_FRACTION = 1.0
-
-
-@dataclass(frozen=True)
-class Dynamic:
-    """Settings of dynamic evaluation: SGD step size, the pull back to the trained weights per
-    window (0: none; 1 would forget each step at once), and for the RMS-normalised update
-    sqrt(MS_g) per weight (`gradient_rms`), in `model.parameters()` order."""
-
-    lr: float = DEFAULT_LR
-    decay: float = 0.0
-    grad_rms: tuple[torch.Tensor, ...] | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def update(self) -> str:
-        """The update's name, as the CLI and the --html page say it."""
-        return "SGD" if self.grad_rms is None else "RMS-normalised"
-
-    def check(self) -> None:
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise CharLMError(f"--dynamic-lr must be > 0, got {self.lr}")
-        if not 0 <= self.decay < 1:
-            raise CharLMError(f"--dynamic-decay must be in [0, 1), got {self.decay}")
 
 
 def rms_dynamic(
@@ -80,8 +55,8 @@ def rms_dynamic(
     never the text to be scored, whose gradients would leak into its own score)."""
     if len(train_ids) < 2:
         raise CharLMError("--dynamic-rms needs a text of at least 2 known characters")
-    Dynamic(lr, decay).check()  # before the statistics take their seconds
-    return Dynamic(lr, decay, tuple(gradient_rms(model, train_ids[:RMS_CHARS], seq_len)))
+    settings = Dynamic(lr, decay)  # checked before the statistics take their seconds
+    return replace(settings, grad_rms=tuple(gradient_rms(model, train_ids[:RMS_CHARS], seq_len)))
 
 
 def gradient_rms(model: CharLM, ids: np.ndarray, seq_len: int) -> list[torch.Tensor]:
@@ -129,7 +104,6 @@ def adapted_windows(
     """(logits (w, 1, V), NLL (w, 1), valid (w, 1)) of each window, as `evaluate.windows`
     yields them for one stream, from a copy of `model` that learns after scoring each window.
     """
-    settings.check()
     learner = _copy(model)
     params = list(learner.parameters())
     trained = [p.detach().clone() for p in params]

@@ -1,6 +1,7 @@
 """Evaluation: the negative log-likelihood of a text under a model, with the state carried.
 
-Perplexity = exp(mean NLL in nats); bits per character = mean NLL / ln 2.
+Perplexity = exp(mean NLL in nats); bits per character = mean NLL / ln 2. These are the
+numbers; `charlm.report` runs a whole evaluation (read the inputs, score, report).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from charlm import metrics
-from charlm.config import check_ranges
 from charlm.corpus import Corpus
-from charlm.dynamic import Dynamic, adapted_windows
+from charlm.dynamic import adapted_windows
 from charlm.errors import CharLMError
 from charlm.inputs import Selection, load_inputs
 from charlm.meter import DIVERGED
 from charlm.model import CharLM, detach_state
+from charlm.scoring import Dynamic, Scoring
 from charlm.vocab import Vocab, recode
 
 
@@ -83,35 +84,6 @@ def windows(
         yield logits, nll, torch.from_numpy(pos[1:] < n).to(device)
 
 
-@torch.no_grad()
-def char_nll(
-    model: CharLM,
-    ids: np.ndarray,
-    seq_len: int = 256,
-    streams: int = 1,
-    rank: int = 0,
-    world_size: int = 1,
-) -> torch.Tensor:
-    """NLL (nats) of every character after the first of each stream, in text order.
-
-    The text is cut into `streams` contiguous pieces scored side by side as one batch (1 is
-    exact: every character after the first, with the state carried through the whole text).
-    Windows of `seq_len` characters carry the state from one to the next.
-
-        stream 0: c0 c1 c2 ... | window 0 | window 1 | ...
-        stream 1: ...
-
-    With several processes, rank r of `world_size` scores only its share of the streams (the
-    same cut as one process makes), so the ranks' sums add up to the single-process result.
-    """
-    pieces = list(windows(model, ids, seq_len, streams, rank, world_size))
-    if not pieces:
-        return torch.empty(0, device=model.W_hq.device)
-    nll = torch.cat([p[1] for p in pieces])  # (L-1, S)
-    valid = torch.cat([p[2] for p in pieces])
-    return nll.T[valid.T]  # stream by stream = text order, the overhang dropped
-
-
 def nll_sum(
     model: CharLM,
     ids: np.ndarray,
@@ -121,8 +93,18 @@ def nll_sum(
     progress: bool = False,
     dynamic: Dynamic | None = None,
 ) -> tuple[float, int]:
-    """(summed NLL, characters scored): `char_nll` without keeping a value per character;
-    `share` = (rank, world size): this process's share of the streams.
+    """(summed NLL, characters scored) of every character after the first of each stream.
+
+    The text is cut into `streams` contiguous pieces scored side by side as one batch (1 is
+    exact: every character after the first, with the state carried through the whole text).
+    Windows of `seq_len` characters carry the state from one to the next.
+
+        stream 0: c0 c1 c2 ... | window 0 | window 1 | ...
+        stream 1: ...
+
+    With several processes, `share` = (rank, world size): this process scores only its share
+    of the streams (the same cut as one process makes), so the ranks' sums add up to the
+    single-process result.
 
     `progress` shows a bar on stderr when it is a terminal: one stream scores 40,000-50,000
     chars/s on a 2-core CPU, so a 100 MB text takes over half an hour. With `dynamic`, the
@@ -153,12 +135,10 @@ def score(
     progress: bool = False,
     dynamic: Dynamic | None = None,
 ) -> Score:
-    """Mean NLL of a text (see `char_nll`; `dynamic`: see `nll_sum`)."""
-    check_ranges(seq_len=seq_len, streams=streams)
-    check_dynamic(dynamic, streams)
+    """Mean NLL of a text (see `nll_sum`)."""
+    Scoring(seq_len=seq_len, streams=streams, dynamic=dynamic is not None)  # refuses bad ones
+    check_scorable(len(ids))
     total, count = nll_sum(model, ids, seq_len, streams, progress=progress, dynamic=dynamic)
-    if count == 0:
-        raise CharLMError("the text has fewer than 2 known characters: nothing to score")
     uniform = math.log(max(model.cfg.vocab_size, 2))
     adapted_badly = dynamic is not None and total / count > DIVERGED * uniform
     if not math.isfinite(total) or adapted_badly:  # NaN weights, or a diverging dynamic copy
@@ -167,16 +147,10 @@ def score(
     return Score(nll=total / count, chars=count)
 
 
-def check_dynamic(dynamic: Dynamic | None, streams: int) -> None:
-    """Refuse what dynamic evaluation cannot do: it reads the text once, in order."""
-    if dynamic is None:
-        return
-    dynamic.check()
-    if streams != 1:
-        raise CharLMError(
-            f"--dynamic learns from the text in order, as one stream: it cannot score it as "
-            f"--streams {streams} pieces at once (drop --streams)"
-        )
+def check_scorable(known: int) -> None:
+    """The first character has no prediction: a text needs 2 known characters to be scored."""
+    if known < 2:
+        raise CharLMError("the text has fewer than 2 known characters: nothing to score")
 
 
 def score_text(
@@ -195,14 +169,9 @@ def score_text(
     each piece starts without the text before it and its first character is not scored.
     `dynamic` (one stream only) lets the model learn from each window once it is scored.
     """
-    if streams <= 0:
-        raise CharLMError(f"--streams must be > 0, got {streams}")
-    check_dynamic(dynamic, streams)
     ids = vocab.encode(text, skip_unknown=skip_unknown)
-    if len(ids) < 2:
-        raise CharLMError("the text has fewer than 2 known characters: nothing to score")
     result = score(model, ids, seq_len, streams, progress, dynamic)
-    result.skipped = len(text) - len(ids)
+    result.skipped = 0 if vocab.is_bytes else len(text) - len(ids)  # bytes: all known
     return result
 
 
@@ -231,6 +200,5 @@ def read_scored_text(
         ids = recode(corpus.ids, corpus.vocab, vocab, skip_unknown)
     except CharLMError as e:
         raise CharLMError(f"{e}; to score the text without them, add --skip-unknown") from None
-    if len(ids) < 2:
-        raise CharLMError("the text has fewer than 2 known characters: nothing to score")
+    check_scorable(len(ids))
     return corpus, ids

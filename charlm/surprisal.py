@@ -15,20 +15,17 @@ import functools
 import html
 import json
 import math
-import os
 import string
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from charlm.dynamic import Dynamic, adapted_windows
-from charlm.errors import CharLMError
-from charlm.evaluate import Score, windows
+from charlm.dynamic import adapted_windows
+from charlm.evaluate import Score, check_scorable, windows
 from charlm.model import CharLM
-from charlm.storage import write_text
+from charlm.scoring import Dynamic
 from charlm.vocab import Vocab
 
 TEMPLATE = "templates/surprisal.html"  # inside the package
@@ -57,7 +54,7 @@ def char_predictions(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For every character after the first: its NLL (nats), the top-k ids and probabilities.
 
-    Same windows and carried state as `evaluate.char_nll` with one stream, so the NLLs are the
+    Same windows and carried state as `evaluate.nll_sum` with one stream, so the NLLs are the
     ones `score` averages (with `dynamic`: the adapted model's). Shapes: (n-1,), (n-1, k) x 2.
     """
     k = min(k, model.cfg.vocab_size)
@@ -98,6 +95,17 @@ class Surprisal:
     def perplexity(self) -> float:
         return 2.0**self.bits_per_char
 
+    def as_dict(self) -> dict[str, list]:
+        """Per character, its surprisal and top predictions (chars as one string, then their
+        probabilities): the --html page's hover data, and what a server answers."""
+        return {
+            "bits": [None if b is None else round(b, 7) for b in self.bits],
+            "top": [
+                None if t is None else ["".join(c for c, _ in t), [round(p, 4) for _, p in t]]
+                for t in self.top
+            ],
+        }
+
 
 def surprisal(
     model: CharLM, vocab: Vocab, text: str, seq_len: int = 256, dynamic: Dynamic | None = None
@@ -108,8 +116,7 @@ def surprisal(
     unknown = set(vocab.unknown(text))
     known = [c not in unknown for c in text]
     ids = vocab.encode(text, skip_unknown=True)
-    if len(ids) < 2:
-        raise CharLMError("the text has fewer than 2 known characters: nothing to score")
+    check_scorable(len(ids))
     nll, top_i, top_p = char_predictions(model, ids, seq_len, TOP_K, dynamic)
     bits_known = (nll.double() / math.log(2)).tolist()
     chars = vocab.chars
@@ -158,14 +165,8 @@ def _legend() -> str:
 def render_html(s: Surprisal, source: str, about: str = "", note: str = "") -> str:
     """The whole page as one string: stats, legend, the coloured text, the hover data."""
     spans = "".join(map(_span, s.text, s.bits, s.known))
-    data = {
-        "bits": [None if b is None else round(b, 7) for b in s.bits],
-        "top": [
-            None if t is None else ["".join(c for c, _ in t), [round(p, 4) for _, p in t]]
-            for t in s.top
-        ],
-    }
-    blob = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    blob = json.dumps(s.as_dict(), ensure_ascii=False, separators=(",", ":"))
+    blob = blob.replace("<", "\\u003c")
     bin_css = "".join(
         f".b{i}{{background:{c}}}" + (f".b{i}{{color:#fff}}" if i >= 7 else "")
         for i, c in enumerate(COLOURS)
@@ -189,41 +190,23 @@ def render_html(s: Surprisal, source: str, about: str = "", note: str = "") -> s
     )
 
 
-def write_html(
-    path: str | os.PathLike[str], s: Surprisal, source: str, about: str = "", note: str = ""
-) -> Path:
-    """Render and write the page, a write failure being the user's problem, in one line."""
-    path = Path(path)
-    write_text(path, render_html(s, source, about, note))
-    return path
-
-
-def surprisal_page(
-    path: str | os.PathLike[str],
-    model: CharLM,
-    vocab: Vocab,
-    ckpt: dict,
-    text: str,
-    source: str | os.PathLike[str],
-    whole: Score,
-    seq_len: int = 256,
-    max_chars: int = 20_000,
-    dynamic: Dynamic | None = None,
-) -> Path:
-    """The page for `eval perplexity --html`: the first `max_chars` characters of `text`,
-    with a note giving the whole text's numbers when that is not all of it."""
-    shown = text[:max_chars]
-    s = surprisal(model, vocab, shown, seq_len, dynamic=dynamic)
-    mc = ckpt["model_config"]
-    layers = f"{mc['num_layers']} layer{'s' if mc['num_layers'] > 1 else ''}"
-    about = (
-        f"{mc['model'].upper()}, {layers} of {mc['hidden_size']} units, "
+def describe(model: CharLM, vocab: Vocab) -> str:
+    """The page's line on the model."""
+    mc = model.cfg
+    layers = f"{mc.num_layers} layer{'s' if mc.num_layers > 1 else ''}"
+    return (
+        f"{mc.model.upper()}, {layers} of {mc.hidden_size} units, "
         f"{len(vocab)} characters in its vocabulary"
     )
+
+
+def page_note(s: Surprisal, length: int, whole: Score, dynamic: Dynamic | None) -> str:
+    """What the page says under its numbers: that `s` is the start of a text of `length`
+    characters (with `whole`'s numbers), how the model adapted, what it skipped."""
     notes = []
-    if len(shown) < len(text):
+    if len(s.text) < length:
         notes.append(
-            f"Showing the first {len(shown):,} of {len(text):,} characters (--html-max-chars); "
+            f"Showing the first {len(s.text):,} of {length:,} characters (--html-max-chars); "
             f"the numbers above are for those. The whole text: perplexity "
             f"{whole.perplexity:.4f}, {whole.bits_per_char:.4f} bits per character over "
             f"{whole.chars:,} characters."
@@ -239,7 +222,7 @@ def surprisal_page(
         notes.append(
             f"{skipped:,} {what} outside the model's vocabulary: skipped, wavy underlined."
         )
-    return write_html(path, s, os.fspath(source), about, " ".join(notes))
+    return " ".join(notes)
 
 
 @functools.cache

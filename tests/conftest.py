@@ -9,9 +9,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from charlm.evaluate import windows
 from charlm.inputs import resolve as resolve_inputs
+from charlm.model import CharLM
 from charlm.train import Callback, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +74,25 @@ def resolve(arg: str) -> str:
     """The file that the one input resolver reads for a single argument, as it names it."""
     (doc,) = resolve_inputs([arg]).documents
     return doc.name
+
+
+@torch.no_grad()
+def char_nll(
+    model: CharLM,
+    ids: np.ndarray,
+    seq_len: int = 256,
+    streams: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+) -> torch.Tensor:
+    """NLL (nats) of every character after the first of each stream, in text order: what
+    `evaluate.nll_sum` adds up, one value per character, for the tests to look at."""
+    pieces = list(windows(model, ids, seq_len, streams, rank, world_size))
+    if not pieces:
+        return torch.empty(0, device=model.W_hq.device)
+    nll = torch.cat([p[1] for p in pieces])  # (L-1, S)
+    valid = torch.cat([p[2] for p in pieces])
+    return nll.T[valid.T]  # stream by stream = text order, the overhang dropped
 
 
 def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

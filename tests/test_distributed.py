@@ -23,9 +23,9 @@ import torch
 from charlm import checkpoint, distributed
 from charlm.checkpoint import load_model
 from charlm.errors import CharLMError
-from charlm.evaluate import char_nll
 from charlm.model import CharLM, ModelConfig
 from charlm.train import TrainConfig, resume_config, train
+from tests.conftest import char_nll
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-4

@@ -110,16 +110,17 @@ def test_deterministic_and_the_model_is_left_alone(model) -> None:
 
 
 @pytest.mark.parametrize(
-    ("dyn", "message"),
+    ("settings", "message"),
     [
-        (Dynamic(lr=0.0), "--dynamic-lr must be > 0"),
-        (Dynamic(lr=float("nan")), "--dynamic-lr must be > 0"),
-        (Dynamic(decay=1.0), "--dynamic-decay must be in [0, 1)"),
+        ({"lr": 0.0}, "--dynamic-lr must be > 0"),
+        ({"lr": float("nan")}, "--dynamic-lr must be > 0"),
+        ({"decay": 1.0}, "--dynamic-decay must be in [0, 1)"),
+        ({"lr": "0.1"}, "--dynamic-lr must be a number"),
     ],
 )
-def test_bad_settings_are_refused(model, dyn, message) -> None:
+def test_bad_settings_are_refused_where_they_are_made(settings, message) -> None:
     with pytest.raises(CharLMError, match=message.replace("[", r"\[").replace(")", r"\)")):
-        next(adapted_windows(model, ids(), T, dyn))
+        Dynamic(**settings)
 
 
 @pytest.fixture(scope="module")

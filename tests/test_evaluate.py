@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from charlm.errors import CharLMError
-from charlm.evaluate import char_nll, score, score_text
+from charlm.evaluate import score, score_text
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
+from tests.conftest import char_nll
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 20
 VOCAB = Vocab(sorted(set(TEXT)))

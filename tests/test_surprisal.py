@@ -21,10 +21,9 @@ from click.testing import CliRunner
 
 from charlm.checkpoint import load_model
 from charlm.cli import main
-from charlm.evaluate import char_nll
 from charlm.surprisal import EDGES, Surprisal, bin_of, char_predictions, render_html
 from charlm.train import TrainConfig, train
-from tests.conftest import ROOT, TEXT
+from tests.conftest import ROOT, TEXT, char_nll
 
 FIXTURES = ROOT / "tests" / "fixtures" / "surprisal"
 TEMPLATE = "charlm/templates/surprisal.html"
