@@ -156,6 +156,12 @@ def _train_options(fn):
     type=click.Path(path_type=Path),
     help="settings from a .json or .toml file (keys: these flags); flags given override it",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="print every setting as the run would settle it (a --time-budget's measured costs "
+    "and plan too), and write nothing",
+)
 @click.pass_context
 @_user_errors
 def train(
@@ -165,6 +171,7 @@ def train(
     overwrite: bool,
     quiet: bool,
     config_file: Path | None,
+    dry_run: bool,
     **settings: Any,
 ) -> None:
     """Train a model on CORPUS: UTF-8 text files, folders, globs or a corpus name (none: the
@@ -184,9 +191,11 @@ def train(
       charlm train corpus.txt --model rnn --embedding-dim 0 --optimizer sgd --lr 1
       charlm train corpus.txt --resume               # continue an interrupted run
       charlm train --config run.toml --epochs 2      # settings from a file, flags win
+      charlm train corpus.txt --time-budget 600 --dry-run   # what it would train
     """
     from charlm import distributed
     from charlm.config import TrainConfig, read_settings
+    from charlm.train import dry_run as settle_only
     from charlm.train import resume_config
     from charlm.train import train as run_training
 
@@ -201,10 +210,15 @@ def train(
     given = {**(read_settings(config_file) if config_file else {}), **given}
     out = given.get("out", settings["out"])
     cfg = resume_config(out, given) if resume else TrainConfig(**{**settings, **given})
+    if dry_run:
+        lines = settle_only(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
+        if distributed.detect().is_main:  # under torchrun, rank 0 reports for all
+            click.echo("\n".join(lines))
+        return
     result = run_training(cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite)
     if not distributed.detect().is_main:
         sys.exit(result.exit_code)  # under torchrun, rank 0 reports for all
-    if result.stopped_by.startswith("SIG"):
+    if result.stopped_by.is_signal:
         args = [cfg.corpus] if isinstance(cfg.corpus, str) else list(cfg.corpus)
         corpus_arg = "" if args == ["builtin"] else " " + " ".join(map(shlex.quote, args))
         click.echo(
