@@ -178,15 +178,16 @@ def many_epochs_line(settled: Settled) -> str:
     )
 
 
-def settled_lines(settled: Settled, asked: TrainConfig) -> list[str]:
-    """Every setting as settled, one a line; a value settled from another asked names it."""
+def settled_lines(settled: Settled, asked: TrainConfig, facts: dict[str, Any]) -> list[str]:
+    """Every setting as settled, one a line (a value settled from another asked names it),
+    then the run's `facts` (config.json's record beside the settings)."""
     width = max(len(f.name) for f in fields(TrainConfig))
     lines = []
     for f in fields(TrainConfig):
         value, was = getattr(settled.cfg, f.name), getattr(asked, f.name)
         note = "" if value == was else f"  (asked: {_shown(was)})"
         lines.append(f"{f.name:<{width}}  {_shown(value)}{note}")
-    return lines
+    return lines + [f"{name:<{width}}  {_shown(value)}" for name, value in facts.items()]
 
 
 def _shown(value: Any) -> str:

@@ -515,8 +515,7 @@ def dry_run(
     steps, plan = trainer.schedule_steps(), trainer.plan
     lines = [
         "settled (a dry run: nothing is written)",
-        *settled_lines(trainer.settled, cfg),
-        *(f"{name}: {value}" for name, value in facts.items()),
+        *settled_lines(trainer.settled, cfg, facts),
         describe(trainer.cfg, trainer.learner, steps, trainer.amp_reason, trainer.threads),
     ]
     if plan is not None and plan.measured is not None:
