@@ -158,6 +158,7 @@ def _train_options(fn):
 )
 @click.option(
     "--dry-run",
+    "dry",
     is_flag=True,
     help="print every setting as the run would settle it (a --time-budget's measured costs "
     "and plan too), and write nothing",
@@ -171,7 +172,7 @@ def train(
     overwrite: bool,
     quiet: bool,
     config_file: Path | None,
-    dry_run: bool,
+    dry: bool,
     **settings: Any,
 ) -> None:
     """Train a model on CORPUS: UTF-8 text files, folders, globs or a corpus name (none: the
@@ -195,25 +196,20 @@ def train(
     """
     from charlm import distributed
     from charlm.config import TrainConfig, read_settings
-    from charlm.train import dry_run as settle_only
-    from charlm.train import resume_config
+    from charlm.train import dry_run, resume_config
     from charlm.train import train as run_training
 
-    given = {
-        k: v
-        for k, v in settings.items()
-        if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
-    }
+    typed = click.core.ParameterSource.COMMANDLINE
+    given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == typed}
     if corpus:
         given["corpus"] = corpus[0] if len(corpus) == 1 else corpus
     # precedence: defaults < the config file < flags on the command line
     given = {**(read_settings(config_file) if config_file else {}), **given}
     out = given.get("out", settings["out"])
     cfg = resume_config(out, given) if resume else TrainConfig(**{**settings, **given})
-    if dry_run:
-        lines = settle_only(cfg, resume=resume, overwrite=overwrite, quiet=quiet)
-        if distributed.detect().is_main:  # under torchrun, rank 0 reports for all
-            click.echo("\n".join(lines))
+    if dry:
+        for line in dry_run(cfg, resume=resume, overwrite=overwrite, quiet=quiet):
+            click.echo(line)  # under torchrun, rank 0 reports for all
         return
     result = run_training(cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite)
     if not distributed.detect().is_main:

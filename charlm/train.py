@@ -449,8 +449,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
             raise damaged(self.folder, e) from None
         vars(self.p).update(asdict(progress))  # in place: the meter holds p
-        # a resumed run keeps its plan, and may change --lr: the schedule continues from there
-        self.learner.reschedule(self.schedule_steps())
+        self.learner.reschedule(self.schedule_steps())  # the plan kept, --lr perhaps changed
 
     def _write_config(self) -> None:
         """config.json: every effective setting, and the plan once there is one."""
@@ -479,8 +478,8 @@ class Trainer:
             costs, spent_s = agree(self.measure_costs(), self.p.elapsed_s, self.dist, self.device)
             facts = replace(self.facts, costs=costs, spent_s=spent_s, step=self.p.step)
             self.p.elapsed_s += costs.measure_s  # the measuring is spent from the budget
-            settled = settle(self.asked, replace(facts, plan=self.plan))  # (the first fixes)
-            if settled.needs_costs:
+            settled = settle(self.asked, replace(facts, plan=self.plan))  # the first plan, if any
+            if settled.needs_costs:  # its model is not the one measured
                 self._say(many_epochs_line(settled))
                 self._build(settled)
             self.settled, self.cfg, self.plan = settled, settled.cfg, settled.plan
@@ -503,8 +502,9 @@ def dry_run(
     cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False
 ) -> list[str]:
     """What `train(cfg, resume)` would train, as lines to print: every setting as settled, and
-    under a time budget the measured costs and the plan. Nothing is written (no run folder,
-    no lock): a checkpoint's cost is measured in a temporary folder."""
+    under a time budget the measured costs and the plan (under torchrun, rank 0's: the other
+    ranks return none). Nothing is written (no run folder, no lock): a checkpoint's cost is
+    measured in a temporary folder."""
     with distributed.session():
         trainer = Trainer(cfg, resume, progress_bar=not quiet, overwrite=overwrite)
         with tempfile.TemporaryDirectory(prefix="charlm-dry-run-") as tmp:
@@ -520,4 +520,5 @@ def dry_run(
     ]
     if plan is not None and plan.measured is not None:
         lines.append(plan.measured.line())
-    return lines + ([plan.line()] if plan else [])
+    lines += [plan.line()] if plan else []
+    return lines if trainer.dist.is_main else []
