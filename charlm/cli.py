@@ -164,6 +164,13 @@ def _training_flags() -> tuple[str, ...]:
     type=click.Path(path_type=Path),
     help="settings from a .json or .toml file (keys: these flags); flags given override it",
 )
+@click.option(
+    "--dry-run",
+    "dry",
+    is_flag=True,
+    help="print every setting as the run would settle it (a --time-budget's measured costs "
+    "and plan too), and write nothing",
+)
 @click.pass_context
 @_user_errors
 def train(
@@ -173,6 +180,7 @@ def train(
     overwrite: bool,
     quiet: bool,
     config_file: Path | None,
+    dry: bool,
     **settings: Any,
 ) -> None:
     """Train a model on CORPUS: UTF-8 text files, folders, globs or a corpus name (none: the
@@ -192,27 +200,29 @@ def train(
       charlm train corpus.txt --model rnn --embedding-dim 0 --optimizer sgd --lr 1
       charlm train corpus.txt --resume               # continue an interrupted run
       charlm train --config run.toml --epochs 2      # settings from a file, flags win
+      charlm train corpus.txt --time-budget 600 --dry-run   # what it would train
     """
     from charlm import distributed
     from charlm.config import TrainConfig, read_settings
-    from charlm.train import resume_config
+    from charlm.train import dry_run, resume_config
     from charlm.train import train as run_training
 
-    given = {
-        k: v
-        for k, v in settings.items()
-        if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
-    }
+    typed = click.core.ParameterSource.COMMANDLINE
+    given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == typed}
     if corpus:
         given["corpus"] = corpus[0] if len(corpus) == 1 else corpus
     # precedence: defaults < the config file < flags on the command line
     given = {**(read_settings(config_file) if config_file else {}), **given}
     out = given.get("out", settings["out"])
     cfg = resume_config(out, given) if resume else TrainConfig(**{**settings, **given})
+    if dry:
+        for line in dry_run(cfg, resume=resume, overwrite=overwrite, quiet=quiet):
+            click.echo(line)  # under torchrun, rank 0 reports for all
+        return
     result = run_training(cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite)
     if not distributed.detect().is_main:
         sys.exit(result.exit_code)  # under torchrun, rank 0 reports for all
-    if result.stopped_by.startswith("SIG"):
+    if result.stopped_by.is_signal:
         args = [cfg.corpus] if isinstance(cfg.corpus, str) else list(cfg.corpus)
         corpus_arg = "" if args == ["builtin"] else " " + " ".join(map(shlex.quote, args))
         click.echo(

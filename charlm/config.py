@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -151,17 +151,6 @@ MODEL_FIELDS = (
     "init",
     "init_std",
 )
-# settings a resumed run must keep, or it would not continue the same run
-FIXED_ON_RESUME = (
-    *MODEL_FIELDS,
-    "sampler",
-    "random_offset",
-    "seq_len",
-    "batch_size",
-    "val_fraction",
-    "optimizer",
-    "seed",
-)
 
 
 def flag(name: str) -> str:
@@ -178,33 +167,9 @@ SIZE_MAX, LAYERS_MAX, FLOAT_MAX = 2**31 - 1, 1024, 1e30
 SIZES = ("hidden_size", "embedding_dim", "seq_len", "batch_size", "sample_length")
 
 
-# What --hidden-size 0, --seq-len 0, --lr 0 and --dropout -1 (the defaults) become: a budget
-# under SHORT_BUDGET_S buys about an epoch of tiny Shakespeare on a 2-core CPU, where a smaller
-# model making more, shorter updates learns fastest; longer runs learn more with a larger model
-# from longer windows at a lower rate. A budget that plans more than MANY_EPOCHS passes over
-# the text (a long budget, a small corpus) overfits the 448-unit model: a larger one with more
-# dropout learns more there (measured: benchmarks/RESULTS.md)
-AUTO = {"hidden_size": 0, "seq_len": 0, "lr": 0.0, "dropout": -1.0}  # the values that mean auto
-SHORT_BUDGET_S = 120.0
-MANY_EPOCHS = 12
-AUTO_SHORT = {"hidden_size": 384, "seq_len": 64, "lr": 1e-2, "dropout": 0.25}
-AUTO_LONG = {"hidden_size": 448, "seq_len": 128, "lr": 5e-3, "dropout": 0.25}
-AUTO_MANY_EPOCHS = {**AUTO_LONG, "hidden_size": 640, "dropout": 0.5}
-AUTO_FIELDS = tuple(AUTO)  # the settings auto leaves to the budget
-
-
-def resolve_auto(cfg: TrainConfig, planned_epochs: int = 0) -> TrainConfig:
-    """`cfg` with the settings left at auto (AUTO) chosen by the run's budget and, once the
-    budget has been planned, by the epochs the plan holds."""
-    if 0 < cfg.time_budget < SHORT_BUDGET_S:
-        recipe = AUTO_SHORT
-    elif cfg.time_budget and planned_epochs > MANY_EPOCHS:
-        recipe = AUTO_MANY_EPOCHS
-    else:
-        recipe = AUTO_LONG
-    return replace(
-        cfg, **{name: value for name, value in recipe.items() if getattr(cfg, name) == AUTO[name]}
-    )
+# the values that mean auto: settle.py chooses them by the budget and the plan
+AUTO = {"hidden_size": 0, "seq_len": 0, "lr": 0.0, "dropout": -1.0}
+AUTO_FIELDS = tuple(AUTO)
 
 
 def check_config(cfg: TrainConfig) -> None:

@@ -19,7 +19,7 @@ from charlm.config import MODEL_FIELDS, TrainConfig
 from charlm.evaluate import nll_sum
 from charlm.generate import TEXT_BYTES
 from charlm.model import CharLM, ModelConfig, State, detach_state
-from charlm.optim import make_optimizer, make_scheduler, reschedule
+from charlm.optim import OptimSettings, make_optimizer, make_scheduler, reschedule
 from charlm.resources import check_fits, parameters, training_bytes
 
 
@@ -38,6 +38,14 @@ def check_training_fits(m: ModelConfig, cfg: TrainConfig, device: torch.device) 
     check_fits(need, what, device)
 
 
+def optim_settings(cfg: TrainConfig) -> OptimSettings:
+    """The optimizer's part of a run's settings."""
+    return OptimSettings(
+        cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.lr_schedule, cfg.warmup_steps,
+        cfg.lr_step_size, cfg.lr_gamma, cfg.clip,
+    )  # fmt: skip
+
+
 class Learner:
     """A CharLM with its optimizer and schedule, on its device; one `step` per batch."""
 
@@ -52,8 +60,9 @@ class Learner:
         self.model = CharLM(self.model_cfg).to(device)
         ddp = distributed.wrap(self.model, device)  # self.model stays the plain module
         self.step_model = torch.compile(ddp) if cfg.compile else ddp
-        self.optimizer = make_optimizer(cfg, self.model)
-        self.scheduler = make_scheduler(cfg, self.optimizer, 0)  # `reschedule` sets the span
+        self.opt = optim_settings(cfg)
+        self.optimizer = make_optimizer(self.opt, self.model)
+        self.scheduler = make_scheduler(self.opt, self.optimizer, 0)  # `reschedule` sets the span
         self.state: State | None = None  # the carried hidden state
 
     @property
@@ -61,7 +70,7 @@ class Learner:
         return self.scheduler.get_last_lr()[0]
 
     def reschedule(self, total_steps: int) -> None:
-        reschedule(self.cfg, self.scheduler, total_steps)
+        reschedule(self.opt, self.scheduler, total_steps)
 
     def to_device(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch on the device; to a GPU through pinned memory, without waiting for it."""
@@ -78,7 +87,7 @@ class Learner:
         self.state = detach_state(state) if self.carries else None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
+        max_norm = self.opt.clip if self.opt.clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         self.optimizer.step()
         self.scheduler.step()

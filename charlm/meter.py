@@ -65,6 +65,13 @@ class Progress:
             return budget_s - self.elapsed_s
         return (steps_per_epoch - self.batch) * self.epoch_time_s / max(1, self.epoch_batches)
 
+    def keep_best(self, val_loss: float | None) -> bool:
+        """Whether `val_loss` is the best validation so far (then kept: best.pt is written)."""
+        best = val_loss is not None and val_loss < self.best_val_loss
+        if best:
+            self.best_val_loss = val_loss
+        return best
+
     def next_epoch(self) -> None:
         self.epoch, self.batch = self.epoch + 1, 0
         self.epoch_loss = self.epoch_grad_norm = self.epoch_time_s = 0.0

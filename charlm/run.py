@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ except ImportError:  # Windows: no flock; a second writer is not detected there
 
 LATEST, BEST = "checkpoint.pt", "best.pt"
 CONFIG, METRICS, SAMPLES, LOCK = "config.json", "metrics.jsonl", "samples.txt", ".lock"
+PROBE = ".checkpoint-probe.tmp"  # a checkpoint written to time it (a budget's measuring)
 
 
 class RunFolder:
@@ -119,15 +120,21 @@ class RunFolder:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock = fd
 
-    def save_checkpoint(self, payload: dict[str, Any], best: bool = False) -> None:
-        """checkpoint.pt, and best.pt too when this is the best state so far."""
+    def save_checkpoint(self, write: Callable[[Path], None], best: bool = False) -> None:
+        """checkpoint.pt, and best.pt too when this is the best state so far; `write(path)`
+        writes one (checkpoint.save: this module reads runs without torch)."""
         if not self.writes:
             return
-        from charlm import checkpoint  # here: reading a run's metrics needs no torch
-
-        checkpoint.save(payload, self.latest)
+        write(self.latest)
         if best:
-            checkpoint.save(payload, self.best)
+            write(self.best)
+
+    def probe(self, write: Callable[[Path], None]) -> None:
+        """Write a checkpoint that is not kept, to time it here (a kill leaves it behind:
+        `open` removes it)."""
+        if self.writes:
+            write(self.file(PROBE))
+            self.file(PROBE).unlink()
 
     def write_config(self, config: dict[str, Any]) -> None:
         if self.writes:

@@ -1,28 +1,32 @@
 """The training loop: `Trainer.run` trains a `Learner` on a sampler's batches, in a run folder.
 
+    settle the settings                   (settle.py: auto values, epochs, a resumed run's own)
+    with a time budget: measure, settle again with the costs: the plan the schedule spans
     for each epoch:                       (one pass over the training text)
         for each batch (X, Y) of the sampler:
             one optimizer step            (learner.py)
         validate, append a row to metrics.jsonl, write checkpoint.pt (and best.pt)
 
-A run stops after --epochs, --max-steps or --time-budget, whichever comes first; a stop in the
-middle of an epoch still validates and writes a final row and checkpoint. With a time budget the
-number of steps that fit is planned once, early, and the LR schedule spans it (see budget.py).
-SIGINT / SIGTERM / SIGHUP finish the current step and save a checkpoint that --resume continues
-exactly. Tools built on the loop (the benchmark's learning curve, tests) hook in through
-`Callback`s.
+A run stops after --epochs, --max-steps or --time-budget, whichever comes first (StopReason); a
+stop in the middle of an epoch still validates and writes a final row and checkpoint. With a
+time budget the number of steps that fit is planned once, early, and the LR schedule spans it
+(see budget.py). SIGINT / SIGTERM / SIGHUP finish the current step and save a checkpoint that
+--resume continues exactly. Tools built on the loop (the benchmark's learning curve, tests)
+hook in through `Callback`s; `dry_run` settles a run and writes nothing.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,47 +34,53 @@ import torch
 from tqdm.auto import tqdm
 
 from charlm import checkpoint, distributed
-from charlm.budget import Costs, agreed_fit, measure, plan_line, plan_record
-from charlm.config import (
-    AUTO,
-    AUTO_FIELDS,
-    DEFAULT_EPOCHS,
-    FIXED_ON_RESUME,
-    MANY_EPOCHS,
-    MODEL_FIELDS,
-    TrainConfig,
-    check_config,
-    flag,
-    resolve_auto,
-)
+from charlm.budget import Costs, Plan
+from charlm.config import TrainConfig, check_config
 from charlm.corpus import Corpus
 from charlm.errors import CharLMError
 from charlm.generate import generate
 from charlm.inputs import Selection, changes, load_inputs, unescape
 from charlm.learner import Learner
+from charlm.measure import agree, measure
 from charlm.meter import LossMeter, Progress, epoch_row
 from charlm.metrics import perplexity
 from charlm.precision import resolve_amp, resolve_device
 from charlm.progress import EpochProgress, epoch_summary
 from charlm.run import RunFolder
 from charlm.samplers import LAYOUT, SAMPLERS
+from charlm.settle import (
+    Facts,
+    Settled,
+    keep_resumed,
+    many_epochs_line,
+    settle,
+    settled_lines,
+    span,
+)
 from charlm.threads import use_threads
 from charlm.vocab import Vocab
 
 
 def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any]) -> TrainConfig:
-    """The config of the run in `out`, with `overrides` applied; model changes are refused."""
-    ckpt = checkpoint.load(Path(out) / checkpoint.LATEST)
-    cfg = TrainConfig(**ckpt["config"])
-    # auto, given again, means what the run chose: its config holds that
-    overrides = {k: v for k, v in overrides.items() if not (k in AUTO and v == AUTO[k])}
-    for name, value in overrides.items():
-        if name in FIXED_ON_RESUME and value != getattr(cfg, name):
-            raise CharLMError(
-                f"cannot resume with {flag(name)} {value}: the run in {out} was trained with "
-                f"{flag(name)} {getattr(cfg, name)} (start a new run with another --out)"
-            )
-    return replace(cfg, **{**overrides, "out": os.fspath(out)})
+    """The config of the run in `out`, with `overrides` applied; model changes are refused
+    and auto, given again, means what the run chose (settle.keep_resumed)."""
+    folder = RunFolder(out, writes=False)
+    ran = resumed_facts(checkpoint.load(folder.latest), folder)["resumed"]
+    return keep_resumed(replace(ran, **{**overrides, "out": os.fspath(out)}), ran)
+
+
+def resumed_facts(ckpt: dict[str, Any] | None, folder: RunFolder) -> dict[str, Any]:
+    """What a resumed run's checkpoint tells `settle`: the settings it ran with, its plan."""
+    if ckpt is None:
+        return {}
+    try:
+        plan = ckpt.get("plan")
+        return {
+            "resumed": TrainConfig(**ckpt["config"]),
+            "plan": None if plan is None else Plan.from_record(plan),
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise damaged(folder, e) from None
 
 
 class Interrupts:
@@ -100,17 +110,41 @@ class Interrupts:
             signal.signal(sig, old)
 
 
-@dataclass
-class TrainResult:
-    out: Path
-    progress: Progress
-    stopped_by: str  # "epochs", "max_steps", "time_budget", or "SIGINT" / "SIGTERM" / "SIGHUP"
-    last_row: dict[str, Any] | None
+class StopReason(str, Enum):
+    """Why a run stopped; the value is the word printed (`done (time_budget)`, `SIGINT:
+    stopped at step ...`) and recorded, and compares equal to it."""
+
+    EPOCHS = "epochs"
+    MAX_STEPS = "max_steps"
+    TIME_BUDGET = "time_budget"
+    SIGINT = "SIGINT"
+    SIGTERM = "SIGTERM"
+    SIGHUP = "SIGHUP"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_signal(self) -> bool:
+        """Interrupted: the run is saved where it stopped, for --resume."""
+        return self in (StopReason.SIGINT, StopReason.SIGTERM, StopReason.SIGHUP)
 
     @property
     def exit_code(self) -> int:
         """0 when finished, 128 + the signal number when interrupted (130 for Ctrl-C)."""
-        return 128 + signal.Signals[self.stopped_by] if self.stopped_by.startswith("SIG") else 0
+        return 128 + signal.Signals[self.value] if self.is_signal else 0
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    progress: Progress
+    stopped_by: StopReason
+    last_row: dict[str, Any] | None
+
+    @property
+    def exit_code(self) -> int:
+        return self.stopped_by.exit_code
 
 
 class Callback:
@@ -174,11 +208,6 @@ def make_sampler(cfg: TrainConfig, ids: Any, ctx: distributed.Context) -> Any:
     )
 
 
-def epochs_for(steps: int, steps_per_epoch: int) -> int:
-    """The epochs that hold `steps` steps (0 steps: DEFAULT_EPOCHS)."""
-    return -(-steps // steps_per_epoch) if steps else DEFAULT_EPOCHS
-
-
 def check_validation(val_fraction: float, val_ids: Any) -> None:
     """The validation part, if any, must be scorable."""
     if val_fraction > 0 and len(val_ids) < 2:
@@ -217,6 +246,21 @@ def check_same_data(ckpt: dict[str, Any], corpus: Corpus, cfg: TrainConfig) -> N
         )
 
 
+def stop_reason(
+    cfg: TrainConfig, p: Progress, steps_per_epoch: int, signum: int | None
+) -> StopReason | None:
+    """Why the run stops after the step it is at, if it does; every rank answers alike."""
+    out_of_time = bool(cfg.time_budget and p.elapsed_s >= cfg.time_budget)
+    signum, out_of_time = distributed.agree_stop(signum, out_of_time)
+    if signum is not None:
+        return StopReason(signal.Signals(signum).name)
+    if cfg.max_steps and p.step >= cfg.max_steps:
+        return StopReason.MAX_STEPS
+    # the planned step is the budget's end, and the schedule's
+    planned_end = p.planned_steps and p.step >= p.planned_steps < cfg.epochs * steps_per_epoch
+    return StopReason.TIME_BUDGET if planned_end or out_of_time else None
+
+
 def epoch_sample(model: torch.nn.Module, vocab: Vocab, cfg: TrainConfig, epoch: int) -> str:
     """A sample of --sample-length characters at temperature 0.8, seeded by seed + epoch."""
     prefix = "\n" if "\n" in vocab.chars else ""
@@ -244,7 +288,7 @@ def describe(cfg: TrainConfig, learner: Learner, steps: int, amp_reason: str, th
 
 
 class Trainer:
-    """One run: its settings, data, learner, folder and progress. `run()` is the loop."""
+    """One run: its settled settings, data, learner, folder and progress. `run()` is the loop."""
 
     def __init__(
         self,
@@ -255,33 +299,32 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
     ) -> None:
         check_config(cfg)
-        self.asked = cfg  # with auto left in: a long plan may choose again (_plan)
-        cfg = resolve_auto(cfg)  # auto settings: by the budget; recorded as chosen
+        self.asked = cfg  # auto left in: settled again as facts arrive (settle.py)
         self.dist = distributed.detect()  # torchrun: this process's rank among several
         self.progress_bar, self.callbacks = progress_bar and self.dist.is_main, list(callbacks)
         self.device = distributed.init(self.dist, resolve_device(cfg.device))
         self.threads = use_threads(cfg.threads)  # it can change results: recorded in config.json
         self.amp, self.amp_reason = resolve_amp(cfg.amp, self.device)
-        cfg = replace(cfg, amp="on" if self.amp else "off")  # recorded as resolved
         self.folder, self.resumed = RunFolder(cfg.out, writes=self.dist.is_main), resume
         corpus, ckpt = open_data(cfg, self.folder, resume, overwrite, not self.progress_bar)
         self.vocab, self.inputs = corpus.vocab, corpus.inputs
         self.record = dict(  # config.json's facts beside the settings
             vocab_size=len(self.vocab), corpus_source=corpus.source, torch_threads=self.threads
         )
-        self.train_ids, self.val_ids = corpus.split(cfg.val_fraction)
-        self.sampler = make_sampler(cfg, self.train_ids, self.dist)
-        check_validation(cfg.val_fraction, self.val_ids)
-        if cfg.epochs == 0 and not cfg.time_budget:  # a budget sets them once it has a plan
-            cfg = replace(cfg, epochs=epochs_for(cfg.max_steps, len(self.sampler)))
-        self.cfg, self.p, self.plan = cfg, Progress(), None  # plan: budget.plan_record
-        self._build_learner()
+        self.facts = Facts(amp=self.amp, **resumed_facts(ckpt, self.folder))
+        data = settle(cfg, self.facts).cfg  # how the text is cut sets an epoch's steps
+        self.train_ids, self.val_ids = corpus.split(data.val_fraction)
+        self.sampler = make_sampler(data, self.train_ids, self.dist)
+        check_validation(data.val_fraction, self.val_ids)
+        self.facts, self.p = replace(self.facts, steps_per_epoch=len(self.sampler)), Progress()
+        self._build(settle(cfg, self.facts))
         if ckpt is not None:
             self.restore(ckpt)
-        self.meter = LossMeter(self.p, self.device, cfg, len(self.vocab))
+        self.meter = LossMeter(self.p, self.device, self.cfg, len(self.vocab))
 
-    def _build_learner(self) -> None:
-        """The model, its optimizer and schedule as self.cfg says, initialised from the seed."""
+    def _build(self, settled: Settled) -> None:
+        """Run as `settled` says: its model, optimizer and schedule, the model from the seed."""
+        self.settled, self.cfg, self.plan = settled, settled.cfg, settled.plan
         carries = self.sampler.carries_state
         self.learner = Learner(self.cfg, len(self.vocab), self.device, self.amp, carries)
         self.learner.reschedule(self.schedule_steps())
@@ -292,28 +335,29 @@ class Trainer:
         p, row = self.p, None
         with self.folder.session(fresh=not self.resumed, step=p.step), Interrupts() as signals:
             self._write_config()
-            if self.cfg.time_budget and not p.planned_steps:
-                self._plan()
+            if self.settled.needs_costs:
+                self.fit_budget()
+                self._write_config()
             steps = self.schedule_steps()
             self._say(describe(self.cfg, self.learner, steps, self.amp_reason, self.threads))
-            self._say(plan_line(self.plan) if self.plan else "")
+            self._say(self.plan.line() if self.plan else "")
             # a resumed run may already be at its limit: then it trains no step, writes no row
             stopped_by = self._stop_reason(signals)
-            if stopped_by and stopped_by.startswith("SIG") and not p.step:
+            if stopped_by and stopped_by.is_signal and not p.step:
                 self.save()  # stopped while measuring: --resume keeps the plan and trains it
             while p.epoch < self.cfg.epochs and stopped_by is None:
                 stopped_by = self._train_epoch(signals)
                 finished = p.batch == len(self.sampler)
-                if stopped_by and stopped_by.startswith("SIG") and not finished:
+                if stopped_by and stopped_by.is_signal and not finished:
                     self.save()  # no metrics row: the epoch goes on when resumed
                     break
                 # an epoch whose last batch was trained is finished, whatever stopped the run
                 row = self._end_epoch(partial=not finished)
                 if stopped_by is None and p.epoch < self.cfg.epochs:  # its end may spend the budget
                     stopped_by = self._stop_reason(signals)
-        return TrainResult(self.folder.path, p, stopped_by or "epochs", row)
+        return TrainResult(self.folder.path, p, stopped_by or StopReason.EPOCHS, row)
 
-    def _train_epoch(self, signals: Interrupts) -> str | None:
+    def _train_epoch(self, signals: Interrupts) -> StopReason | None:
         """Train the epoch's remaining batches; why the run stops, if it does."""
         cfg, p, stopped_by = self.cfg, self.p, None
         bar = EpochProgress(p.epoch + 1, cfg.epochs, len(self.sampler), p.batch,
@@ -352,9 +396,7 @@ class Trainer:
         chars_per_batch = self.cfg.seq_len * self.cfg.batch_size
         row = epoch_row(p, val_loss, self.learner.lr, chars_per_batch, partial)
         self.folder.append_row(row)
-        best = val_loss is not None and val_loss < p.best_val_loss
-        if best:
-            p.best_val_loss = val_loss
+        best = p.keep_best(val_loss)
         if not partial:
             p.next_epoch()
             self.learner.state = None  # the consecutive sampler starts its streams afresh
@@ -370,17 +412,8 @@ class Trainer:
         p.elapsed_s += time.perf_counter() - start  # saving and sampling (after the checkpoint)
         return row
 
-    def _stop_reason(self, signals: Interrupts) -> str | None:
-        cfg, p = self.cfg, self.p
-        out_of_time = bool(cfg.time_budget and p.elapsed_s >= cfg.time_budget)
-        signum, out_of_time = distributed.agree_stop(signals.signum, out_of_time)
-        if signum is not None:
-            return signal.Signals(signum).name
-        if cfg.max_steps and p.step >= cfg.max_steps:
-            return "max_steps"
-        # the planned step is the budget's end, and the schedule's
-        planned_end = p.planned_steps and p.step >= p.planned_steps < cfg.epochs * len(self.sampler)
-        return "time_budget" if planned_end or out_of_time else None
+    def _stop_reason(self, signals: Interrupts) -> StopReason | None:
+        return stop_reason(self.cfg, self.p, len(self.sampler), signals.signum)
 
     def _say(self, line: str) -> None:
         if self.progress_bar and line:
@@ -389,8 +422,8 @@ class Trainer:
     def save(self, best: bool = False) -> None:
         """Write checkpoint.pt (and best.pt), the running sums folded into the progress."""
         self.meter.fold()
-        payload = self.payload()  # on every rank: it gathers the hidden state
-        self.folder.save_checkpoint(payload, best)
+        # the payload is built on every rank (it gathers the hidden state), written on rank 0
+        self.folder.save_checkpoint(partial(checkpoint.save, self.payload()), best)
         for callback in self.callbacks:
             callback.on_checkpoint(self)
 
@@ -403,7 +436,7 @@ class Trainer:
             "inputs": self.inputs,
             **self.learner.state_dict(),
             "progress": asdict(self.p),
-            "plan": self.plan,
+            "plan": self.plan.record() if self.plan else None,
             "sampler_layout": LAYOUT,
             "output_dropout": True,  # --dropout covers the last layer's output (model.py)
         }
@@ -417,61 +450,42 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
             raise damaged(self.folder, e) from None
         vars(self.p).update(asdict(progress))  # in place: the meter holds p
-        self.plan = ckpt.get("plan")
-        # a resumed run keeps its plan, and may change --lr: the schedule continues from there
-        self.learner.reschedule(self.schedule_steps())
+        self.learner.reschedule(self.schedule_steps())  # the plan kept, --lr perhaps changed
 
     def _write_config(self) -> None:
         """config.json: every effective setting, and the plan once there is one."""
-        plan = {} if self.plan is None else {"plan": self.plan}
+        plan = {"plan": self.plan.record()} if self.plan else {}
         self.folder.write_config({**asdict(self.cfg), **self.record, **plan})
 
     def schedule_steps(self) -> int:
         """The steps the schedule spans: the budget's plan, else --epochs or --max-steps."""
-        if self.p.planned_steps:
-            return self.p.planned_steps
-        limits = [self.cfg.epochs * len(self.sampler), self.cfg.max_steps]
-        return min(n for n in limits if n) if any(limits) else 0  # 0: a budget will plan
+        return self.p.planned_steps or span(self.cfg, len(self.sampler))  # 0: a budget will plan
 
     def measure_costs(self) -> Costs:
-        """What a step, a validation and a checkpoint cost here (budget.measure); a public hook
+        """What a step, a validation and a checkpoint cost here (measure.py); a public hook
         for known costs (the tests' plans do not depend on the machine's load)."""
-        return measure(self)
+        budget_s, val_chars = self.cfg.time_budget, len(self.val_ids)
 
-    def _plan(self) -> None:
-        """Fix, once, the number of steps the budget allows; the schedule spans it.
+        def probe() -> None:  # built on every rank (it gathers the state), written on rank 0
+            self.folder.probe(partial(checkpoint.save, self.payload()))
 
-        A plan of many epochs may change what auto chose (config.AUTO_MANY_EPOCHS): the run
-        then starts over with that model, measured and planned again.
-        """
-        limit = self.schedule_steps() or math.inf
-        costs = self._fit(limit)
-        epochs = epochs_for(self.p.planned_steps, len(self.sampler))
-        chosen = resolve_auto(self.asked, epochs)
-        if any(getattr(chosen, name) != getattr(self.cfg, name) for name in MODEL_FIELDS):
-            self._say(
-                f"auto: the plan holds {epochs} epochs, more than {MANY_EPOCHS}: hidden size "
-                f"{chosen.hidden_size} and dropout {chosen.dropout:g} learn more on a text this "
-                f"short; measuring that model"
-            )
-            self.cfg = replace(self.cfg, **{name: getattr(chosen, name) for name in AUTO_FIELDS})
-            self._build_learner()  # from the seed, as a replay builds it
-            costs = self._fit(limit)
-        set_by = "time_budget" if self.p.planned_steps < limit else "epochs/max_steps"
-        if not self.cfg.epochs:  # only the budget bounds the run: the epochs that hold the plan
-            self.cfg = replace(self.cfg, epochs=epochs_for(self.p.planned_steps, len(self.sampler)))
-        given = {name: getattr(self.cfg, name) for name in AUTO_FIELDS}
-        self.plan = plan_record(self.p.planned_steps, set_by, costs, given)
+        return measure(self.learner, self.sampler, probe, self.p.epoch, budget_s, val_chars)
+
+    def fit_budget(self) -> None:
+        """Measure and settle again with the costs (the steps the budget allows, fixed once),
+        until the plan is made from the costs of the model it trains: a first plan of many
+        epochs may change the model, built from the seed as a replay builds it."""
+        while self.settled.needs_costs:
+            costs, spent_s = agree(self.measure_costs(), self.p.elapsed_s, self.dist, self.device)
+            facts = replace(self.facts, costs=costs, spent_s=spent_s, step=self.p.step)
+            self.p.elapsed_s += costs.measure_s  # the measuring is spent from the budget
+            settled = settle(self.asked, replace(facts, plan=self.plan))  # the first plan, if any
+            if settled.needs_costs:  # its model is not the one measured
+                self._say(many_epochs_line(settled))
+                self._build(settled)
+            self.settled, self.cfg, self.plan = settled, settled.cfg, settled.plan
+        self.p.planned_steps = self.plan.steps
         self.learner.reschedule(self.schedule_steps())
-        self._write_config()
-
-    def _fit(self, limit: float) -> Costs:
-        """Measure this model's costs and plan the steps that fit in what is left of the budget
-        (or `limit`, if fewer); the measuring is spent from the budget."""
-        costs = self.measure_costs()
-        self.p.planned_steps = min(limit, self.p.step + agreed_fit(self, costs))
-        self.p.elapsed_s += costs.measure_s
-        return costs
 
 
 def train(cfg: TrainConfig, resume: bool = False, **options: Any) -> TrainResult:
@@ -483,3 +497,29 @@ def train(cfg: TrainConfig, resume: bool = False, **options: Any) -> TrainResult
     """
     with distributed.session():  # under torchrun: one process of several
         return Trainer(cfg, resume, **options).run()
+
+
+def dry_run(
+    cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False
+) -> list[str]:
+    """What `train(cfg, resume)` would train, as lines to print: every setting as settled, and
+    under a time budget the measured costs and the plan (under torchrun, rank 0's: the other
+    ranks return none). Nothing is written (no run folder, no lock): a checkpoint's cost is
+    measured in a temporary folder."""
+    with distributed.session():
+        trainer = Trainer(cfg, resume, progress_bar=not quiet, overwrite=overwrite)
+        with tempfile.TemporaryDirectory(prefix="charlm-dry-run-") as tmp:
+            trainer.folder = RunFolder(tmp, writes=trainer.folder.writes)
+            if trainer.settled.needs_costs:
+                trainer.fit_budget()
+    facts = {**trainer.record, "steps_per_epoch": len(trainer.sampler)}
+    steps, plan = trainer.schedule_steps(), trainer.plan
+    lines = [
+        "settled (a dry run: nothing is written)",
+        *settled_lines(trainer.settled, cfg, facts),
+        describe(trainer.cfg, trainer.learner, steps, trainer.amp_reason, trainer.threads),
+    ]
+    if plan is not None and plan.measured is not None:
+        lines.append(plan.measured.line())
+    lines += [plan.line()] if plan else []
+    return lines if trainer.dist.is_main else []

@@ -15,9 +15,10 @@ import torch
 
 from charlm.budget import SAFETY, Costs, plan_steps
 from charlm.checkpoint import LATEST, load_model
-from charlm.config import AUTO_MANY_EPOCHS, MANY_EPOCHS, TrainConfig, resolve_auto
+from charlm.config import DEFAULT_EPOCHS, TrainConfig
 from charlm.errors import CharLMError
-from charlm.train import DEFAULT_EPOCHS, Callback, Trainer
+from charlm.settle import AUTO_MANY_EPOCHS, MANY_EPOCHS, resolve_auto
+from charlm.train import Callback, Trainer
 from tests.conftest import SignalAt
 
 STEP_S = 1.0  # the injected cost of a step: far above a tiny step's real cost, so the
@@ -281,7 +282,7 @@ def test_given_settings_or_a_short_budget_keep_the_first_model(many_epochs, give
     trainer = CountsMeasures(cfg, progress_bar=False, callbacks=[SignalAt(1)])  # plan, 1 step
     assert trainer.run().stopped_by == "SIGINT"
     assert CountsMeasures.measured == 1
-    assert trainer.plan["steps"] > MANY_EPOCHS * len(trainer.sampler)
+    assert trainer.plan.steps > MANY_EPOCHS * len(trainer.sampler)
     want = given.get("hidden_size", 384), given.get("dropout", 0.25)
     assert (trainer.cfg.hidden_size, trainer.cfg.dropout) == want
 

@@ -127,10 +127,11 @@ def test_one_hot_rnn_builds_no_one_hot_matrix_and_matches_dense_input():
 def test_the_model_config_takes_its_defaults_from_the_train_config() -> None:
     from dataclasses import fields
 
-    from charlm.config import MODEL_FIELDS, TrainConfig, resolve_auto
+    from charlm.config import MODEL_FIELDS, TrainConfig
+    from charlm.settle import settle
 
     assert sorted(f.name for f in fields(ModelConfig)) == sorted(["vocab_size", *MODEL_FIELDS])
-    defaults, model = resolve_auto(TrainConfig()), ModelConfig(vocab_size=7)  # no budget
+    defaults, model = settle(TrainConfig()).cfg, ModelConfig(vocab_size=7)  # no budget
     assert all(getattr(model, k) == getattr(defaults, k) for k in MODEL_FIELDS)
 
 

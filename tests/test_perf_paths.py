@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from charlm.cells import TanhRecurrence
-from charlm.learner import Learner
+from charlm.learner import Learner, optim_settings
 from charlm.meter import LossMeter
 from charlm.model import CharLM, ModelConfig
 from charlm.optim import lr_factor
@@ -148,7 +148,7 @@ def test_compile_on_cpu_trains_or_fails_clearly(tiny_config):
 
 def test_cosine_schedule_decays_to_a_twentieth(tiny_config):
     cfg = tiny(tiny_config, lr_schedule="cosine", warmup_steps=0)
-    f = lr_factor(cfg, 100)
+    f = lr_factor(optim_settings(cfg), 100)
     assert f(0) == pytest.approx(1.0)
     assert f(50) == pytest.approx(0.525)
     assert f(100) == pytest.approx(0.05)
