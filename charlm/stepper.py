@@ -31,6 +31,7 @@ Tuned for CPU, where these choices measured fastest (benchmarks/RESULTS.md):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -186,8 +187,10 @@ class Stepper:
                 W_next, b_next = weights[i + 1].W_x, weights[i + 1].b
             else:
                 # divided by 1 / scale, as sampling at temperature T always divided by T: in
-                # float32, 1 / (1 / T) rounds to T, so seeded texts stay what they were
-                W_next, b_next = model.W_hq / (1 / scale), model.b_q / (1 / scale)
+                # float32, 1 / (1 / T) rounds to T, so seeded texts stay what they were (and an
+                # infinite temperature, scale 0, divides by infinity: uniform, as it did)
+                T = 1 / scale if scale else math.inf
+                W_next, b_next = model.W_hq / T, model.b_q / T
             gemm = lay.affine(torch.cat([w.r, b_next]), self.h_m[i], torch.cat([w.W_h, W_next], 1))
             out = gemm.out.view(N, -1)
             R, A_next = out[:, :G], out[:, G : G + W_next.shape[1]]
