@@ -35,7 +35,7 @@ from benchmarks.harness import (
 )
 from benchmarks.learning import dynamic_gain, learning
 from benchmarks.rows import corpus_rows, cuda_rows, generation_rows, training_rows
-from charlm.catalog import builtin_text
+from charlm.builtin import builtin_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = (

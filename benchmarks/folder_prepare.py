@@ -28,7 +28,7 @@ def seed_text() -> bytes:
     path = Path(data) / "tinyshakespeare.txt" if data else None
     if path is not None and path.is_file():
         return path.read_bytes()
-    from charlm.catalog import builtin_text
+    from charlm.builtin import builtin_text
 
     return builtin_text().encode("utf-8")
 

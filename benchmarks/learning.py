@@ -11,7 +11,7 @@ from pathlib import Path
 
 import charlm
 from charlm import Dynamic, TrainConfig, load_corpus, load_model
-from charlm.catalog import builtin_text
+from charlm.builtin import builtin_text
 from charlm.dynamic import rms_dynamic
 
 # validation loss (nats/char) each budget must reach on tiny Shakespeare (issue 20)

@@ -33,7 +33,7 @@ _WHERE = {
     "Dynamic": "charlm.scoring",
     "Corpus": "charlm.corpus",
     "ModelConfig": "charlm.model",
-    "Reading": "charlm.scoring",
+    "Reading": "charlm.inputs",
     "Report": "charlm.report",
     "Score": "charlm.evaluate",
     "Scoring": "charlm.scoring",

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from charlm.config import flag
+from charlm.errors import flag
 
 # fraction of the budget left out of the plan: noise on a shared machine, samples, rounding
 SAFETY = 0.03

@@ -33,29 +33,22 @@ import re
 import shutil
 import tempfile
 import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tqdm.auto import tqdm
+
+from charlm.builtin import BUILTIN
 from charlm.errors import CharLMError
 from charlm.storage import atomic_write, cache_dir
 
 MANIFESTS_ENV = "CHARLM_CORPORA"
 PARTS = ("train", "valid", "test")
 UNITS = ("char", "byte")
-BUILTIN = "builtin"  # the name of the built-in corpus, which no manifest may take
-BUILTIN_SOURCE = "builtin (Python's pydoc help topics)"
-BUILTIN_DESCRIPTION = "Python's pydoc help topics, shipped with Python: always offline"
-BUILTIN_LICENSE = "PSF License (Python documentation)"
-
-
-def builtin_text() -> str:
-    """Python's own help topics (`pydoc_data.topics`): ~0.5 MB of English prose, always offline."""
-    from pydoc_data.topics import topics  # here: only a run on the built-in corpus pays for it
-
-    return "\n\n".join(topics[key] for key in sorted(topics))
 
 
 @dataclass(frozen=True)
@@ -250,11 +243,6 @@ def local_path(corpus: NamedCorpus) -> Path | None:
 
 def download(url: str, dest: Path, total: int | None = None) -> None:
     """Fetch `url` into `dest` with a progress bar on stderr (tests replace this function)."""
-    # here, not above: config.py imports BUILTIN, and the command's start-up need not pay for them
-    import urllib.request
-
-    from tqdm.auto import tqdm
-
     with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
         length = response.headers.get("Content-Length")
         bar = tqdm(

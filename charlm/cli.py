@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from charlm import __version__
+from charlm.config import READING
 from charlm.console import (
     PIPE_CLOSED_EXIT,
     OutputClosed,
@@ -28,7 +29,7 @@ from charlm.console import (
     silence_stdout,
 )
 from charlm.errors import CharLMError
-from charlm.scoring import PAGE_CHARS, READING, Reading, Scoring
+from charlm.scoring import PAGE_CHARS, Scoring
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -475,6 +476,7 @@ def perplexity(
       charlm eval perplexity test.txt --dynamic               # adapt to the text as it reads
       charlm eval perplexity test.txt --dynamic --dynamic-rms train.txt   # Krause et al.'s RMS
     """
+    from charlm.inputs import Reading
     from charlm.report import evaluate_inputs
 
     reading = Reading(**{name: settings.pop(name) for name in READING})
@@ -520,13 +522,13 @@ def corpora_command() -> None:
     A corpus with a split trains on its train part and validates on its valid part; score
     its test part with `charlm eval perplexity NAME:test`.
     """
-    from charlm import catalog
+    from charlm import builtin, catalog
 
     found = catalog.entries()  # a malformed manifest fails before anything is printed
-    size = len(catalog.builtin_text().encode("utf-8"))
-    click.echo(f"{catalog.BUILTIN:<16} {_size(size):>9}  local: ships with Python")
-    click.echo(f"    {catalog.BUILTIN_DESCRIPTION}")
-    click.echo(f"    license: {catalog.BUILTIN_LICENSE}")
+    size = len(builtin.builtin_text().encode("utf-8"))
+    click.echo(f"{builtin.BUILTIN:<16} {_size(size):>9}  local: ships with Python")
+    click.echo(f"    {builtin.BUILTIN_DESCRIPTION}")
+    click.echo(f"    license: {builtin.BUILTIN_LICENSE}")
     for c in found.values():
         path = catalog.local_path(c)
         where = f"local: {path}" if path else "not local: downloaded on first use"

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from charlm.catalog import BUILTIN
-from charlm.errors import CharLMError
+from charlm.builtin import BUILTIN
+from charlm.errors import CharLMError, flag
 from charlm.threads import check_threads
 
 MODELS = ("rnn", "lstm", "gru")
@@ -151,11 +151,9 @@ MODEL_FIELDS = (
     "init",
     "init_std",
 )
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
+# the settings that say how text is read: a run reads its corpus with them, an evaluation its
+# inputs (inputs.Reading), and both commands take the same flags for them
+READING = ("encoding", "errors", "include", "exclude", "hidden", "separator")
 
 POSITIVE = ("num_layers", "batch_size", "sample_length", "log_every", "lr_step_size")
 NON_NEGATIVE = ("epochs", "hidden_size", "embedding_dim", "max_steps", "time_budget",

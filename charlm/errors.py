@@ -7,3 +7,8 @@ and stays loud.
 
 class CharLMError(Exception):
     """A problem with the user's input, reported as one line without a traceback."""
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a setting (`hidden_size`: `--hidden-size`), as messages say it."""
+    return "--" + name.replace("_", "-")

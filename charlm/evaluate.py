@@ -7,7 +7,7 @@ numbers; `charlm.report` runs a whole evaluation (read the inputs, score, report
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,15 +15,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from charlm import metrics
-from charlm.corpus import Corpus
+from charlm import distributed, metrics
 from charlm.dynamic import adapted_windows
 from charlm.errors import CharLMError
-from charlm.inputs import Selection, load_inputs
-from charlm.meter import DIVERGED
+from charlm.metrics import DIVERGED
 from charlm.model import CharLM, detach_state
 from charlm.scoring import Dynamic, Scoring
-from charlm.vocab import Vocab, recode
+from charlm.surprisal import TOP_K, Surprisal
+from charlm.vocab import Vocab
 
 
 @dataclass
@@ -127,6 +126,20 @@ def nll_sum(
     return total, count
 
 
+def validate(
+    model: CharLM, val_ids: np.ndarray, seq_len: int, streams: int, ctx: distributed.Context
+) -> float | None:
+    """Mean NLL of a run's validation text (None: it has none), scored in `streams` pieces
+    (the batch's rows) with `seq_len` windows; each rank scores its share of the streams."""
+    if len(val_ids) == 0:
+        return None
+    nll, count = nll_sum(model, val_ids, seq_len, streams, (ctx.rank, ctx.world_size))
+    total = distributed.all_reduce_sum(
+        torch.tensor([nll, count], dtype=torch.float64, device=model.W_hq.device)
+    )
+    return float(total[0] / total[1])
+
+
 def score(
     model: CharLM,
     ids: np.ndarray,
@@ -175,30 +188,55 @@ def score_text(
     return result
 
 
-def read_scored_text(
-    inputs: Sequence[str],
-    vocab: Vocab,
-    selection: Selection,
-    separator: str,
-    encoding: str,
-    errors: str,
-    skip_unknown: bool,
-    model_name: str,
-) -> tuple[Corpus, np.ndarray]:
-    """What `charlm eval perplexity INPUTS` scores: the inputs read as `charlm train` reads
-    them, and their ids in the model's vocabulary (`model_name` names it in errors)."""
-    corpus = load_inputs(
-        inputs, selection, separator=separator, encoding=encoding, errors=errors,
-        byte_level=vocab.is_bytes,
-    )  # fmt: skip
-    if corpus.vocab.is_bytes != vocab.is_bytes:
-        raise CharLMError(
-            f"{' '.join(inputs)} is counted in bytes (its manifest's unit), but the model in "
-            f"{model_name} reads characters: train one with --byte-level to compare"
-        )
-    try:
-        ids = recode(corpus.ids, corpus.vocab, vocab, skip_unknown)
-    except CharLMError as e:
-        raise CharLMError(f"{e}; to score the text without them, add --skip-unknown") from None
+@torch.no_grad()
+def char_predictions(
+    model: CharLM, ids: np.ndarray, seq_len: int = 256, k: int = 5, dynamic: Dynamic | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every character after the first: its NLL (nats), the top-k ids and probabilities.
+
+    Same windows and carried state as `evaluate.nll_sum` with one stream, so the NLLs are the
+    ones `score` averages (with `dynamic`: the adapted model's). Shapes: (n-1,), (n-1, k) x 2.
+    """
+    k = min(k, model.cfg.vocab_size)
+    nll, top_p, top_i = [], [], []
+    pieces = (
+        windows(model, ids, seq_len, streams=1, rank=0, world_size=1)
+        if dynamic is None
+        else adapted_windows(model, ids, seq_len, dynamic)
+    )
+    for logits, window_nll, _ in pieces:
+        p, i = logits[:, 0].softmax(-1).topk(k, dim=-1)
+        nll.append(window_nll[:, 0])
+        top_p.append(p)
+        top_i.append(i)
+    nll, top_i, top_p = torch.cat(nll), torch.cat(top_i), torch.cat(top_p)
+    return nll.cpu(), top_i.cpu(), top_p.cpu()
+
+
+def surprisal(
+    model: CharLM, vocab: Vocab, text: str, seq_len: int = 256, dynamic: Dynamic | None = None
+) -> Surprisal:
+    """Score every character of `text`; those outside the vocabulary are left unscored and
+    skipped by the model (as `eval perplexity --skip-unknown` does), as is the first one.
+    With `dynamic`, the model learns from each window after scoring it."""
+    unknown = set(vocab.unknown(text))
+    known = [c not in unknown for c in text]
+    ids = vocab.encode(text, skip_unknown=True)
     check_scorable(len(ids))
-    return corpus, ids
+    nll, top_i, top_p = char_predictions(model, ids, seq_len, TOP_K, dynamic)
+    bits_known = (nll.double() / math.log(2)).tolist()
+    chars = vocab.chars
+    tops = [
+        [(chars[i], p) for i, p in zip(row_i, row_p, strict=True)]
+        for row_i, row_p in zip(top_i.tolist(), top_p.tolist(), strict=True)
+    ]
+    bits: list[float | None] = []
+    top: list[list[tuple[str, float]] | None] = []
+    j = -1  # index among the known characters
+    for is_known in known:
+        if is_known:
+            j += 1
+        scored = is_known and j > 0
+        bits.append(bits_known[j - 1] if scored else None)
+        top.append(tops[j - 1] if scored else None)
+    return Surprisal(text, bits, top, known)

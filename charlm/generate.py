@@ -21,14 +21,13 @@ import torch
 from charlm.decode import NOISE_STEPS, Beam, sampler
 from charlm.errors import CharLMError
 from charlm.model import CharLM
-from charlm.resources import beam_bytes, check_fits, sampling_bytes
+from charlm.resources import TEXT_BYTES, beam_bytes, check_fits, sampling_bytes
 from charlm.sampling import Sampling
 from charlm.stepper import Stepper
 from charlm.vocab import Vocab
 
 GREEDY_LIMIT = 1e30  # logits / temperature beyond this (float32 ends at 3e38) mean greedy
 OUT_STEPS = 4096  # the sampled ids are written in blocks of this many steps
-TEXT_BYTES = 16  # memory per generated character held by `generate`: its id, then its text
 
 
 def overflows(model: CharLM, temperature: float) -> bool:

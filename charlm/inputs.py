@@ -27,11 +27,13 @@ import os
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from charlm import catalog
-from charlm.catalog import BUILTIN, NamedCorpus
+from charlm.builtin import BUILTIN, BUILTIN_SOURCE, builtin_text
+from charlm.catalog import NamedCorpus
+from charlm.config import READING, TrainConfig
 from charlm.corpus import IN_MEMORY_BELOW, Corpus, load_documents
 from charlm.documents import CHUNK_BYTES, Document, decoder, file_document, text_document
 from charlm.errors import CharLMError
@@ -120,10 +122,10 @@ def resolve(
 
 def _builtin(byte_level: bool) -> Resolved:
     """The built-in corpus: UTF-8 text held in memory, whatever --encoding says."""
-    text = catalog.builtin_text().encode("utf-8")
+    text = builtin_text().encode("utf-8")
     key = f"{BUILTIN} {hashlib.sha256(text).hexdigest()[:16]}"  # its text changes with Python
     doc = text_document(BUILTIN, text)
-    return Resolved([doc], catalog.BUILTIN_SOURCE, key, "utf-8", "strict", byte_level)
+    return Resolved([doc], BUILTIN_SOURCE, key, "utf-8", "strict", byte_level)
 
 
 def _named_whole(named: Named, encoding: str, errors: str, byte_level: bool) -> Resolved:
@@ -257,3 +259,42 @@ def changes(before: list[list[Any]], now: list[list[Any]]) -> str:
     if not parts and [d[0] for d in before] != [d[0] for d in now]:
         parts.append("the same files in another order")
     return "; ".join(parts)
+
+
+_TRAINING = {f.name: f.default for f in fields(TrainConfig)}
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How the scored inputs (and --dynamic-rms's text) are read: as `charlm train` reads its
+    corpus, with TrainConfig's settings of the same names and defaults."""
+
+    encoding: str = _TRAINING["encoding"]
+    errors: str = _TRAINING["errors"]
+    include: tuple[str, ...] = _TRAINING["include"]
+    exclude: tuple[str, ...] = _TRAINING["exclude"]
+    hidden: bool = _TRAINING["hidden"]
+    separator: str = _TRAINING["separator"]  # as typed: \n, \t stand for newline, tab
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> Reading:
+        """How the run `cfg` describes reads its corpus."""
+        return cls(**{name: getattr(cfg, name) for name in READING})
+
+
+def read(
+    args: str | Sequence[str],
+    reading: Reading,
+    *,
+    byte_level: bool = False,
+    away: Sequence[str] = (),
+) -> Corpus:
+    """What a run trains on and an evaluation scores: `args` read as `reading` says, never
+    from the folders `away` (a run's own --out: its files change as it goes on)."""
+    selection = Selection(
+        tuple(reading.include), tuple(reading.exclude), reading.hidden, tuple(away)
+    )
+    return load_inputs(
+        args, selection, separator=unescape(reading.separator), encoding=reading.encoding,
+        errors=reading.errors, byte_level=byte_level,
+    )  # fmt: skip

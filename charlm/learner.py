@@ -16,11 +16,9 @@ import torch.nn.functional as F
 
 from charlm import distributed
 from charlm.config import MODEL_FIELDS, TrainConfig
-from charlm.evaluate import nll_sum
-from charlm.generate import TEXT_BYTES
 from charlm.model import CharLM, ModelConfig, State, detach_state
 from charlm.optim import OptimSettings, make_optimizer, make_scheduler, reschedule
-from charlm.resources import check_fits, parameters, training_bytes
+from charlm.resources import TEXT_BYTES, check_fits, parameters, training_bytes
 
 
 def check_training_fits(m: ModelConfig, cfg: TrainConfig, device: torch.device) -> None:
@@ -92,19 +90,6 @@ class Learner:
         self.optimizer.step()
         self.scheduler.step()
         return loss.detach(), grad_norm.detach()
-
-    def validate(self, val_ids: Any, ctx: distributed.Context) -> float | None:
-        """Mean NLL of the validation text; each rank scores its share of the streams."""
-        if len(val_ids) == 0:
-            return None
-        cfg = self.cfg
-        nll, count = nll_sum(
-            self.model, val_ids, cfg.seq_len, cfg.batch_size, (ctx.rank, ctx.world_size)
-        )
-        total = distributed.all_reduce_sum(
-            torch.tensor([nll, count], dtype=torch.float64, device=self.device)
-        )
-        return float(total[0] / total[1])
 
     def state_dict(self) -> dict[str, Any]:
         """Weights, optimizer, schedule, RNG and carried state: all a checkpoint needs of it."""

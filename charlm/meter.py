@@ -17,9 +17,7 @@ import torch
 from charlm import distributed
 from charlm.config import TrainConfig
 from charlm.errors import CharLMError
-from charlm.metrics import bits, perplexity
-
-DIVERGED = 10  # a mean loss this many times a uniform guess's (ln V) is a diverged run
+from charlm.metrics import DIVERGED, bits, perplexity
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 The one place these formulas live; training rows, `eval`, `info`, `plot` and the surprisal page
 all call them. Perplexity is exp(nll), inf (not an OverflowError) once a run diverges; bits per
-character (per byte, for a byte-level model) is nll / ln 2.
+character (per byte, for a byte-level model) is nll / ln 2. A mean loss of DIVERGED times a
+uniform guess's, ln V, counts as diverged: training stops there, dynamic evaluation refuses it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 
 LN2 = math.log(2)
+DIVERGED = 10  # a mean loss this many times a uniform guess's (ln V) is a diverged run
 
 
 def perplexity(nll: float) -> float:

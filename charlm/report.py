@@ -25,13 +25,13 @@ import numpy as np
 from charlm.corpus import Corpus
 from charlm.dynamic import RMS_CHARS, rms_dynamic
 from charlm.errors import CharLMError
-from charlm.evaluate import Score, read_scored_text, score, score_text
-from charlm.inputs import Selection, unescape
+from charlm.evaluate import Score, check_scorable, score, score_text, surprisal
+from charlm.inputs import Reading, read
 from charlm.model import CharLM
-from charlm.scoring import Dynamic, Reading, Scoring
+from charlm.scoring import Dynamic, Scoring
 from charlm.storage import write_text
-from charlm.surprisal import Surprisal, describe, page_note, render_html, surprisal
-from charlm.vocab import Vocab
+from charlm.surprisal import Surprisal, render_html
+from charlm.vocab import Vocab, recode
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def evaluate_inputs(
     text, as `charlm eval perplexity` does. `say` hears what was read before the scoring
     starts (a long text takes minutes); `progress` shows a bar on a terminal."""
     _check_page(vocab, scoring)
-    corpus, ids = _read(inputs, vocab, reading, scoring.skip_unknown, model_name)
+    corpus, ids = read_scored_text(inputs, vocab, reading, scoring.skip_unknown, model_name)
     if corpus.note:
         say(corpus.note)
     adapt = adaptation(model, vocab, scoring, reading, model_name, say)
@@ -159,7 +159,7 @@ def adaptation(
     if adapt is None or path is None:
         return adapt
     try:
-        _, train_ids = _read((path,), vocab, reading, True, model_name)
+        _, train_ids = read_scored_text((path,), vocab, reading, True, model_name)
     except CharLMError as e:
         raise CharLMError(f"--dynamic-rms {path}: {e}") from None
     chars = min(len(train_ids), RMS_CHARS)
@@ -167,13 +167,23 @@ def adaptation(
     return rms_dynamic(model, train_ids, scoring.seq_len, adapt.lr, adapt.decay)
 
 
-def _read(
+def read_scored_text(
     inputs: Sequence[str], vocab: Vocab, reading: Reading, skip_unknown: bool, model_name: str
 ) -> tuple[Corpus, np.ndarray]:
-    """The one place evaluation reads text: the corpus, and its ids in the model's vocabulary."""
-    selection = Selection(tuple(reading.include), tuple(reading.exclude), reading.hidden)
-    return read_scored_text(inputs, vocab, selection, unescape(reading.separator),
-                            reading.encoding, reading.errors, skip_unknown, model_name)  # fmt: skip
+    """What `charlm eval perplexity INPUTS` scores: the inputs read as `charlm train` reads
+    them, and their ids in the model's vocabulary (`model_name` names it in errors)."""
+    corpus = read(inputs, reading, byte_level=vocab.is_bytes)
+    if corpus.vocab.is_bytes != vocab.is_bytes:
+        raise CharLMError(
+            f"{' '.join(inputs)} is counted in bytes (its manifest's unit), but the model in "
+            f"{model_name} reads characters: train one with --byte-level to compare"
+        )
+    try:
+        ids = recode(corpus.ids, corpus.vocab, vocab, skip_unknown)
+    except CharLMError as e:
+        raise CharLMError(f"{e}; to score the text without them, add --skip-unknown") from None
+    check_scorable(len(ids))
+    return corpus, ids
 
 
 def _check_page(vocab: Vocab, scoring: Scoring) -> None:
@@ -197,3 +207,38 @@ def _report(
     per_char = None if shown is None else surprisal(model, vocab, shown, scoring.seq_len, adapt)
     unit = "byte" if vocab.is_bytes else "char"
     return Report(result, unit, adapt, note, source, describe(model, vocab), length, per_char)
+
+
+def describe(model: CharLM, vocab: Vocab) -> str:
+    """The page's line on the model."""
+    mc = model.cfg
+    layers = f"{mc.num_layers} layer{'s' if mc.num_layers > 1 else ''}"
+    return (
+        f"{mc.model.upper()}, {layers} of {mc.hidden_size} units, "
+        f"{len(vocab)} characters in its vocabulary"
+    )
+
+
+def page_note(s: Surprisal, length: int, whole: Score, dynamic: Dynamic | None) -> str:
+    """What the page says under its numbers: that `s` is the start of a text of `length`
+    characters (with `whole`'s numbers), how the model adapted, what it skipped."""
+    notes = []
+    if len(s.text) < length:
+        notes.append(
+            f"Showing the first {len(s.text):,} of {length:,} characters (--html-max-chars); "
+            f"the numbers above are for those. The whole text: perplexity "
+            f"{whole.perplexity:.4f}, {whole.bits_per_char:.4f} bits per character over "
+            f"{whole.chars:,} characters."
+        )
+    if dynamic is not None:
+        notes.append(
+            f"Dynamic evaluation: the model learned from the text as it read it ({dynamic.update}, "
+            f"lr {dynamic.lr:g}, decay {dynamic.decay:g}); each character is scored before that."
+        )
+    skipped = s.known.count(False)
+    if skipped:
+        what = "character is" if skipped == 1 else "characters are"
+        notes.append(
+            f"{skipped:,} {what} outside the model's vocabulary: skipped, wavy underlined."
+        )
+    return " ".join(notes)

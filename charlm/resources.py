@@ -15,6 +15,7 @@ import torch
 from charlm.errors import CharLMError
 
 FLOAT = 4  # bytes of a float32
+TEXT_BYTES = 16  # memory per generated character held by `generate`: its id, then its text
 LONG = 8  # bytes of an int64 or a float64
 
 

@@ -8,11 +8,10 @@ the same way. `charlm.report` runs what these settings describe.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from charlm.config import TrainConfig, flag
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 
 if TYPE_CHECKING:
     import torch
@@ -100,22 +99,3 @@ class Scoring:
         lr = (RMS_LR if rms else DEFAULT_LR) if self.dynamic_lr is None else self.dynamic_lr
         decay = (RMS_DECAY if rms else 0.0) if self.dynamic_decay is None else self.dynamic_decay
         return Dynamic(lr=lr, decay=decay)
-
-
-_TRAINING = {f.name: f.default for f in fields(TrainConfig)}
-
-
-@dataclass(frozen=True)
-class Reading:
-    """How the scored inputs (and --dynamic-rms's text) are read: as `charlm train` reads its
-    corpus, with TrainConfig's settings of the same names and defaults."""
-
-    encoding: str = _TRAINING["encoding"]
-    errors: str = _TRAINING["errors"]
-    include: tuple[str, ...] = _TRAINING["include"]
-    exclude: tuple[str, ...] = _TRAINING["exclude"]
-    hidden: bool = _TRAINING["hidden"]
-    separator: str = _TRAINING["separator"]  # as typed: \n, \t stand for newline, tab
-
-
-READING = tuple(f.name for f in fields(Reading))  # the TrainConfig fields that say how to read

@@ -33,9 +33,8 @@ from charlm.config import (
     MODEL_FIELDS,
     TrainConfig,
     check_config,
-    flag,
 )
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 
 # What --hidden-size 0, --seq-len 0, --lr 0 and --dropout -1 (the defaults) become: a budget
 # under SHORT_BUDGET_S buys about an epoch of tiny Shakespeare on a 2-core CPU, where a smaller

@@ -6,7 +6,8 @@ self-contained HTML file (inline CSS and JS, no fonts or scripts fetched): the c
 spans coloured by surprisal bin, and hovering one shows the model's top predictions for it, in
 the spirit of karpathy's "The Unreasonable Effectiveness of Recurrent Neural Networks". The
 page's markup, style and script are a template shipped in the package (templates/surprisal.html);
-this module fills in the numbers, the spans and the hover data.
+this module fills in the numbers, the spans and the hover data. The numbers themselves come from
+`charlm.evaluate.surprisal`; `charlm.report` writes the page.
 """
 
 from __future__ import annotations
@@ -20,13 +21,6 @@ from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
-import torch
-
-from charlm.dynamic import adapted_windows
-from charlm.evaluate import Score, check_scorable, windows
-from charlm.model import CharLM
-from charlm.scoring import Dynamic
-from charlm.vocab import Vocab
 
 TEMPLATE = "templates/surprisal.html"  # inside the package
 TOP_K = 5  # predictions shown per character (the page says top-5)
@@ -46,31 +40,6 @@ COLOURS = (
     "#800026",
     "#4d0019",
 )
-
-
-@torch.no_grad()
-def char_predictions(
-    model: CharLM, ids: np.ndarray, seq_len: int = 256, k: int = 5, dynamic: Dynamic | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For every character after the first: its NLL (nats), the top-k ids and probabilities.
-
-    Same windows and carried state as `evaluate.nll_sum` with one stream, so the NLLs are the
-    ones `score` averages (with `dynamic`: the adapted model's). Shapes: (n-1,), (n-1, k) x 2.
-    """
-    k = min(k, model.cfg.vocab_size)
-    nll, top_p, top_i = [], [], []
-    pieces = (
-        windows(model, ids, seq_len, streams=1, rank=0, world_size=1)
-        if dynamic is None
-        else adapted_windows(model, ids, seq_len, dynamic)
-    )
-    for logits, window_nll, _ in pieces:
-        p, i = logits[:, 0].softmax(-1).topk(k, dim=-1)
-        nll.append(window_nll[:, 0])
-        top_p.append(p)
-        top_i.append(i)
-    nll, top_i, top_p = torch.cat(nll), torch.cat(top_i), torch.cat(top_p)
-    return nll.cpu(), top_i.cpu(), top_p.cpu()
 
 
 @dataclass
@@ -105,35 +74,6 @@ class Surprisal:
                 for t in self.top
             ],
         }
-
-
-def surprisal(
-    model: CharLM, vocab: Vocab, text: str, seq_len: int = 256, dynamic: Dynamic | None = None
-) -> Surprisal:
-    """Score every character of `text`; those outside the vocabulary are left unscored and
-    skipped by the model (as `eval perplexity --skip-unknown` does), as is the first one.
-    With `dynamic`, the model learns from each window after scoring it."""
-    unknown = set(vocab.unknown(text))
-    known = [c not in unknown for c in text]
-    ids = vocab.encode(text, skip_unknown=True)
-    check_scorable(len(ids))
-    nll, top_i, top_p = char_predictions(model, ids, seq_len, TOP_K, dynamic)
-    bits_known = (nll.double() / math.log(2)).tolist()
-    chars = vocab.chars
-    tops = [
-        [(chars[i], p) for i, p in zip(row_i, row_p, strict=True)]
-        for row_i, row_p in zip(top_i.tolist(), top_p.tolist(), strict=True)
-    ]
-    bits: list[float | None] = []
-    top: list[list[tuple[str, float]] | None] = []
-    j = -1  # index among the known characters
-    for is_known in known:
-        if is_known:
-            j += 1
-        scored = is_known and j > 0
-        bits.append(bits_known[j - 1] if scored else None)
-        top.append(tops[j - 1] if scored else None)
-    return Surprisal(text, bits, top, known)
 
 
 def bin_of(bits: float) -> int:
@@ -188,41 +128,6 @@ def render_html(s: Surprisal, source: str, about: str = "", note: str = "") -> s
         blob=blob,
         bin_css=bin_css,
     )
-
-
-def describe(model: CharLM, vocab: Vocab) -> str:
-    """The page's line on the model."""
-    mc = model.cfg
-    layers = f"{mc.num_layers} layer{'s' if mc.num_layers > 1 else ''}"
-    return (
-        f"{mc.model.upper()}, {layers} of {mc.hidden_size} units, "
-        f"{len(vocab)} characters in its vocabulary"
-    )
-
-
-def page_note(s: Surprisal, length: int, whole: Score, dynamic: Dynamic | None) -> str:
-    """What the page says under its numbers: that `s` is the start of a text of `length`
-    characters (with `whole`'s numbers), how the model adapted, what it skipped."""
-    notes = []
-    if len(s.text) < length:
-        notes.append(
-            f"Showing the first {len(s.text):,} of {length:,} characters (--html-max-chars); "
-            f"the numbers above are for those. The whole text: perplexity "
-            f"{whole.perplexity:.4f}, {whole.bits_per_char:.4f} bits per character over "
-            f"{whole.chars:,} characters."
-        )
-    if dynamic is not None:
-        notes.append(
-            f"Dynamic evaluation: the model learned from the text as it read it ({dynamic.update}, "
-            f"lr {dynamic.lr:g}, decay {dynamic.decay:g}); each character is scored before that."
-        )
-    skipped = s.known.count(False)
-    if skipped:
-        what = "character is" if skipped == 1 else "characters are"
-        notes.append(
-            f"{skipped:,} {what} outside the model's vocabulary: skipped, wavy underlined."
-        )
-    return " ".join(notes)
 
 
 @functools.cache

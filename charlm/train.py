@@ -38,8 +38,9 @@ from charlm.budget import Costs, Plan
 from charlm.config import TrainConfig, check_config
 from charlm.corpus import Corpus
 from charlm.errors import CharLMError
+from charlm.evaluate import validate
 from charlm.generate import generate
-from charlm.inputs import Selection, changes, load_inputs, unescape
+from charlm.inputs import Reading, changes, read
 from charlm.learner import Learner
 from charlm.measure import agree, measure
 from charlm.meter import LossMeter, Progress, epoch_row
@@ -167,11 +168,7 @@ def read_corpus(cfg: TrainConfig, quiet: bool) -> Corpus:
         own = (str(Path(cfg.out).resolve()),)
     except (OSError, RuntimeError) as e:  # a symlink loop
         raise CharLMError(f"cannot use --out {cfg.out}: {e}") from None
-    chosen = Selection(tuple(cfg.include), tuple(cfg.exclude), cfg.hidden, own)
-    corpus = load_inputs(
-        cfg.corpus, chosen, separator=unescape(cfg.separator), encoding=cfg.encoding,
-        errors=cfg.errors, byte_level=cfg.byte_level,
-    )  # fmt: skip
+    corpus = read(cfg.corpus, Reading.of(cfg), byte_level=cfg.byte_level, away=own)
     if corpus.note and not quiet:
         tqdm.write(corpus.note, file=sys.stderr)
     return corpus
@@ -389,12 +386,11 @@ class Trainer:
         """Validate, then write the epoch's metrics row, checkpoints and sample."""
         start = time.perf_counter()  # epoch-end work is part of the time budget
         self.meter.fold()
-        val_loss = self.learner.validate(self.val_ids, self.dist)
-        p = self.p
+        cfg, p = self.cfg, self.p
+        val_loss = validate(self.model, self.val_ids, cfg.seq_len, cfg.batch_size, self.dist)
         p.elapsed_s += time.perf_counter() - start
         start = time.perf_counter()
-        chars_per_batch = self.cfg.seq_len * self.cfg.batch_size
-        row = epoch_row(p, val_loss, self.learner.lr, chars_per_batch, partial)
+        row = epoch_row(p, val_loss, self.learner.lr, cfg.seq_len * cfg.batch_size, partial)
         self.folder.append_row(row)
         best = p.keep_best(val_loss)
         if not partial:

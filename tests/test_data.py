@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from charlm.catalog import builtin_text
+from charlm.builtin import builtin_text
 from charlm.corpus import Corpus
 from charlm.errors import CharLMError
 from charlm.inputs import load_corpus

@@ -1,7 +1,7 @@
 """One input path: every kind of input reads the same text, split alike, whichever way a run
 reads it: `load_corpus`, `load_inputs`, what `charlm train` reads (`train.read_corpus`, from a
 TrainConfig built as the command builds it) and what `charlm eval perplexity` reads
-(`evaluate.read_scored_text`, and the command itself). The expected texts and splits are built
+(`report.read_scored_text`, and the command itself). The expected texts and splits are built
 here by hand, from the bytes written, not by charlm."""
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from charlm import catalog
 from charlm.checkpoint import load_model
 from charlm.cli import main
 from charlm.config import TrainConfig
-from charlm.evaluate import read_scored_text, score
-from charlm.inputs import Selection, load_corpus, load_inputs
+from charlm.evaluate import score
+from charlm.inputs import Reading, Selection, load_corpus, load_inputs
+from charlm.report import read_scored_text
 from charlm.train import read_corpus, train
 from charlm.vocab import Vocab
 
@@ -171,8 +172,8 @@ def test_every_way_in_reads_the_same_text_split_alike(world: Path, name: str) ->
     # `charlm eval perplexity` scores all it reads (a NAME:PART reads that part): no split;
     # read for a model whose vocabulary is built here from the expected text
     vocab = Vocab.of_bytes() if byte_level else Vocab(sorted(set(kind.text)))
-    _, ids = read_scored_text(list(kind.args), vocab, selection, "\n", "utf-8", "strict",
-                              skip_unknown=False, model_name="the model")  # fmt: skip
+    reading = Reading(include=kind.include, separator="\\n")  # as typed: a newline
+    _, ids = read_scored_text(list(kind.args), vocab, reading, False, "the model")
     np.testing.assert_array_equal(units_of(ids, vocab), kind.units)
 
 

@@ -9,7 +9,8 @@ import torch
 
 from charlm.config import TrainConfig
 from charlm.errors import CharLMError
-from charlm.meter import DIVERGED, LossMeter, Progress
+from charlm.meter import LossMeter, Progress
+from charlm.metrics import DIVERGED
 
 
 def meter(vocab_size: int = 65) -> LossMeter:

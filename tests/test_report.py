@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,13 @@ from click.testing import CliRunner
 
 from charlm.checkpoint import load_model
 from charlm.cli import main
-from charlm.config import TrainConfig
+from charlm.config import READING, TrainConfig
 from charlm.errors import CharLMError
-from charlm.evaluate import Score, score, score_text
+from charlm.evaluate import Score, score, score_text, surprisal
+from charlm.inputs import Reading
 from charlm.model import CharLM, ModelConfig
 from charlm.report import Report, evaluate_inputs, evaluate_text
-from charlm.scoring import DEFAULT_LR, READING, RMS_DECAY, RMS_LR, Dynamic, Reading, Scoring
-from charlm.surprisal import surprisal
+from charlm.scoring import DEFAULT_LR, RMS_DECAY, RMS_LR, Dynamic, Scoring
 from charlm.vocab import Vocab
 from tests.conftest import ROOT, char_nll
 
@@ -66,7 +67,8 @@ def test_the_update_and_its_defaults_are_chosen_by_the_settings() -> None:
 def test_the_settings_are_made_and_checked_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from charlm.scoring import Dynamic, Reading, Scoring\n"
+        "from charlm.scoring import Dynamic, Scoring\n"
+        "from charlm.inputs import Reading\n"
         "from charlm.errors import CharLMError\n"
         "assert Scoring(dynamic=True, dynamic_rms='t.txt').adapt.lr > 0\n"
         "assert Reading().hidden is False\n"
@@ -80,6 +82,7 @@ def test_the_settings_are_made_and_checked_without_torch() -> None:
 
 def test_reading_is_trainconfigs_declaration_and_eval_takes_the_same_flags() -> None:
     train_default = TrainConfig()
+    assert tuple(f.name for f in fields(Reading)) == READING
     assert {n: getattr(Reading(), n) for n in READING} == {
         n: getattr(train_default, n) for n in READING
     }

@@ -21,7 +21,8 @@ from click.testing import CliRunner
 
 from charlm.checkpoint import load_model
 from charlm.cli import main
-from charlm.surprisal import EDGES, Surprisal, bin_of, char_predictions, render_html
+from charlm.evaluate import char_predictions
+from charlm.surprisal import EDGES, Surprisal, bin_of, render_html
 from charlm.train import TrainConfig, train
 from tests.conftest import ROOT, TEXT, char_nll
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from charlm.catalog import BUILTIN
+from charlm.builtin import BUILTIN
 from charlm.inputs import load_corpus
 from charlm.samplers import ConsecutiveSampler, RandomSampler
 from charlm.train import TrainConfig, train
