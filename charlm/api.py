@@ -120,8 +120,11 @@ class Fields:
     def _wrong(self, name: str, what: str) -> ApiError:
         return ApiError(422, f"{name} must be {what}, got {_kind(self.body[name])}", name)
 
-    def whole(self, name: str, default: int | None, low: int, high: int | None = None) -> Any:
-        """A whole number in [low, high] (None: absent, when the default is None)."""
+    def whole(
+        self, name: str, default: int | None, low: int, high: int | None = None, limit: str = ""
+    ) -> Any:
+        """A whole number in [low, high] (None: absent, when the default is None); `limit`
+        names the server's flag that set `high`, if one did."""
         value = self._get(name, default)
         if value is None:
             return None
@@ -130,7 +133,11 @@ class Fields:
         if value < low:
             raise ApiError(400, f"{name} must be >= {low}, got {value}", name)
         if high is not None and value > high:
-            raise ApiError(400, f"{name} {value} is over the server's limit of {high}", name)
+            if limit:
+                message = f"{name} {value} is over the server's limit of {high} ({limit})"
+            else:
+                message = f"{name} must be <= {high}, got {value}"
+            raise ApiError(400, message, name)
         return value
 
     def number(self, name: str, default: float | None) -> Any:
@@ -284,8 +291,8 @@ def _prompts(f: Fields, limits: Limits) -> list[str]:
 
 def _sampling(f: Fields, n: int, stream: bool, limits: Limits) -> Sampling:
     """The generation settings: sampling (temperature 0: greedy), or a beam search."""
-    length = f.whole("max_tokens", MAX_TOKENS, 0, limits.max_tokens)
-    beam = f.whole("beam_width", None, 1, limits.max_beam)
+    length = f.whole("max_tokens", MAX_TOKENS, 0, limits.max_tokens, "--max-tokens")
+    beam = f.whole("beam_width", None, 1, limits.max_beam, "beam searches")
     temperature = f.number("temperature", None)
     top_k, top_p, seed = f.whole("top_k", None, 1), f.number("top_p", None), f.body.get("seed")
     if seed is not None:

@@ -40,7 +40,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -279,6 +279,8 @@ async def read_body(request: Request, limits: Limits) -> bytes:
         return await asyncio.wait_for(read(), limits.timeout)
     except asyncio.TimeoutError:
         raise ApiError(408, f"the request body took over {limits.timeout:g} s to arrive") from None
+    except ClientDisconnect:  # nobody to answer; said for the log
+        raise ApiError(400, "the client hung up before sending the whole body") from None
 
 
 async def _until_disconnect(request: Request) -> None:
@@ -575,7 +577,8 @@ async def _api_error(request: Request, e: Exception) -> Response:
 
 async def _http_error(request: Request, e: Exception) -> Response:
     assert isinstance(e, HTTPException)
-    what = f"{request.method} {request.url.path}"
+    path = request.url.path
+    what = f"{request.method} {path if len(path) <= 100 else path[:100] + '...'}"
     if e.status_code == 404:
         message = f"no route {what}: this server serves {ROUTES}"
     elif e.status_code == 405:

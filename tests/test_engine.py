@@ -29,8 +29,15 @@ VOCAB = Vocab(sorted(set("abcdefghij klmnop\nqrstuvwxyz.,")))
 def make_model(kind: str = "lstm", layers: int = 1, dtype=torch.float32, vocab=VOCAB) -> CharLM:
     """A small model with weights large enough that its distributions are peaked."""
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=len(vocab), model=kind, hidden_size=24, num_layers=layers,
-                      embedding_dim=8, dropout=0.0, init="pytorch")  # fmt: skip
+    cfg = ModelConfig(
+        vocab_size=len(vocab),
+        model=kind,
+        hidden_size=24,
+        num_layers=layers,
+        embedding_dim=8,
+        dropout=0.0,
+        init="pytorch",
+    )
     model = CharLM(cfg).to(dtype)
     with torch.no_grad():
         for p in model.parameters():
@@ -127,13 +134,17 @@ def test_requests_joining_and_leaving_a_running_batch_get_generates_texts() -> N
                 top_p=0.8 if k % 4 == 2 else None,
                 greedy=k == 7,
             ),
-        )  # fmt: skip
+        )
         for k in range(10)
     ]
     texts: dict = {}
     done, count = threading.Event(), [len(requests)]
-    engine = Engine(model, VOCAB, max_batch=16, dispatch=lambda made: [
-        job.deliver(p) for job, p in made.items()])  # fmt: skip
+    engine = Engine(
+        model,
+        VOCAB,
+        max_batch=16,
+        dispatch=lambda made: [job.deliver(p) for job, p in made.items()],
+    )
     try:
         for k, (prompt, s) in enumerate(requests):
             deliver = _collector(texts, k, s.num_samples, done, count)
