@@ -425,15 +425,16 @@ async def _events(
         while True:
             await choices.event.wait()
             choices.event.clear()
-            fresh, ended = choices.fresh, choices.ended
+            # taken together, with no await between: what is delivered while the events below
+            # are sent waits for the next round
+            last, fresh, ended = choices.done, choices.fresh, choices.ended
             choices.fresh, choices.ended = {}, set()
             for i in sorted(fresh.keys() | ended):
                 finish = choices.finish[i] if i in ended else None
-                if finish in ("length", "stop") or fresh.get(i):
-                    yield chunk(
-                        i, fresh.get(i, ""), finish if finish in ("length", "stop") else None
-                    )
-            if choices.done:
+                finish = finish if finish in ("length", "stop") else None  # others: below
+                if finish or fresh.get(i):
+                    yield chunk(i, fresh.get(i, ""), finish)
+            if last:
                 break
             await asyncio.sleep(FLUSH)
         failed = choices.failure()

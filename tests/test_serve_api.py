@@ -4,19 +4,21 @@ errors a client can cause (each a JSON body naming what was wrong), the API key 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
-from charlm.api import Limits
+from charlm.api import Limits, parse_completion
 from charlm.checkpoint import load_model
+from charlm.engine import Piece
 from charlm.generate import generate
 from charlm.report import evaluate_text
 from charlm.sampling import Sampling
 from charlm.scoring import Scoring
-from charlm.serve import Options, Service, create_app, sources
+from charlm.serve import Choices, Options, Service, _events, create_app, sources
 from charlm.surprisal import script, style
 from tests.serving import tiny_run
 
@@ -332,3 +334,25 @@ def test_run_names_are_the_folders_and_must_differ(tmp_path: Path) -> None:
         sources([str(a), str(b)], ["x"])
     with pytest.raises(CharLMError, match="no such checkpoint"):
         sources([str(tmp_path / "nothing")], [])
+
+
+def test_pieces_delivered_while_an_event_is_being_sent_are_sent_next() -> None:
+    """The stream's generator is suspended at each event it yields; pieces the engine
+    delivers meanwhile, the last ones included, must still be sent."""
+
+    async def main() -> list:
+        choices = Choices(2)
+        req = parse_completion({"n": 2, "stream": True}, LIMITS)
+        events = _events(choices, [], "cmpl-x", "tiny", ["", ""], req, ["p"])
+        choices.deliver(0)([Piece(0, "ab", None), Piece(1, "c", None)])
+        sent = [await events.__anext__()]  # choice 0's event, suspended as it is sent
+        choices.deliver(0)([Piece(0, "d", "length"), Piece(1, "e", "stop")])
+        return sent + [e async for e in events]
+
+    sent = asyncio.run(main())
+    assert sent[-1] == "data: [DONE]\n\n"
+    chunks = [json.loads(e.removeprefix("data: "))["choices"][0] for e in sent[:-1]]
+    for i, (text, finish) in enumerate([("abd", "length"), ("ce", "stop")]):
+        mine = [c for c in chunks if c["index"] == i]
+        assert "".join(c["text"] for c in mine) == text
+        assert [c["finish_reason"] for c in mine][-1] == finish
