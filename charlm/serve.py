@@ -25,17 +25,20 @@ import functools
 import hmac
 import json
 import secrets
+import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from string import Template
 from typing import Any
 
+import h11
+import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -43,6 +46,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from charlm import checkpoint
 from charlm.api import (
@@ -325,19 +329,27 @@ class Choices:
         return None
 
 
-def _completion_body(cid: str, name: str, texts: list[str], finish: list, usage: dict) -> dict:
-    choices = [
-        {"text": t, "index": i, "logprobs": None, "finish_reason": f}
-        for i, (t, f) in enumerate(zip(texts, finish, strict=True))
-    ]
-    return {
-        "id": cid,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": name,
-        "choices": choices,
-        "usage": usage,
-    }
+@dataclass(frozen=True)
+class Envelope:
+    """What every answer about one completion carries, as OpenAI's API shapes it."""
+
+    model: str
+    id: str = field(default_factory=lambda: "cmpl-" + secrets.token_hex(12))
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def body(self, choices: list[dict], usage: dict | None) -> dict:
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": usage,
+        }
+
+
+def _choice(i: int, text: str, finish: str | None) -> dict:
+    return {"text": text, "index": i, "logprobs": None, "finish_reason": finish}
 
 
 def _usage(prompts: list[str], texts: list[str]) -> dict[str, int]:
@@ -363,19 +375,20 @@ async def completions(request: Request) -> Response:
         served.engine.submit(jobs)
     except (Busy, Closed) as e:
         raise ApiError(503, str(e), kind="overloaded", headers=RETRY_AFTER) from None
-    cid = "cmpl-" + secrets.token_hex(12)
+    envelope = Envelope(served.name)
     echo = [p for p in prompts for _ in range(n)] if req.echo else [""] * len(choices.texts)
     if req.stream:
-        events = _events(choices, jobs, cid, served.name, echo, req, prompts)
+        usage = functools.partial(_usage, prompts, choices.texts) if req.usage_in_stream else None
+        events = _events(choices, jobs, envelope, echo, usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     await _wait(request, choices, jobs)
     failed = choices.failure()
     if failed:
         raise failed
-    texts = [e + t for e, t in zip(echo, choices.texts, strict=True)]
-    usage = _usage(prompts, choices.texts)
-    return _Json(_completion_body(cid, served.name, texts, choices.finish, usage))
+    answers = zip(echo, choices.texts, choices.finish, strict=True)
+    body = [_choice(i, e + t, f) for i, (e, t, f) in enumerate(answers)]
+    return _Json(envelope.body(body, _usage(prompts, choices.texts)))
 
 
 async def _wait(request: Request, choices: Choices, jobs: list[Job]) -> None:
@@ -397,31 +410,17 @@ async def _wait(request: Request, choices: Choices, jobs: list[Job]) -> None:
 async def _events(
     choices: Choices,
     jobs: list[Job],
-    cid: str,
-    name: str,
+    envelope: Envelope,
     echo: list[str],
-    req: Completion,
-    prompts: list[str],
+    usage: Callable[[], dict] | None,
 ) -> AsyncIterator[str]:
     """The Server-Sent Events of a streamed completion: what each choice made since the last
-    event (at most one event per choice every FLUSH seconds), then `data: [DONE]`."""
-
-    def chunk(i: int, text: str, finish: str | None) -> str:
-        return _sse(
-            {
-                "id": cid,
-                "object": "text_completion",
-                "created": int(time.time()),
-                "model": name,
-                "choices": [{"text": text, "index": i, "logprobs": None, "finish_reason": finish}],
-                "usage": None,
-            }
-        )
-
+    event (at most one event per choice every FLUSH seconds), then `data: [DONE]`; with
+    `usage`, a last chunk of no choices that says it (OpenAI's stream_options)."""
     try:
         for i, text in enumerate(echo):
             if text:
-                yield chunk(i, text, None)
+                yield _sse(envelope.body([_choice(i, text, None)], None))
         while True:
             await choices.event.wait()
             choices.event.clear()
@@ -433,25 +432,15 @@ async def _events(
                 finish = choices.finish[i] if i in ended else None
                 finish = finish if finish in ("length", "stop") else None  # others: below
                 if finish or fresh.get(i):
-                    yield chunk(i, fresh.get(i, ""), finish)
+                    yield _sse(envelope.body([_choice(i, fresh.get(i, ""), finish)], None))
             if last:
                 break
             await asyncio.sleep(FLUSH)
         failed = choices.failure()
         if failed:
             yield _sse(failed.body())
-        elif req.usage_in_stream:
-            usage = _usage(prompts, choices.texts)
-            yield _sse(
-                {
-                    "id": cid,
-                    "object": "text_completion",
-                    "created": int(time.time()),
-                    "model": name,
-                    "choices": [],
-                    "usage": usage,
-                }
-            )
+        elif usage is not None:
+            yield _sse(envelope.body([], usage()))
         yield "data: [DONE]\n\n"
     finally:  # the client gone (the response cancelled) or all done: free what is left
         for job in jobs:
@@ -471,12 +460,10 @@ async def _beam(service: Service, served: Served, req: Completion, prompts: list
             texts.append(text if cut is None else text[:cut])
             finish.append("length" if cut is None else "stop")
     n = req.settings.num_samples
-    usage = _usage(prompts, texts)
-    shown = [p + t for p, t in zip([p for p in prompts for _ in range(n)], texts, strict=True)]
-    body = _completion_body(
-        "cmpl-" + secrets.token_hex(12), served.name, shown if req.echo else texts, finish, usage
-    )
-    return _Json(body)
+    echo = [p if req.echo else "" for p in prompts for _ in range(n)]
+    answers = zip(echo, texts, finish, strict=True)
+    body = [_choice(i, e + t, f) for i, (e, t, f) in enumerate(answers)]
+    return _Json(Envelope(served.name).body(body, _usage(prompts, texts)))
 
 
 async def score(request: Request) -> Response:
@@ -635,84 +622,85 @@ def create_app(service: Service) -> Starlette:
     return app
 
 
-def _guarded_http(timeout: float) -> type:
+class GuardedH11(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with a deadline on each request's head: a client that
     trickles its headers (slowloris) is cut off after `timeout` seconds, not held forever.
     (A slow body is cut by `read_body`; an idle keep-alive connection by uvicorn.)"""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class GuardedH11(H11Protocol):
-        head_timer: asyncio.TimerHandle | None = None
+    timeout = 10.0  # set per server by `guarded_http`
+    head_timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._arm()
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self.head_timer is not None:
-                self.head_timer.cancel()
-            super().connection_lost(exc)
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+        super().connection_lost(exc)
 
-        def _arm(self) -> None:
-            if self.head_timer is not None:
-                self.head_timer.cancel()
-            self.head_timer = self.loop.call_later(timeout, self._too_slow)
+    def _arm(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+        self.head_timer = self.loop.call_later(self.timeout, self._too_slow)
 
-        def _too_slow(self) -> None:
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self.transport.close()  # no whole request head in time
+    def _too_slow(self) -> None:
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()  # no whole request head in time
 
-    return GuardedH11
+
+def guarded_http(timeout: float) -> type[GuardedH11]:
+    return type("GuardedH11", (GuardedH11,), {"timeout": timeout})
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, that drains the engines at the first SIGTERM/SIGINT, and exits 0
+    after one: a server stopped by a signal has done what was asked (uvicorn would raise the
+    signal again once stopped, and the process would end by it)."""
+
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+        super().__init__(config)
+        self.service = service
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.service.drain(self.service.options.grace)  # only sets deadlines: signal-safe
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        before = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
 
 
 def run(service: Service, host: str, port: int, access_log: bool = False) -> int:
     """Serve until SIGTERM or SIGINT: then stop accepting, give the streams in flight
     `options.grace` seconds to finish (the rest are cut, saying so), and return 0; 1 when a
     model could not be loaded (said on stderr)."""
-    import uvicorn
-
-    grace = service.options.grace
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            service.drain(grace)  # only sets deadlines: safe in a signal handler
-            super().handle_exit(sig, frame)
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            """uvicorn's handlers, without raising the signal again once stopped: a server
-            stopped by a signal has done what was asked, and exits 0."""
-            import signal
-
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            signals = (signal.SIGINT, signal.SIGTERM)
-            before = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
-            try:
-                yield
-            finally:
-                for sig, handler in before.items():
-                    signal.signal(sig, handler)
-
+    o = service.options
     config = uvicorn.Config(
         create_app(service),
         host=host,
         port=port,
-        http=_guarded_http(service.options.limits.timeout),
+        http=guarded_http(o.limits.timeout),
         log_level="warning",
         access_log=access_log,
-        timeout_graceful_shutdown=int(grace) + 2,
+        timeout_graceful_shutdown=int(o.grace) + 2,
         limit_concurrency=MAX_CONNECTIONS,
         server_header=False,
-        lifespan="on",
     )
-    server = Server(config)
+    server = Server(config, service)
 
     def ready(s: Service) -> None:
         if s.error is not None:

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from charlm.api import Limits, parse_completion
+from charlm.api import Limits
 from charlm.checkpoint import load_model
 from charlm.engine import Piece
 from charlm.generate import generate
 from charlm.report import evaluate_text
 from charlm.sampling import Sampling
 from charlm.scoring import Scoring
-from charlm.serve import Choices, Options, Service, _events, create_app, sources
+from charlm.serve import Choices, Envelope, Options, Service, _events, create_app, sources
 from charlm.surprisal import script, style
 from tests.serving import tiny_run
 
@@ -342,8 +342,7 @@ def test_pieces_delivered_while_an_event_is_being_sent_are_sent_next() -> None:
 
     async def main() -> list:
         choices = Choices(2)
-        req = parse_completion({"n": 2, "stream": True}, LIMITS)
-        events = _events(choices, [], "cmpl-x", "tiny", ["", ""], req, ["p"])
+        events = _events(choices, [], Envelope("tiny"), ["", ""], None)
         choices.deliver(0)([Piece(0, "ab", None), Piece(1, "c", None)])
         sent = [await events.__anext__()]  # choice 0's event, suspended as it is sent
         choices.deliver(0)([Piece(0, "d", "length"), Piece(1, "e", "stop")])
