@@ -106,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="serve this run instead of a default-size model with random weights",
     )
     ap.add_argument("--threads", type=int, default=0, help="the server's --threads")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="the server's")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     return ap.parse_args(argv)
 
@@ -205,9 +206,10 @@ def free_port() -> int:
 class Server:
     """`charlm serve RUN` in a process of its own, on a free loopback port."""
 
-    def __init__(self, run: str, precision: str, threads: int, tokens: int, chars: int) -> None:
+    def __init__(self, run: str, precision: str, args: argparse.Namespace) -> None:
         self.port = free_port()
-        args = [
+        tokens, chars = args.tokens, args.prompt_chars
+        cmd = [
             sys.executable,
             "-m",
             "charlm",
@@ -216,7 +218,9 @@ class Server:
             "--port",
             str(self.port),
             "--threads",
-            str(threads),
+            str(args.threads),
+            "--device",
+            args.device,
             "--max-tokens",
             str(max(tokens, 16)),
             "--max-prompt",
@@ -224,7 +228,7 @@ class Server:
             *PRECISIONS[precision],
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -246,7 +250,7 @@ class Server:
 
 
 def measure(run: str, precision: str, args: argparse.Namespace, vocab: list[str]) -> list[dict]:
-    server = Server(run, precision, args.threads, args.tokens, args.prompt_chars)
+    server = Server(run, precision, args)
     rows = []
     try:
         warm = prompts(2, args.prompt_chars, vocab, seed=99)
@@ -304,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
         what = args.checkpoint or "the default-size model, random weights"
         print(
             f"{what}; {args.prompt_chars}-character prompts, {args.tokens} characters each, "
-            f"{os.cpu_count()} cores (clients and server on the same machine)",
+            f"{len(os.sched_getaffinity(0))} cores (clients and server on the same machine), "
+            f"the server on {args.device}",
             flush=True,
         )
         rows = [r for p in args.precision for r in measure(run, p, args, vocab.chars)]

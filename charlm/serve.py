@@ -184,6 +184,9 @@ class Service:
                 self.models[name] = Served(name, path, model, vocab, engine)
         except CharLMError as e:
             self.error = str(e)
+        except Exception as e:  # a bug, or the machine (out of memory): loud, and it stops
+            traceback.print_exc(file=sys.stderr)
+            self.error = f"the models could not be loaded: {type(e).__name__}: {e}"
         finally:
             self.ready.set()
             self.on_ready(self)

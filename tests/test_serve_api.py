@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,8 @@ from charlm.sampling import Sampling
 from charlm.scoring import Scoring
 from charlm.serve import Choices, Envelope, Options, Service, _events, create_app, sources
 from charlm.surprisal import script, style
-from tests.serving import tiny_run
+from tests.conftest import ROOT
+from tests.serving import free_port, tiny_run
 
 LIMITS = Limits(max_tokens=600, max_prompt=300, max_n=6, max_body=6000, max_batch=8, queue=16)
 
@@ -355,3 +359,65 @@ def test_pieces_delivered_while_an_event_is_being_sent_are_sent_next() -> None:
         mine = [c for c in chunks if c["index"] == i]
         assert "".join(c["text"] for c in mine) == text
         assert [c["finish_reason"] for c in mine][-1] == finish
+
+
+def test_the_command_says_how_to_install_its_extra_when_it_is_missing(monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from charlm.cli import main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    result = CliRunner().invoke(main, ["serve", "runs/x"])
+    assert result.exit_code == 1
+    assert result.output == 'error: charlm serve needs its extra: pip install "charlm[serve]"\n'
+
+
+def test_help_answers_without_torch() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = "import sys; sys.modules['torch'] = None; from charlm.cli import main; main()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "serve", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "charlm serve runs/charlm" in proc.stdout
+
+
+def test_other_hosts_than_this_machine_are_warned_about(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from charlm.cli import main
+
+    result = CliRunner().invoke(main, ["serve", str(tmp_path / "none"), "--host", "0.0.0.0"])
+    warning, error_line = result.output.splitlines()
+    assert warning.startswith("warning: --host 0.0.0.0 lets other machines connect")
+    assert "(add --api-key)" in warning
+    assert error_line.startswith("error: no such checkpoint") and result.exit_code == 1
+
+
+def test_a_checkpoint_that_cannot_be_loaded_stops_the_server_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "best.pt").write_bytes(b"not a checkpoint")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "charlm",
+            "serve",
+            str(tmp_path / "bad"),
+            "--port",
+            str(free_port()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"error: {tmp_path / 'bad' / 'best.pt'} is not a readable checkpoint (truncated or "
+        "corrupt?)"
+    ]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tests.browser import browser, needs_browser
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEXT
 from tests.serving import call, serving, tiny_run
 
 
@@ -38,7 +38,7 @@ def test_the_playground_streams_stops_and_scores_in_a_browser(tmp_path: Path) ->
     shots = ROOT / "docs" if os.environ.get("CHARLM_DOCS_SCREENSHOTS") else tmp_path
     args = (run, "--threads", "1", "--max-tokens", "100000")
     with serving(*args) as server, browser(tmp_path / "profile") as driver:
-        driver.set_window_size(1100, 760)
+        driver.set_window_size(1100, 820)
         driver.get(server.url + "/")
         el = driver.find_element
         until(lambda: el(By.CSS_SELECTOR, "#model option"))
@@ -70,13 +70,16 @@ def test_the_playground_streams_stops_and_scores_in_a_browser(tmp_path: Path) ->
         driver.save_screenshot(str(shots / "serve-playground.png"))
 
         el(By.ID, "tab-score").click()
+        text = TEXT[:420]
+        driver.execute_script("arguments[0].value = arguments[1]", el(By.ID, "score-text"), text)
         el(By.ID, "score").click()
         spans = until(lambda: driver.find_elements(By.CSS_SELECTOR, "#scored #text span"))
-        text = el(By.ID, "score-text").get_property("value")
         assert len(spans) == len(text)
         assert float(el(By.ID, "bpc").text) > 0
-        assert spans[5].get_attribute("class").startswith("b")  # coloured by its bin
-        ActionChains(driver).move_to_element(spans[5]).perform()
+        driver.execute_script("arguments[0].scrollIntoView({block: 'end'})", el(By.ID, "scored"))
+        hovered = spans[len(text) // 2]
+        assert hovered.get_attribute("class").startswith("b")  # coloured by its bin
+        ActionChains(driver).move_to_element(hovered).perform()
         tip = until(lambda: el(By.ID, "tip").is_displayed() and el(By.ID, "tip"))
         assert "bits" in tip.text and "%" in tip.text  # its top predictions
         driver.save_screenshot(str(shots / "serve-score.png"))
