@@ -122,7 +122,6 @@ class Served:
     """One model as the routes see it."""
 
     name: str
-    path: str
     model: CharLM
     vocab: Vocab
     engine: Engine
@@ -162,14 +161,12 @@ class Service:
 
     def load(self, loop: asyncio.AbstractEventLoop) -> None:
         """Load every model and start its engine (call on a thread); failures are said once."""
-        from charlm.threads import use_threads
 
         def dispatch(made: dict[Job, list[Piece]]) -> None:
             loop.call_soon_threadsafe(_deliver, made)
 
         o = self.options
         try:
-            use_threads(0)
             for name, path in self.runs:
                 model, vocab, _ = checkpoint.load_model(path, o.device)
                 engine = Engine(
@@ -181,7 +178,7 @@ class Service:
                     max_batch=o.limits.max_batch,
                     max_waiting=o.limits.queue,
                 )
-                self.models[name] = Served(name, path, model, vocab, engine)
+                self.models[name] = Served(name, model, vocab, engine)
         except CharLMError as e:
             self.error = str(e)
         except Exception as e:  # a bug, or the machine (out of memory): loud, and it stops
@@ -300,7 +297,7 @@ class Choices:
     """A completion request's choices, filled as the engine delivers (on the event loop)."""
 
     def __init__(self, count: int) -> None:
-        self.texts = [""] * count
+        self.parts: list[list[str]] = [[] for _ in range(count)]  # each choice's text, in pieces
         self.finish: list[str | None] = [None] * count
         self.fresh: dict[int, str] = {}  # text not yet sent, by choice
         self.ended: set[int] = set()  # finished, not yet said
@@ -310,7 +307,7 @@ class Choices:
         def put(pieces: list[Piece]) -> None:
             for p in pieces:
                 i = offset + p.index
-                self.texts[i] += p.text
+                self.parts[i].append(p.text)
                 self.fresh[i] = self.fresh.get(i, "") + p.text
                 if p.finish and self.finish[i] is None:
                     self.finish[i] = p.finish
@@ -318,6 +315,10 @@ class Choices:
             self.event.set()
 
         return put
+
+    @property
+    def texts(self) -> list[str]:
+        return ["".join(parts) for parts in self.parts]
 
     @property
     def done(self) -> bool:
@@ -379,9 +380,9 @@ async def completions(request: Request) -> Response:
     except (Busy, Closed) as e:
         raise ApiError(503, str(e), kind="overloaded", headers=RETRY_AFTER) from None
     envelope = Envelope(served.name)
-    echo = [p for p in prompts for _ in range(n)] if req.echo else [""] * len(choices.texts)
+    echo = [p if req.echo else "" for p in prompts for _ in range(n)]
     if req.stream:
-        usage = functools.partial(_usage, prompts, choices.texts) if req.usage_in_stream else None
+        usage = (lambda: _usage(prompts, choices.texts)) if req.usage_in_stream else None
         events = _events(choices, jobs, envelope, echo, usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
