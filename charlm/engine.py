@@ -464,7 +464,9 @@ class Engine:
                         self.max_batch,
                     )
                     self.dispatch(failed)
-            self.dispatch(self.batch.end(lambda s: "shutdown"))
+            ended = self.batch.end(lambda s: "shutdown")
+            if ended:
+                self.dispatch(ended)
 
     def _step(self, joining: list[Job]) -> None:
         batch = self.batch

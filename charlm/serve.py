@@ -163,7 +163,8 @@ class Service:
         """Load every model and start its engine (call on a thread); failures are said once."""
 
         def dispatch(made: dict[Job, list[Piece]]) -> None:
-            loop.call_soon_threadsafe(_deliver, made)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody left to tell
+                loop.call_soon_threadsafe(_deliver, made)
 
         o = self.options
         try:
@@ -203,11 +204,14 @@ class Service:
         if name is None and len(self.models) == 1:
             return next(iter(self.models.values()))
         if name not in self.models:
+            served = ", ".join(map(repr, self.models))
+            if name is None:
+                raise ApiError(400, f"model is required: this server serves {served}", "model")
             raise ApiError(
-                404 if name else 400,
-                f"no model named {name!r}: this server serves {', '.join(map(repr, self.models))}",
+                404,
+                f"no model named {name!r}: this server serves {served}",
                 "model",
-                "not_found_error" if name else "invalid_request_error",
+                "not_found_error",
             )
         return self.models[name]
 

@@ -126,7 +126,7 @@ def test_requests_joining_and_leaving_a_running_batch_get_generates_texts() -> N
         (
             "abc" * k,
             Sampling(
-                length=40 + 37 * k,
+                length=30 + 17 * k,
                 seed=k,
                 num_samples=1 + k % 3,
                 temperature=0.5 + 0.25 * (k % 4),

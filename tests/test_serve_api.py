@@ -251,7 +251,7 @@ def test_unknown_characters_are_listed_or_skipped_when_asked(client, tiny) -> No
         (b'{"model": "tiny", "logprobs": 2}', 400, "logprobs is not supported"),
         (b'{"model": "tiny", "stream_options": {"include_usage": true}}', 400, "stream_options"),
         (b'{"model": "gpt-4"}', 404, "no model named 'gpt-4': this server serves 'tiny', 'other'"),
-        (b'{"prompt": "a"}', 400, "no model named None"),
+        (b'{"prompt": "a"}', 400, "model is required: this server serves 'tiny', 'other'"),
     ],
 )
 def test_bad_requests_are_json_errors_naming_the_problem(client, body, status, fragment) -> None:
