@@ -24,9 +24,13 @@ from charlm.stepper import Stepper
 from charlm.vocab import Vocab
 
 VOCAB = Vocab(sorted(set("abcdefghij klmnop\nqrstuvwxyz.,")))
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=cuda)]
 
 
-def make_model(kind: str = "lstm", layers: int = 1, dtype=torch.float32, vocab=VOCAB) -> CharLM:
+def make_model(
+    kind: str = "lstm", layers: int = 1, dtype=torch.float32, vocab=VOCAB, device: str = "cpu"
+) -> CharLM:
     """A small model with weights large enough that its distributions are peaked."""
     torch.manual_seed(0)
     cfg = ModelConfig(
@@ -42,7 +46,7 @@ def make_model(kind: str = "lstm", layers: int = 1, dtype=torch.float32, vocab=V
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3)
-    return model.eval()
+    return model.to(device).eval()
 
 
 @pytest.fixture
@@ -92,6 +96,17 @@ def test_a_request_alone_is_generate_in_every_cell_and_precision(
     assert "the quick fox" + text == generate(model, VOCAB, "the quick fox", settings=s)[0]
 
 
+@cuda
+@pytest.mark.parametrize("amp", [False, True])
+def test_on_a_gpu_a_request_alone_is_generate(engines, amp: bool) -> None:
+    model = make_model(device="cuda")
+    engine = engines(model, VOCAB, amp=amp)
+    for options in SETTINGS:
+        s = Sampling(length=150, amp=amp, **options)
+        [(text, _)] = engine.complete("hello world", s)
+        assert "hello world" + text == generate(model, VOCAB, "hello world", settings=s)[0]
+
+
 def test_a_byte_level_request_alone_is_generate(engines) -> None:
     vocab = Vocab.of_bytes()
     model = make_model(vocab=vocab)
@@ -119,9 +134,10 @@ def _collector(texts: dict, key: object, n: int, done: threading.Event, count: l
     return deliver
 
 
-def test_requests_joining_and_leaving_a_running_batch_get_generates_texts() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_requests_joining_and_leaving_a_running_batch_get_generates_texts(device: str) -> None:
     """float64: the batch's rounding is far below any gap between two draws' scores."""
-    model = make_model("lstm", 2, torch.float64)
+    model = make_model("lstm", 2, torch.float64, device=device)
     requests = [
         (
             "abc" * k,
