@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from charlm import __version__
+from charlm.api import Limits
 from charlm.config import READING
 from charlm.console import (
     PIPE_CLOSED_EXIT,
@@ -507,6 +508,111 @@ def _load(checkpoint_path: str, device: str, threads: int) -> tuple[CharLM, Voca
 
 def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
+
+
+LIMIT_HELP = {
+    "max_batch": "streams stepped together as one batch",
+    "queue": "streams waiting to join the batch; past it a request gets 503 and Retry-After",
+    "max_tokens": "the largest max_tokens a completion may ask for (characters)",
+    "max_prompt": "characters of a prompt, or of a text to score",
+    "max_n": "choices in one request (n x prompts)",
+    "max_body": "bytes of a request body",
+    "timeout": "seconds a client may take to send a request's head or its body",
+}
+
+
+def _limit_options(fn: Any) -> Any:
+    """One option per limit of `charlm.api.Limits`, its default the dataclass's."""
+    for name in reversed(LIMIT_HELP):
+        default = getattr(Limits, name)
+        fn = click.option(
+            "--" + name.replace("_", "-"),
+            type=type(default),
+            default=default,
+            show_default=True,
+            help=LIMIT_HELP[name],
+        )(fn)
+    return fn
+
+
+@main.command(short_help="Serve models over HTTP: an OpenAI-style API and a playground page.")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN [RUN ...]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="the model's name in the API, once per RUN in order  [default: the run folder's name]",
+)
+@click.option("--amp", is_flag=True, help="batches of several streams: bfloat16 matmuls")
+@click.option("--int8", is_flag=True, help="batches of several streams on CPU: int8 matmuls")
+@click.option(
+    "--api-key",
+    envvar="CHARLM_API_KEY",
+    show_envvar=True,
+    default=None,
+    help="require `Authorization: Bearer KEY` on every route but / and /health",
+)
+@click.option(
+    "--cors",
+    multiple=True,
+    metavar="ORIGIN",
+    help="let pages from ORIGIN (e.g. http://localhost:3000) call the API; repeatable",
+)
+@_limit_options
+@click.option("--access-log", is_flag=True, help="log every request on stderr")
+@_device_option
+@_threads_option
+@_user_errors
+def serve(
+    runs: tuple[str, ...],
+    host: str,
+    port: int,
+    names: tuple[str, ...],
+    amp: bool,
+    int8: bool,
+    api_key: str | None,
+    cors: tuple[str, ...],
+    access_log: bool,
+    device: str,
+    threads: int,
+    **limits: Any,
+) -> None:
+    """Serve trained models over HTTP until Ctrl-C or SIGTERM: a playground page at /, and
+    an OpenAI-compatible API at /v1 (completions, streamed or not), plus /v1/score.
+
+    Each RUN is a run folder or a checkpoint file; its name in the API is the folder's name
+    (or --name). Requests that generate at the same time are stepped together as one batch.
+    Binds 127.0.0.1: only this machine can connect, unless --host says otherwise.
+
+    \b
+    Examples:
+      charlm serve runs/charlm                      # then open http://127.0.0.1:8000/
+      charlm serve runs/shakespeare runs/linux --port 9000
+      charlm serve runs/charlm --amp                # many clients, bfloat16 matmuls
+      CHARLM_API_KEY=secret charlm serve runs/charlm --host 0.0.0.0
+      curl -N http://127.0.0.1:8000/v1/completions -d '{"prompt": "ROMEO:", "stream": true}'
+    """
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn")):
+        raise CharLMError('charlm serve needs its extra: pip install "charlm[serve]"')
+    from charlm.sampling import Sampling
+    from charlm.serve import Options, Service, run, sources
+    from charlm.threads import use_threads
+
+    Sampling(amp=amp, int8=int8)  # both at once: refused in one line
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(
+            f"warning: --host {host} lets other machines connect: anyone who can reach it can "
+            "use the models" + ("" if api_key else " (add --api-key)"),
+            err=True,
+        )
+    served = sources(list(runs), list(names))
+    use_threads(threads)
+    options = Options(Limits(**limits), amp, int8, device, api_key, cors)
+    sys.exit(run(Service(served, options), host, port, access_log))
 
 
 @main.command(name="corpora", short_help="List the named corpora and where each is found.")
