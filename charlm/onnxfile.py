@@ -1,0 +1,148 @@
+"""A model as an ONNX file: one step of every stream, the recurrent state passed in and out.
+
+The graph is the reference stepper's equations (`charlm.reference`) on an explicit state, traced
+through the cell's own `step_weights` and `step`, so a cell added later is exported by the same
+code: for every layer l,
+
+    xW = x_l W_x + b_x        hW = h_l W_h + b_h        (h_l, c_l) = cell.step(xW, hW, h_l, c_l)
+
+with x_0 the character's embedding (or row x of W_x: what one-hot times W_x selects), and
+logits = h_{L-1} W_hq + b_q. Inputs and outputs, N the number of streams (any, at run time):
+
+    ids (N,) int64    h (L, N, H) float32    [c (L, N, H), for a cell with a memory cell]
+    logits (N, V)     h_out (L, N, H)        [c_out (L, N, H)]
+
+The zero state starts a text. The vocabulary and the model config are in the model's metadata
+(`metadata_props`, JSON strings), so ONNX Runtime in any language can encode, step and decode
+with this file alone. torch's exporter (torch.export, then onnxscript) writes the graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charlm.errors import CharLMError
+from charlm.model import CharLM
+from charlm.vocab import Vocab
+
+FORMAT = "charlm-onnx-step"
+VERSION = 1
+EXAMPLE_STREAMS = 2  # traced with this many streams; the streams axis stays dynamic
+INSTALL = "pip install 'charlm[export]'"
+
+
+def has_memory(model: CharLM) -> bool:
+    """Whether the cell's state is (h, c) rather than h alone."""
+    with torch.device("meta"):
+        return model.rnn.split_state(model.init_state(1, "meta"))[1] is not None
+
+
+class StepGraph(nn.Module):
+    """One step of a CharLM on an explicit state: the function the ONNX file holds."""
+
+    def __init__(self, model: CharLM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, ids: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """ids (N,), h and c (L, N, H) -> logits (N, V), the new h (and c)."""
+        model, cell = self.model, self.model.rnn
+        x = model.embedding(ids) if model.embedding is not None else None
+        hs, cs = [], []
+        for i in range(cell.num_layers):
+            W_x, W_h, b_x, b_h = cell.step_weights(i)
+            xW = (F.embedding(ids, W_x) if x is None else x @ W_x) + b_x  # one-hot: a row of W_x
+            h_i, c_i = cell.step(xW, h[i] @ W_h + b_h, h[i], None if c is None else c[i])
+            hs.append(h_i)
+            cs.append(c_i)
+            x = h_i
+        logits = x @ model.W_hq + model.b_q
+        if c is None:
+            return logits, torch.stack(hs)
+        return logits, torch.stack(hs), torch.stack(cs)
+
+
+def metadata(model: CharLM, vocab: Vocab) -> dict[str, str]:
+    """What a user of the file needs besides the graph, as the strings ONNX metadata holds."""
+    cfg = model.cfg
+    return {
+        "charlm.format": FORMAT,
+        "charlm.version": str(VERSION),
+        "vocab": json.dumps(vocab.chars),
+        "unit": "byte" if vocab.is_bytes else "char",
+        "model_config": json.dumps(asdict(cfg)),
+        "state": json.dumps(["h", "c"] if has_memory(model) else ["h"]),
+        "state_shape": json.dumps([cfg.num_layers, cfg.hidden_size]),
+    }
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter's progress lines, warnings and notes about packages it can skip: not ours."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _exporter() -> Any:
+    """torch.onnx, once the packages its exporter needs are there (the `export` extra)."""
+    for package in ("onnx", "onnxscript"):
+        try:
+            __import__(package)
+        except ImportError:
+            raise CharLMError(f"--format onnx needs {package}: {INSTALL}") from None
+    return torch.onnx
+
+
+def onnx_bytes(model: CharLM, vocab: Vocab) -> bytes:
+    """The ONNX file of one step of `model` (a float32 model on the CPU), with its metadata."""
+    exporter = _exporter()
+    L, H, N = model.cfg.num_layers, model.cfg.hidden_size, EXAMPLE_STREAMS
+    streams = torch.export.Dim("streams")
+    ids, state = torch.zeros(N, dtype=torch.long), torch.zeros(L, N, H)
+    args = (ids, state, state.clone()) if has_memory(model) else (ids, state)
+    names = ["ids", "h", "c"][: len(args)]
+    shapes = {name: {1 if name != "ids" else 0: streams} for name in names}
+    try:
+        with _quiet():
+            program = exporter.export(
+                StepGraph(model),
+                args,
+                input_names=names,
+                output_names=["logits", "h_out", "c_out"][: len(args)],
+                dynamic_shapes=shapes,
+                dynamo=True,
+                verbose=False,
+            )
+    except Exception as e:  # the tracer's and translator's errors: what the cell's step does
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CharLMError(
+            f"--format onnx cannot express the {model.rnn.name} cell's step equations: {reason}"
+        ) from None
+    proto = program.model_proto
+    proto.producer_name = "charlm"
+    proto.doc_string = __doc__.split("\n\n")[0]
+    for key, value in metadata(model, vocab).items():
+        proto.metadata_props.add(key=key, value=value)
+    try:
+        return proto.SerializeToString()
+    except ValueError as e:  # protobuf's 2 GB limit
+        raise CharLMError(f"--format onnx cannot hold this model in one file: {e}") from None
