@@ -20,10 +20,12 @@ with this file alone. torch's exporter (torch.export, then onnxscript) writes th
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import warnings
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict
 from typing import Any
 
@@ -38,7 +40,6 @@ from charlm.vocab import Vocab
 FORMAT = "charlm-onnx-step"
 VERSION = 1
 EXAMPLE_STREAMS = 2  # traced with this many streams; the streams axis stays dynamic
-INSTALL = "pip install 'charlm[export]'"
 
 
 def has_memory(model: CharLM) -> bool:
@@ -90,12 +91,14 @@ def metadata(model: CharLM, vocab: Vocab) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The exporter's progress lines, warnings and notes about packages it can skip: not ours."""
+    """The exporter's progress lines, warnings, notes about packages it can skip and the graphs
+    it prints when it fails: not the user's to read (a failure is reported in one line)."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
+    sink = io.StringIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), redirect_stdout(sink), redirect_stderr(sink):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -108,7 +111,10 @@ def _exporter() -> Any:
         try:
             __import__(package)
         except ImportError:
-            raise CharLMError(f"--format onnx needs {package}: {INSTALL}") from None
+            raise CharLMError(
+                f"--format onnx needs the {package} package (pip install {package}; charlm's "
+                "`export` extra installs it)"
+            ) from None
     return torch.onnx
 
 

@@ -29,7 +29,6 @@ VERSION = 1
 # checkpoint entries kept as JSON metadata; the first two are needed to build the model
 RECORDS = ("model_config", "vocab", "config", "progress")
 NEEDED = RECORDS[:2]
-INSTALL = "pip install 'charlm[export]'"
 
 
 def holds(path: str | os.PathLike[str]) -> bool:
@@ -44,7 +43,8 @@ def _safetensors() -> Any:
         import safetensors.torch
     except ImportError:
         raise CharLMError(
-            f"reading and writing .safetensors files needs safetensors: {INSTALL}"
+            "reading and writing .safetensors files needs the safetensors package (pip install "
+            "safetensors; charlm's `export` extra installs it)"
         ) from None
     return safetensors
 
