@@ -27,7 +27,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +92,7 @@ def metadata(model: CharLM, vocab: Vocab) -> dict[str, str]:
 def _quiet() -> Iterator[None]:
     """The exporter's progress lines, warnings, notes about packages it can skip and the graphs
     it prints when it fails: not the user's to read (a failure is reported in one line)."""
-    logger = logging.getLogger("torch.onnx")
+    logger = logging.getLogger("torch")  # torch.onnx's, and the tracer's (torch.fx)
     level = logger.level
     logger.setLevel(logging.ERROR)
     sink = io.StringIO()
@@ -105,8 +104,8 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _exporter() -> Any:
-    """torch.onnx, once the packages its exporter needs are there (the `export` extra)."""
+def _check_packages() -> None:
+    """The packages torch's ONNX exporter needs (the `export` extra) are installed."""
     for package in ("onnx", "onnxscript"):
         try:
             __import__(package)
@@ -115,21 +114,21 @@ def _exporter() -> Any:
                 f"--format onnx needs the {package} package (pip install {package}; charlm's "
                 "`export` extra installs it)"
             ) from None
-    return torch.onnx
 
 
 def onnx_bytes(model: CharLM, vocab: Vocab) -> bytes:
     """The ONNX file of one step of `model` (a float32 model on the CPU), with its metadata."""
-    exporter = _exporter()
+    _check_packages()
     L, H, N = model.cfg.num_layers, model.cfg.hidden_size, EXAMPLE_STREAMS
     streams = torch.export.Dim("streams")
     ids, state = torch.zeros(N, dtype=torch.long), torch.zeros(L, N, H)
+    # distinct tensors for h and c: the tracer would take one tensor passed twice as one input
     args = (ids, state, state.clone()) if has_memory(model) else (ids, state)
     names = ["ids", "h", "c"][: len(args)]
     shapes = {name: {1 if name != "ids" else 0: streams} for name in names}
     try:
         with _quiet():
-            program = exporter.export(
+            program = torch.onnx.export(
                 StepGraph(model),
                 args,
                 input_names=names,
@@ -139,7 +138,11 @@ def onnx_bytes(model: CharLM, vocab: Vocab) -> bytes:
                 verbose=False,
             )
     except Exception as e:  # the tracer's and translator's errors: what the cell's step does
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        cause: BaseException = e
+        while cause.__cause__ is not None:  # the exporter wraps the tracer's reason in its own
+            cause = cause.__cause__
+        text = str(cause).strip()
+        reason = text.splitlines()[0][:160] if text else type(cause).__name__
         raise CharLMError(
             f"--format onnx cannot express the {model.rnn.name} cell's step equations: {reason}"
         ) from None
