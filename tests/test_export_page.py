@@ -181,3 +181,14 @@ def test_the_page_config_is_json_the_html_cannot_break(run: Path, tmp_path: Path
     html = (tmp_path / "m.html").read_text(encoding="utf-8")
     config = html.split('id="charlm-config">', 1)[1].split("</script>", 1)[0]
     assert "<" not in config and json.loads(config)["vocab"] == sorted(set(TEXT))
+
+
+def test_the_page_benchmark_measures_both_pages(run: Path, tmp_path: Path) -> None:
+    """benchmarks/export_page.py keeps working (no speed is asserted: it depends on the load)."""
+    from benchmarks.export_page import measure
+
+    rows = measure(run, tmp_path, HELD[:500])
+    assert rows.keys() == {"float32", "int8"}
+    assert rows["int8"]["bytes"] < 0.5 * rows["float32"]["bytes"]
+    for row in rows.values():
+        assert row["chars_per_s"] > 0 and 0 < row["bits_per_char"] < 8
