@@ -53,7 +53,7 @@ class Tensor:
         shape = list(self.values.shape)
         if not self.int8:
             return [self.values.astype("<f4")], {"name": self.name, "shape": shape, "kind": "f32"}
-        scale = np.abs(self.values).max(axis=1) / 127
+        scale = np.abs(self.values).max(axis=1, initial=0) / 127
         scale[scale == 0] = 1  # an all-zero row: any scale gives zeros
         q = np.round(self.values / scale[:, None]).astype(np.int8)
         return [q, scale.astype("<f4")], {"name": self.name, "shape": shape, "kind": "i8"}

@@ -358,3 +358,22 @@ def test_library_refusals() -> None:
     with pytest.raises(CharLMError, match="--quantize int4 is not available"):
         export("runs/none", "html", quantize="int4")
     assert tensorfile.holds("a/b.SafeTensors") and not tensorfile.holds("a/b.pt")
+
+
+def test_int8_page_weights_are_within_half_a_step_per_row() -> None:
+    """--quantize int8: each row (an output unit) scaled so that its largest |w| is 127, every
+    weight within half a step of its float32 value; a zero row stays zeros."""
+    from charlm.page import Tensor, pack
+
+    rng = np.random.default_rng(0)
+    values = (rng.standard_normal((5, 7)) * [[1], [10], [0.01], [0], [3]]).astype(np.float32)
+    buffer, (about,) = pack([Tensor("W", values, int8=True)])
+    q = np.frombuffer(buffer, np.int8, values.size, about["offset"]).reshape(5, 7)
+    scale = np.frombuffer(buffer, "<f4", 5, about["scale"])
+    assert about["kind"] == "i8" and about["shape"] == [5, 7] and about["scale"] % 4 == 0
+    for row, q_row, s in zip(values, q, scale, strict=True):
+        if not row.any():
+            assert not q_row.any()
+            continue
+        assert np.abs(q_row).max() == 127
+        assert np.abs(q_row.astype(np.float64) * s - row).max() <= s / 2 * (1 + 1e-6)
