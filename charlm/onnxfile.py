@@ -1,16 +1,17 @@
 """A model as an ONNX file: one step of every stream, the recurrent state passed in and out.
 
-The graph is the reference stepper's equations (`charlm.reference`) on an explicit state, traced
-through the cell's own `step_weights` and `step`, so a cell added later is exported by the same
-code: for every layer l,
+The graph is one step of the reference stepper (`charlm.reference`), traced on an explicit
+state: the cell's own `step_weights` and `step` equations, so a cell added later is exported by
+the same code. For the rnn, lstm and gru, for every layer l,
 
     xW = x_l W_x + b_x        hW = h_l W_h + b_h        (h_l, c_l) = cell.step(xW, hW, h_l, c_l)
 
-with x_0 the character's embedding (or row x of W_x: what one-hot times W_x selects), and
-logits = h_{L-1} W_hq + b_q. Inputs and outputs, N the number of streams (any, at run time):
+with x_0 the character's embedding (or one-hot vector) and x_{l+1} = h_l, and the logits
+h_{L-1} W_hq + b_q. Inputs and outputs, N the number of streams (any, at run time), S the
+state's size per layer (H for these cells):
 
-    ids (N,) int64    h (L, N, H) float32    [c (L, N, H), for a cell with a memory cell]
-    logits (N, V)     h_out (L, N, H)        [c_out (L, N, H)]
+    ids (N,) int64    h (L, N, S) float32    [c (L, N, S), for a cell with a memory cell]
+    logits (N, V)     h_out (L, N, S)        [c_out (L, N, S)]
 
 The zero state starts a text. The vocabulary and the model config are in the model's metadata
 (`metadata_props`, JSON strings), so ONNX Runtime in any language can encode, step and decode
@@ -29,11 +30,11 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from charlm.errors import CharLMError
 from charlm.model import CharLM
+from charlm.reference import ReferenceStepper
 from charlm.vocab import Vocab
 
 FORMAT = "charlm-onnx-step"
@@ -41,14 +42,18 @@ VERSION = 1
 EXAMPLE_STREAMS = 2  # traced with this many streams; the streams axis stays dynamic
 
 
-def has_memory(model: CharLM) -> bool:
-    """Whether the cell's state is (h, c) rather than h alone."""
-    with torch.device("meta"):
-        return model.rnn.split_state(model.init_state(1, "meta"))[1] is not None
+def zero_state(model: CharLM, streams: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (h, c) a text starts from, each (L, N, state size); c is None for a cell without a
+    memory cell."""
+    return model.rnn.split_state(model.init_state(streams))
 
 
 class StepGraph(nn.Module):
-    """One step of a CharLM on an explicit state: the function the ONNX file holds."""
+    """One step of the reference stepper on an explicit state: the function the ONNX file holds.
+
+    The stepper's own `step` is traced, so what the file computes is what charlm's reference
+    equations compute, for every cell.
+    """
 
     def __init__(self, model: CharLM) -> None:
         super().__init__()
@@ -57,34 +62,26 @@ class StepGraph(nn.Module):
     def forward(
         self, ids: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
-        """ids (N,), h and c (L, N, H) -> logits (N, V), the new h (and c)."""
-        model, cell = self.model, self.model.rnn
-        x = model.embedding(ids) if model.embedding is not None else None
-        hs, cs = [], []
-        for i in range(cell.num_layers):
-            W_x, W_h, b_x, b_h = cell.step_weights(i)
-            xW = (F.embedding(ids, W_x) if x is None else x @ W_x) + b_x  # one-hot: a row of W_x
-            h_i, c_i = cell.step(xW, h[i] @ W_h + b_h, h[i], None if c is None else c[i])
-            hs.append(h_i)
-            cs.append(c_i)
-            x = h_i
-        logits = x @ model.W_hq + model.b_q
+        """ids (N,), h and c (L, N, S) -> logits (N, V), the new h (and c)."""
+        stepper = ReferenceStepper(self.model, ids.shape[0])  # N: a dynamic size when traced
+        stepper.load_state(h if c is None else (h, c))
+        logits = stepper.step(ids)
         if c is None:
-            return logits, torch.stack(hs)
-        return logits, torch.stack(hs), torch.stack(cs)
+            return logits, torch.stack(stepper.h)
+        return logits, torch.stack(stepper.h), torch.stack(stepper.c)
 
 
 def metadata(model: CharLM, vocab: Vocab) -> dict[str, str]:
     """What a user of the file needs besides the graph, as the strings ONNX metadata holds."""
-    cfg = model.cfg
+    h, c = zero_state(model, 1)
     return {
         "charlm.format": FORMAT,
         "charlm.version": str(VERSION),
         "vocab": json.dumps(vocab.chars),
         "unit": "byte" if vocab.is_bytes else "char",
-        "model_config": json.dumps(asdict(cfg)),
-        "state": json.dumps(["h", "c"] if has_memory(model) else ["h"]),
-        "state_shape": json.dumps([cfg.num_layers, cfg.hidden_size]),
+        "model_config": json.dumps(asdict(model.cfg)),
+        "state": json.dumps(["h"] if c is None else ["h", "c"]),
+        "state_shape": json.dumps([h.shape[0], h.shape[2]]),
     }
 
 
@@ -119,11 +116,11 @@ def _check_packages() -> None:
 def onnx_bytes(model: CharLM, vocab: Vocab) -> bytes:
     """The ONNX file of one step of `model` (a float32 model on the CPU), with its metadata."""
     _check_packages()
-    L, H, N = model.cfg.num_layers, model.cfg.hidden_size, EXAMPLE_STREAMS
     streams = torch.export.Dim("streams")
-    ids, state = torch.zeros(N, dtype=torch.long), torch.zeros(L, N, H)
+    ids = torch.zeros(EXAMPLE_STREAMS, dtype=torch.long)
+    h, c = zero_state(model, EXAMPLE_STREAMS)
     # distinct tensors for h and c: the tracer would take one tensor passed twice as one input
-    args = (ids, state, state.clone()) if has_memory(model) else (ids, state)
+    args = (ids, h) if c is None else (ids, h, c.clone())
     names = ["ids", "h", "c"][: len(args)]
     shapes = {name: {1 if name != "ids" else 0: streams} for name in names}
     try:

@@ -59,15 +59,19 @@ class Tensor:
         return [q, scale.astype("<f4")], {"name": self.name, "shape": shape, "kind": "i8"}
 
 
+def has_step(name: str) -> bool:
+    """Whether the cell has a step in JavaScript, so that a page can run it."""
+    return resources.files("charlm").joinpath(f"{CELL_STEPS}/{name}.js").is_file()
+
+
 def cell_step(name: str) -> str:
     """The cell's step in JavaScript: `(xW, hW, h, c) => {...}`, from templates/cells."""
-    file = resources.files("charlm").joinpath(f"{CELL_STEPS}/{name}.js")
-    if not file.is_file():
+    if not has_step(name):
         raise CharLMError(
             f"--format html has no JavaScript step for the {name} cell (it would be "
             f"charlm/{CELL_STEPS}/{name}.js): export it as onnx or safetensors"
         )
-    return file.read_text("utf-8").strip()
+    return resources.files("charlm").joinpath(f"{CELL_STEPS}/{name}.js").read_text("utf-8").strip()
 
 
 def tensors(model: CharLM, int8: bool) -> list[Tensor]:

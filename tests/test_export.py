@@ -23,6 +23,7 @@ import torch
 from click.testing import CliRunner
 
 from charlm import cells, checkpoint, tensorfile
+from charlm.cells import CELLS
 from charlm.checkpoint import load_model
 from charlm.cli import main
 from charlm.errors import CharLMError
@@ -77,19 +78,19 @@ def ort_logits(path: Path, texts: list[str]) -> tuple[np.ndarray, dict[str, str]
     return np.stack(out), meta
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        {"model": "rnn", "num_layers": 2, "embedding_dim": 0, "hidden_size": 24},
-        {"model": "lstm", "num_layers": 1, "embedding_dim": 8, "hidden_size": 24},
-        {"model": "gru", "num_layers": 2, "embedding_dim": 8, "hidden_size": 24},
-        {"model": "lstm", "num_layers": 2, "embedding_dim": 0, "hidden_size": 16},
-    ],
-    ids=lambda c: f"{c['model']}-{c['num_layers']}-{'E' if c['embedding_dim'] else 'onehot'}",
-)
+# every registered cell, with one layer and an embedding, and with two layers and one-hot input
+SHAPES = [{"num_layers": 1, "embedding_dim": 8}, {"num_layers": 2, "embedding_dim": 0}]
+EVERY_CELL = [{"model": name, "hidden_size": 16, **shape} for name in CELLS for shape in SHAPES]
+
+
+def shape_id(c: dict) -> str:
+    return f"{c['model']}-{c['num_layers']}-{'E' if c['embedding_dim'] else 'onehot'}"
+
+
+@pytest.mark.parametrize("config", EVERY_CELL, ids=shape_id)
 def test_onnx_logits_equal_pytorch_over_1000_steps(tmp_path: Path, config: dict) -> None:
     """ONNX Runtime, one step at a time on three streams, against the model's forward pass over
-    the whole text (nn.LSTM's / nn.GRU's kernels, the RNN's sequence code), in float32."""
+    the whole text (nn.LSTM's / nn.GRU's kernels, each cell's sequence code), in float32."""
     folder = random_run(tmp_path / "run", **config)
     result = cli("export", str(folder), "--format", "onnx")
     assert result.exit_code == 0, result.output

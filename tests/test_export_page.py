@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charlm import checkpoint
+from charlm import checkpoint, page
 from charlm.checkpoint import load_model
 from charlm.cli import main
 from charlm.model import CharLM, ModelConfig
@@ -22,6 +22,7 @@ from charlm.train import TrainConfig, train
 from charlm.vocab import Vocab
 from tests.browser import browser, needs_browser
 from tests.conftest import TEXT
+from tests.test_export import EVERY_CELL, shape_id
 
 pytestmark = needs_browser
 
@@ -54,7 +55,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train(cfg, progress_bar=False).out
 
 
-def page(driver, source: Path, out: Path, *flags: str) -> Path:
+def open_page(driver, source: Path, out: Path, *flags: str) -> Path:
     """Export `source` as a page and open it."""
     cli("export", str(source), "--format", "html", "-o", str(out), *flags)
     driver.get(out.as_uri())
@@ -73,28 +74,25 @@ def page_logits(driver, text: str) -> np.ndarray:
     return np.array(driver.execute_script("return charlm.logits(arguments[0])", text))
 
 
+# every cell with a step in JavaScript, as in tests/test_export.py, and a byte-level model
+PAGE_CELLS = [c for c in EVERY_CELL if page.has_step(c["model"])]
+BYTES = {"model": "lstm", "hidden_size": 16, "num_layers": 2, "embedding_dim": 0, "bytes": True}
+
+
 @pytest.mark.parametrize(
     "config",
-    [
-        {"model": "rnn", "num_layers": 2, "embedding_dim": 0},
-        {"model": "lstm", "num_layers": 1, "embedding_dim": 8},
-        {"model": "gru", "num_layers": 2, "embedding_dim": 8},
-        {"model": "lstm", "num_layers": 2, "embedding_dim": 0, "bytes": True},
-    ],
-    ids=lambda c: (
-        f"{c['model']}-{c['num_layers']}-{'E' if c['embedding_dim'] else 'onehot'}"
-        + ("-bytes" if c.get("bytes") else "")
-    ),
+    [*PAGE_CELLS, BYTES],
+    ids=lambda c: shape_id(c) + ("-bytes" if c.get("bytes") else ""),
 )
 def test_page_logits_equal_pytorch_for_every_cell(driver, tmp_path: Path, config: dict) -> None:
     """The page's step equations (float32 weights) against the model's forward pass."""
     config = dict(config)
     vocab = Vocab.of_bytes() if config.pop("bytes", False) else Vocab(sorted(set(TEXT)))
     torch.manual_seed(0)
-    cfg = ModelConfig(len(vocab), hidden_size=20, init="pytorch", **config)
+    cfg = ModelConfig(len(vocab), init="pytorch", **config)
     payload = {"model_config": asdict(cfg), "vocab": vocab.chars, "model": CharLM(cfg).state_dict()}
     checkpoint.save(payload, tmp_path / "best.pt")
-    page(driver, tmp_path, tmp_path / "m.html")
+    open_page(driver, tmp_path, tmp_path / "m.html")
     text = TEXT[:400] if not vocab.is_bytes else "Größe: ĉu vi parolas? 🙂 " * 10
     got, want = page_logits(driver, text), teacher_forced(tmp_path, text)
     assert got.shape == want.shape
@@ -105,7 +103,7 @@ def test_page_logits_equal_pytorch_for_every_cell(driver, tmp_path: Path, config
 
 
 def test_greedy_in_the_page_is_charlm_generate_greedy(driver, run: Path, tmp_path: Path) -> None:
-    page(driver, run, tmp_path / "m.html")
+    open_page(driver, run, tmp_path / "m.html")
     want = cli("generate", "--checkpoint", str(run), "--prefix", PREFIX, "--length", "200",
                "--greedy")  # fmt: skip
     got = driver.execute_script(
@@ -118,13 +116,13 @@ def test_greedy_in_the_page_is_charlm_generate_greedy(driver, run: Path, tmp_pat
 
 
 def test_int8_page_scores_within_a_hundredth_of_a_bit(driver, run: Path, tmp_path: Path) -> None:
-    float32 = page(driver, run, tmp_path / "f.html")
+    float32 = open_page(driver, run, tmp_path / "f.html")
     bits = driver.execute_script("return charlm.bits(arguments[0])", HELD)
     model, vocab, _ = load_model(run, "cpu")
     assert bits == pytest.approx(
         evaluate_text(model, vocab, HELD).as_dict()["bits_per_char"], abs=1e-4
     )
-    int8 = page(driver, run, tmp_path / "q.html", "--quantize", "int8")
+    int8 = open_page(driver, run, tmp_path / "q.html", "--quantize", "int8")
     bits_int8 = driver.execute_script("return charlm.bits(arguments[0])", HELD)
     assert bits_int8 != bits and abs(bits_int8 - bits) <= 0.01
     assert int8.stat().st_size < 0.5 * float32.stat().st_size
@@ -148,7 +146,7 @@ def _generate_in_the_ui(driver, prefix: str, seed: int, **controls: object) -> s
 def test_the_page_generates_offline_from_its_controls(driver, run: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    out = page(driver, run, tmp_path / "m.html", "--quantize", "int8")
+    out = open_page(driver, run, tmp_path / "m.html", "--quantize", "int8")
     html = out.read_text(encoding="utf-8")
     assert not re.search(r"https?://|\bsrc=|<link|@import|url\(", html)  # nothing to fetch
     controls = {"temperature": 0.8, "topk": 10, "length": 300}
@@ -172,6 +170,10 @@ def test_the_page_generates_offline_from_its_controls(driver, run: Path, tmp_pat
     )
     _generate_in_the_ui(driver, PREFIX, 1, length=-5)
     assert "length must be an integer >= 1" in driver.find_element(By.ID, "status").text
+
+
+def test_the_cells_of_charlm_each_have_a_page_step() -> None:
+    assert {c["model"] for c in PAGE_CELLS} >= {"rnn", "lstm", "gru"}
 
 
 def test_the_page_config_is_json_the_html_cannot_break(run: Path, tmp_path: Path) -> None:
