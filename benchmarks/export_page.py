@@ -6,7 +6,8 @@
                                                         # character on a held text, both pages
 
 Speed is characters per second of `charlm.generate` in the page (temperature 1, all characters
-kept), the median of a few rounds after a warm-up; it depends on the machine and its load. Needs
+kept), the median of a few rounds after a warm-up: per second of wall time (which a busy machine
+lowers) and per second of the browser's CPU time (what one idle core would do; Linux only). Needs
 Debian's chromium and chromium-driver (tests/browser.py).
 """
 
@@ -14,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -45,16 +49,42 @@ def default_run(folder: Path) -> Path:
     return folder
 
 
-def chars_per_second(driver) -> float:
-    """The median speed of ROUNDS generations of CHARS characters, after one to warm up."""
-    script = (
-        "const t = performance.now(); charlm.generate({length: arguments[0], seed: 1});"
-        "return performance.now() - t"
-    )
+def cpu_seconds(root: int) -> float:
+    """CPU time used so far by the processes under `root` (the browser the driver started:
+    its page runs in one of them), from Linux's /proc; NaN elsewhere."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    try:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+                times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf(
+                    "SC_CLK_TCK"
+                )
+    except OSError:  # no /proc, or a process that ended while being read
+        return math.nan
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0.0)
+        todo += children.get(pid, [])
+    return total
+
+
+def speeds(driver) -> tuple[float, float]:
+    """Characters per second of wall time, and per second of the browser's CPU time (what it
+    would do on an idle core: a busy machine shares its cores out), medians of ROUNDS
+    generations of CHARS characters after one to warm up."""
+    script = "charlm.generate({length: arguments[0], seed: 1})"
     driver.execute_script(script, 200)
-    return statistics.median(
-        CHARS / driver.execute_script(script, CHARS) * 1000 for _ in range(ROUNDS)
-    )
+    wall, cpu = [], []
+    for _ in range(ROUNDS):
+        cpu_0, start = cpu_seconds(driver.service.process.pid), time.perf_counter()
+        driver.execute_script(script, CHARS)
+        wall.append(CHARS / (time.perf_counter() - start))
+        cpu.append(CHARS / (cpu_seconds(driver.service.process.pid) - cpu_0))
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def measure(run: Path, work: Path, held: str | None) -> dict[str, dict[str, float]]:
@@ -64,7 +94,9 @@ def measure(run: Path, work: Path, held: str | None) -> dict[str, dict[str, floa
         for kind, quantize in (("float32", None), ("int8", "int8")):
             page = export(run, "html", work / f"{kind}.html", quantize)
             driver.get(page.as_uri())
-            row = {"bytes": page.stat().st_size, "chars_per_s": round(chars_per_second(driver))}
+            wall, cpu = speeds(driver)
+            row = {"bytes": page.stat().st_size, "chars_per_s": round(wall)}
+            row["chars_per_cpu_s"] = round(cpu) if math.isfinite(cpu) else None
             if held is not None:
                 row["bits_per_char"] = driver.execute_script(
                     "return charlm.bits(arguments[0])", held

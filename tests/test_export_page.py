@@ -193,4 +193,6 @@ def test_the_page_benchmark_measures_both_pages(run: Path, tmp_path: Path) -> No
     assert rows.keys() == {"float32", "int8"}
     assert rows["int8"]["bytes"] < 0.5 * rows["float32"]["bytes"]
     for row in rows.values():
-        assert row["chars_per_s"] > 0 and 0 < row["bits_per_char"] < 8
+        assert (
+            row["chars_per_s"] > 0 and row["chars_per_cpu_s"] > 0 and 0 < row["bits_per_char"] < 8
+        )
