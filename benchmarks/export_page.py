@@ -52,18 +52,19 @@ def default_run(folder: Path) -> Path:
 def cpu_seconds(root: int) -> float:
     """CPU time used so far by the processes under `root` (the browser the driver started:
     its page runs in one of them), from Linux's /proc; NaN elsewhere."""
+    if not Path("/proc/self/stat").exists():
+        return math.nan
     children: dict[int, list[int]] = {}
     times: dict[int, float] = {}
-    try:
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                children.setdefault(int(fields[1]), []).append(int(entry.name))
-                times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf(
-                    "SC_CLK_TCK"
-                )
-    except OSError:  # no /proc, or a process that ended while being read
-        return math.nan
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a process that ended while being looked at
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
