@@ -28,7 +28,11 @@ SUFFIX = {"onnx": ".onnx", "safetensors": ".safetensors", "html": ".html"}
 def target(source: Path, fmt: str, out: str | os.PathLike[str] | None) -> Path:
     """Where the export goes: -o, else beside the checkpoint with the format's suffix."""
     path = Path(out) if out is not None else source.with_suffix(SUFFIX[fmt])
-    if path.exists() and path.resolve() == source.resolve():
+    try:
+        same = path.exists() and path.samefile(source)
+    except OSError:  # a name the system refuses (too long, say): the writer reports it
+        same = False
+    if same:
         raise CharLMError(f"-o {path} is the checkpoint being exported: name another file")
     if fmt == "safetensors" and path.suffix.lower() != SUFFIX[fmt]:
         raise CharLMError(

@@ -104,8 +104,10 @@ def read(path: str | os.PathLike[str]) -> dict[str, Any]:
     and the records of its metadata. Not yet checked against each other: that is the
     checkpoint schema's job (`charlm.checkpoint`)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CharLMError(f"no such safetensors file: {path}")
+    if not path.is_file():  # a FIFO would block the reader, a device never end
+        raise CharLMError(f"{path} is not a regular file")
     safetensors = _safetensors()
     try:
         with safetensors.safe_open(path, framework="pt", device="cpu") as f:

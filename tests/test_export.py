@@ -313,6 +313,8 @@ def test_bad_export_requests_are_one_line(run: Path, tmp_path: Path) -> None:
     torch.save({"format": "charlm-checkpoint", "version": 2}, other)
     text = tmp_path / "notes.pt"
     text.write_text("hello")
+    (tmp_path / "link.pt").symlink_to(run / "best.pt")
+    os.mkfifo(tmp_path / "pipe.safetensors")
     cases = [
         ((str(tmp_path / "empty"), "--format", "onnx"), "no checkpoint in"),
         ((str(tmp_path / "missing"), "--format", "onnx"), "no such checkpoint"),
@@ -324,6 +326,8 @@ def test_bad_export_requests_are_one_line(run: Path, tmp_path: Path) -> None:
         ((str(run), "--format", "onnx", "-o", "/dev/full"), "not a regular file"),
         ((str(run), "--format", "html", "-o", str(tmp_path / "no" / "p.html")), "cannot write"),
         ((str(run), "--format", "html", "-o", str(run / "best.pt")), "is the checkpoint being"),
+        ((str(run), "--format", "html", "-o", str(tmp_path / "link.pt")), "is the checkpoint"),
+        ((str(tmp_path / "pipe.safetensors"), "--format", "onnx"), "is not a regular file"),
         ((str(run), "--format", "safetensors", "-o", str(tmp_path / "w.pt")), "must end in"),
         ((str(run), "--format", "onnx", "--quantize", "int8"), "--quantize int8 is not avail"),
     ]
