@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from charlm import tensorfile
 from charlm.errors import CharLMError
 from charlm.model import CharLM, ModelConfig
 from charlm.precision import resolve_device
@@ -78,9 +79,10 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
 def load_model(
     path: str | os.PathLike[str], device: str = "auto"
 ) -> tuple[CharLM, Vocab, dict[str, Any]]:
-    """Model (in eval mode), vocabulary and raw checkpoint from a checkpoint file or run folder."""
+    """Model (in eval mode), vocabulary and raw checkpoint from a checkpoint file or run folder
+    (or a .safetensors file `charlm export` wrote: read as the same dict, checked the same)."""
     dev = resolve_device(device)
-    ckpt = load(path, map_location=dev)
+    ckpt = tensorfile.read(path) if tensorfile.holds(path) else load(path, map_location=dev)
     try:
         model, vocab = _model_of(ckpt)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:

@@ -30,6 +30,7 @@ from charlm.console import (
     silence_stdout,
 )
 from charlm.errors import CharLMError
+from charlm.export import FORMATS, QUANTIZE
 from charlm.scoring import PAGE_CHARS, Scoring
 
 if TYPE_CHECKING:
@@ -690,3 +691,44 @@ def info(run: Path, as_json: bool) -> None:
 
     facts = run_info(run)
     click.echo(json.dumps(facts, indent=2) if as_json else format_info(facts))
+
+
+@main.command(name="export", short_help="Write a model as ONNX, safetensors, or one HTML page.")
+@click.argument("run", default="runs/charlm")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    required=True,
+    help="onnx: one step, state in and out (ONNX Runtime); safetensors: weights, config and "
+    "vocabulary (charlm reads it as --checkpoint); html: a page that generates offline",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="file to write  [default: beside the checkpoint, e.g. runs/charlm/best.onnx]",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(QUANTIZE),
+    default=None,
+    help="html: store the weight matrices as int8, a scale per output unit (a quarter the size)",
+)
+@_user_errors
+def export_command(run: str, fmt: str, out: Path | None, quantize: str | None) -> None:
+    """Write the model of RUN (what `charlm generate --checkpoint RUN` uses: a run folder's
+    best.pt, else checkpoint.pt, or the file named) in another format.
+
+    \b
+    Examples:
+      charlm export runs/charlm --format onnx                # runs/charlm/best.onnx
+      charlm export runs/charlm --format safetensors -o model.safetensors
+      charlm generate --checkpoint model.safetensors         # charlm reads it back
+      charlm export runs/charlm --format html --quantize int8 -o charlm.html
+    """
+    from charlm.export import export
+
+    path = export(run, fmt, out, quantize)
+    click.echo(f"wrote {path} ({_size(path.stat().st_size)})")
