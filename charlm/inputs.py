@@ -35,9 +35,10 @@ from charlm.builtin import BUILTIN, BUILTIN_SOURCE, builtin_text
 from charlm.catalog import NamedCorpus
 from charlm.config import READING, TrainConfig
 from charlm.corpus import IN_MEMORY_BELOW, Corpus, load_documents
-from charlm.documents import CHUNK_BYTES, Document, decoder, file_document, text_document
-from charlm.errors import CharLMError
-from charlm.walk import Selection, Walk
+from charlm.documents import CHUNK_BYTES, Document, decoder, text_document
+from charlm.errors import CharLMError, brief
+from charlm.storage import as_path
+from charlm.walk import Selection, Walk, file_document
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 Named = tuple[NamedCorpus, str | None]  # a named corpus, and the part of its split asked for
@@ -49,8 +50,13 @@ def unescape(text: str) -> str:
 
 
 def as_list(corpus: str | Sequence[str]) -> list[str]:
-    """TrainConfig.corpus holds one input as a string, several as a list."""
-    return [corpus] if isinstance(corpus, str) else list(corpus)
+    """TrainConfig.corpus holds one input as a string, several as a list; each a path, a glob
+    or a name (a NUL byte or no string at all is one line: no system call takes either)."""
+    if isinstance(corpus, str | os.PathLike):
+        corpus = [corpus]
+    elif not isinstance(corpus, list | tuple):
+        raise CharLMError(f"a corpus must be a path or a list of paths, got {brief(corpus)}")
+    return [as_path(arg, "corpus") for arg in corpus]
 
 
 @dataclass
