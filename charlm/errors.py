@@ -62,5 +62,7 @@ def brief(value: object, limit: int = 80) -> str:
     thousands of digits by its length: Python refuses to print one past 4,300)."""
     if isinstance(value, int) and value.bit_length() > 200:
         return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # a tensor: its repr is its values
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -54,13 +54,26 @@ class Spec:
         return Invalid(where, f"must be {self.said}, got {brief(value)}")
 
 
+def _number(n: int) -> str:
+    """A bound as a message says it: 2**62 rather than its 19 digits."""
+    if n > 2**20 and n & (n - 1) == 0:
+        return f"2**{n.bit_length() - 1}"
+    return f"{n:,}" if abs(n) >= 10_000 else str(n)
+
+
 class Int(Spec):
     """A whole number (never a bool) in [lo, hi]."""
 
     def __init__(self, lo: int | None = None, hi: int | None = None) -> None:
         self.lo, self.hi = lo, hi
-        bounds = [f">= {lo}" if lo is not None else "", f"<= {hi}" if hi is not None else ""]
-        self.said = " and ".join(["a whole number", *filter(None, bounds)])
+        if lo is not None and hi is not None:
+            self.said = f"a whole number in [{_number(lo)}, {_number(hi)}]"
+        elif lo is not None:
+            self.said = f"a whole number >= {_number(lo)}"
+        elif hi is not None:
+            self.said = f"a whole number <= {_number(hi)}"
+        else:
+            self.said = "a whole number"
 
     def check(self, value: Any, where: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -122,6 +135,26 @@ class Str(Spec):
         return value
 
 
+class Null(Spec):
+    said = "null"
+
+    def check(self, value: Any, where: str) -> None:
+        if value is not None:
+            raise self.refuse(value, where)
+
+
+class Equal(Spec):
+    """Exactly `value` (a flag only the program sets, say)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value, self.said = value, brief(value)
+
+    def check(self, value: Any, where: str) -> Any:
+        if type(value) is not type(self.value) or value != self.value:
+            raise self.refuse(value, where)
+        return value
+
+
 class Opt(Spec):
     """None, or what `spec` accepts."""
 
@@ -179,8 +212,8 @@ class Tup(Spec):
 
 
 class Record(Spec):
-    """A dict with string keys: every `required` one, any `optional` one, no other (unless
-    `extra`: then other keys pass unchecked)."""
+    """A dict: every `required` key, any `optional` one, no other (unless `extra`: then other
+    keys pass unchecked). Keys are names, or any value a dict holds (a parameter's index)."""
 
     said = "an object"
 
