@@ -25,6 +25,7 @@ from charlm.console import (
     PIPE_CLOSED_EXIT,
     OutputClosed,
     OutputFailed,
+    forgive_output,
     guard_streams,
     silence_stdout,
 )
@@ -74,8 +75,7 @@ class _Main(click.Group):
 
     def main(self, args: list[str] | None = None, **kwargs: Any) -> Any:
         args = sys.argv[1:] if args is None else list(args)
-        # training only reports progress: a lost terminal or pipe must not end the run
-        guard_streams(forgiving=args[:1] == ["train"])
+        guard_streams()  # strict for every command, --help too, until training starts
         try:
             return super().main(args, **kwargs)
         except OutputClosed:  # outside a command: --version, --help
@@ -220,6 +220,7 @@ def train(
         for line in dry_run(cfg, resume=resume, overwrite=overwrite, quiet=quiet):
             click.echo(line)  # under torchrun, rank 0 reports for all
         return
+    forgive_output()  # training only reports progress: a lost terminal or pipe must not end it
     result = run_training(cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite)
     if not distributed.detect().is_main:
         sys.exit(result.exit_code)  # under torchrun, rank 0 reports for all

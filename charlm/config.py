@@ -177,25 +177,31 @@ AUTO_FIELDS = tuple(AUTO)
 
 def check_config(cfg: TrainConfig) -> None:
     """Refuse settings that cannot train, naming the flag, before any work is done."""
+    if not isinstance(cfg, TrainConfig):
+        raise CharLMError(f"the settings of a run must be a TrainConfig, got {brief(cfg)}")
     check_types(cfg)
     for name in POSITIVE:
         if getattr(cfg, name) <= 0:
-            raise CharLMError(f"{flag(name)} must be > 0, got {getattr(cfg, name)}")
+            raise CharLMError(f"{flag(name)} must be > 0, got {brief(getattr(cfg, name))}")
     for name in NON_NEGATIVE:
         if getattr(cfg, name) < 0:
-            raise CharLMError(f"{flag(name)} must be >= 0, got {getattr(cfg, name)}")
+            raise CharLMError(f"{flag(name)} must be >= 0, got {brief(getattr(cfg, name))}")
     check_threads(cfg.threads)
     for f in fields(TrainConfig):  # NaN passes every comparison, infinity means nothing here
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT_MAX):
-            raise CharLMError(f"{flag(f.name)} must be a finite number up to 1e30, got {value}")
+            raise CharLMError(
+                f"{flag(f.name)} must be a finite number up to 1e30, got {brief(value)}"
+            )
         if isinstance(value, int) and not -(2**63) <= value < 2**63:  # what torch can take
-            raise CharLMError(f"{flag(f.name)} is out of range: {value}")
+            raise CharLMError(f"{flag(f.name)} is out of range: {brief(value)}")
     for name in SIZES:
         if getattr(cfg, name) > SIZE_MAX:
-            raise CharLMError(f"{flag(name)} must be at most {SIZE_MAX}, got {getattr(cfg, name)}")
+            raise CharLMError(
+                f"{flag(name)} must be at most {SIZE_MAX}, got {brief(getattr(cfg, name))}"
+            )
     if cfg.num_layers > LAYERS_MAX:
-        raise CharLMError(f"--num-layers must be at most {LAYERS_MAX}, got {cfg.num_layers}")
+        raise CharLMError(f"--num-layers must be at most {LAYERS_MAX}, got {brief(cfg.num_layers)}")
     if cfg.time_budget > TIME_BUDGET_MAX:  # its plan's steps and epochs stay numbers torch takes
         raise CharLMError(
             f"--time-budget must be at most {TIME_BUDGET_MAX:g} seconds (31 years), got "
@@ -231,17 +237,19 @@ def check_types(cfg: TrainConfig) -> None:
 
 def _check_factors(cfg: TrainConfig) -> None:
     if not 0 <= cfg.seed < 2**63:
-        raise CharLMError(f"--seed must be in [0, 2**63), got {cfg.seed}")
+        raise CharLMError(f"--seed must be in [0, 2**63), got {brief(cfg.seed)}")
     if not 0 < cfg.lr_gamma <= 1:
-        raise CharLMError(f"--lr-gamma is a decay factor: it must be in (0, 1], got {cfg.lr_gamma}")
+        raise CharLMError(
+            f"--lr-gamma is a decay factor: it must be in (0, 1], got {brief(cfg.lr_gamma)}"
+        )
     if cfg.optimizer == "sgd" and not cfg.lr:
         raise CharLMError("--optimizer sgd has no automatic --lr: give one (the textbook's: 100)")
     if not (0 <= cfg.dropout < 1 or cfg.dropout == AUTO["dropout"]):
-        raise CharLMError(f"--dropout must be in [0, 1), or -1 for auto, got {cfg.dropout}")
+        raise CharLMError(f"--dropout must be in [0, 1), or -1 for auto, got {brief(cfg.dropout)}")
     if not 0 <= cfg.val_fraction < 1:
-        raise CharLMError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
+        raise CharLMError(f"--val-fraction must be in [0, 1), got {brief(cfg.val_fraction)}")
     if not cfg.init_std > 0:
-        raise CharLMError(f"--init-std must be > 0, got {cfg.init_std}")
+        raise CharLMError(f"--init-std must be > 0, got {brief(cfg.init_std)}")
     for f in fields(TrainConfig):
         choices = f.metadata.get("choices")
         if choices and getattr(cfg, f.name) not in choices:

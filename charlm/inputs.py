@@ -36,7 +36,7 @@ from charlm.catalog import NamedCorpus
 from charlm.config import READING, TrainConfig
 from charlm.corpus import IN_MEMORY_BELOW, Corpus, load_documents
 from charlm.documents import CHUNK_BYTES, Document, decoder, text_document
-from charlm.errors import CharLMError, brief
+from charlm.errors import CharLMError, brief, check_types, expect
 from charlm.storage import as_path
 from charlm.walk import Selection, Walk, file_document
 
@@ -215,6 +215,18 @@ def load_inputs(
     Corpus.inputs lists each document's identity (path, size, mtime, ctime, inode), which the
     encoded cache and --resume check; Corpus.note says what was read and skipped.
     """
+    for name, value, kind in (
+        ("separator", separator, "str"),
+        ("encoding", encoding, "str"),
+        ("errors", errors, "str"),
+        ("byte_level", byte_level, "bool"),
+    ):
+        expect(name, value, kind)  # fmt: skip
+    for name in ("chunk_size", "in_memory_below"):
+        if name in load:
+            expect(name, load[name], "int")
+            if load[name] <= 0:
+                raise CharLMError(f"{name} must be > 0, got {load[name]}")
     what = resolve(args, selection, encoding=encoding, errors=errors, byte_level=byte_level)
     corpus = load_documents(
         what.documents, what.source, what.key, separator=separator, encoding=what.encoding,
@@ -240,7 +252,7 @@ def load_corpus(
     else `cache_dir("encoded")`) and opened from there as a read-only np.memmap on later runs.
     """
     return load_inputs(
-        [os.fspath(path)], encoding=encoding, errors=errors, byte_level=byte_level,
+        [path], encoding=encoding, errors=errors, byte_level=byte_level,
         chunk_size=chunk_size, in_memory_below=in_memory_below, cache=cache,
     )  # fmt: skip
 
@@ -281,6 +293,10 @@ class Reading:
     exclude: tuple[str, ...] = _TRAINING["exclude"]
     hidden: bool = _TRAINING["hidden"]
     separator: str = _TRAINING["separator"]  # as typed: \n, \t stand for newline, tab
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        decoder(self.encoding, self.errors)  # a text encoding, a known handler
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> Reading:

@@ -25,7 +25,7 @@ from charlm.optim import (
     schedule_schema,
     state_schema,
 )
-from charlm.resources import TEXT_BYTES, check_fits, parameters, training_bytes
+from charlm.resources import check_fits, held_bytes, parameters, training_bytes
 from charlm.schema import Null, Opt, Record, Spec, Tensor, Tup
 
 STATES = ("float32", "bfloat16")  # the carried state's dtype: float32, or under --amp bfloat16
@@ -37,7 +37,7 @@ def check_training_fits(m: ModelConfig, cfg: TrainConfig, device: torch.device) 
     params = parameters(m)
     width = L * 6 * H + m.vocab_size + E  # per character: gates and states, logits, embedding
     need = training_bytes(params, cfg.optimizer, cfg.seq_len, cfg.batch_size, width)
-    need += TEXT_BYTES * cfg.sample_length if cfg.sample_every else 0  # the epochs' samples
+    need += held_bytes(cfg.sample_length, 1) if cfg.sample_every else 0  # the epochs' samples
     what = (
         f"training {params:,} parameters (--hidden-size {H}, --num-layers {L}, --embedding-dim "
         f"{E}, {m.vocab_size} characters) on batches of --batch-size {cfg.batch_size} x "

@@ -161,6 +161,7 @@ def check_target(path: str | os.PathLike[str], want: str = FILE, role: str = "")
     before anything is created: a NUL byte, a symlink loop, or something of another kind
     there (a device renamed over would become a file) is one line. The path, as a string."""
     name = as_path(path, role)
+    where = f"cannot write {'to ' if want == FOLDER else ''}{_seen(role, name)}"
     try:
         st = os.stat(name)
     except FileNotFoundError:
@@ -168,12 +169,12 @@ def check_target(path: str | os.PathLike[str], want: str = FILE, role: str = "")
     except (OSError, ValueError) as e:
         loop = getattr(e, "errno", None) == errno.ELOOP
         why = "a symlink loop" if loop else getattr(e, "strerror", None) or e
-        raise WriteFailed(f"cannot write {_seen(role, name)}: {why}") from None
+        raise WriteFailed(f"{where}: {why}") from None
     if want == FOLDER and not stat.S_ISDIR(st.st_mode):
-        raise WriteFailed(f"cannot write {_seen(role, name)}: it is not a folder")
+        raise WriteFailed(f"{where}: it is not a folder")
     if want == FILE and not stat.S_ISREG(st.st_mode):
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a pipe, socket or device"
-        raise WriteFailed(f"cannot write {_seen(role, name)}: it is not a regular file ({kind})")
+        raise WriteFailed(f"{where}: it is not a regular file ({kind})")
     return name
 
 

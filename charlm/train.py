@@ -37,7 +37,7 @@ from charlm import checkpoint, distributed
 from charlm.budget import Costs
 from charlm.config import TrainConfig, check_config
 from charlm.corpus import Corpus
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, expect
 from charlm.evaluate import validate
 from charlm.generate import generate
 from charlm.inputs import Reading, changes, read
@@ -461,8 +461,16 @@ def train(cfg: TrainConfig, resume: bool = False, **options: Any) -> TrainResult
     A fresh run refuses a folder that already holds one unless `overwrite`: hours of training
     are not lost to a repeated command.
     """
+    expect("resume", resume, "bool")
     with distributed.session():  # under torchrun: one process of several
-        return Trainer(cfg, resume, **options).run()
+        result = Trainer(cfg, resume, **options).run()
+    if result.stopped_by == StopReason.TIME_BUDGET and not result.progress.step:
+        raise CharLMError(
+            f"--time-budget {cfg.time_budget:g} s is too short for one step here: measuring "
+            f"what a step costs took {result.progress.elapsed_s:.2g} s of it; nothing was "
+            f"trained or saved (give a longer budget)"
+        )
+    return result
 
 
 def dry_run(
