@@ -88,8 +88,14 @@ class Float(Spec):
 
     def __init__(self, lo: float = -math.inf, hi: float = math.inf, inf: bool = False) -> None:
         self.lo, self.hi, self.inf = lo, hi, inf
-        bounds = [f">= {lo:g}" if lo > -math.inf else "", f"<= {hi:g}" if hi < math.inf else ""]
-        self.said = " and ".join(["a finite number", *filter(None, bounds)])
+        if lo > -math.inf and hi < math.inf:
+            self.said = f"a finite number in [{lo:g}, {hi:g}]"
+        elif lo > -math.inf:
+            self.said = f"a finite number >= {lo:g}"
+        elif hi < math.inf:
+            self.said = f"a finite number <= {hi:g}"
+        else:
+            self.said = "a finite number"
         self.said += " (or infinity)" if inf else ""
 
     def check(self, value: Any, where: str) -> float:

@@ -238,11 +238,14 @@ def atomic_write(
             raise write_failed(path, error) from None
         raise
     if durable:
-        folder = os.open(path.parent, os.O_RDONLY)
         try:
-            os.fsync(folder)  # make the rename itself durable
-        finally:
-            os.close(folder)
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)  # make the rename itself durable
+            finally:
+                os.close(folder)
+        except OSError as e:
+            raise write_failed(path, e) from None
 
 
 def write_text(path: str | os.PathLike[str], text: str, durable: bool = False) -> None:
