@@ -34,9 +34,14 @@ def decoder(encoding: str, errors: str) -> codecs.IncrementalDecoder:
     and callers ask for one before they open any file."""
     try:
         codecs.lookup_error(errors)
+    except (LookupError, TypeError):
+        raise CharLMError(
+            f"unknown error handler: --errors {errors!r} (strict, replace, surrogateescape)"
+        ) from None
+    try:
         info = codecs.lookup(encoding)
     except (LookupError, TypeError):
-        raise CharLMError(f"unknown encoding or error handler: {encoding!r} / {errors!r}") from None
+        raise CharLMError(f"unknown encoding: --encoding {encoding!r}") from None
     if not info._is_text_encoding:  # the codecs module's own mark of a text encoding
         raise CharLMError(
             f"--encoding {encoding} is not a text encoding (it turns bytes into bytes, or text "

@@ -222,11 +222,11 @@ def load_inputs(
         ("byte_level", byte_level, "bool"),
     ):
         expect(name, value, kind)  # fmt: skip
-    for name in ("chunk_size", "in_memory_below"):
+    for name, least in (("chunk_size", 1), ("in_memory_below", 0)):
         if name in load:
             expect(name, load[name], "int")
-            if load[name] <= 0:
-                raise CharLMError(f"{name} must be > 0, got {load[name]}")
+            if load[name] < least:
+                raise CharLMError(f"{name} must be >= {least}, got {brief(load[name])}")
     what = resolve(args, selection, encoding=encoding, errors=errors, byte_level=byte_level)
     corpus = load_documents(
         what.documents, what.source, what.key, separator=separator, encoding=what.encoding,

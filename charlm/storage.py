@@ -52,7 +52,10 @@ def cache_dir(kind: str) -> Path:
 def shown(path: str | os.PathLike[str]) -> str:
     """A path as a message shows it: what a terminal cannot show (NUL, control characters,
     bytes that were not text) escaped, so that the message stays one readable line."""
-    text = os.fspath(path)
+    try:
+        text = os.fsdecode(path)
+    except TypeError:  # no path at all: as_path refuses it, naming it
+        return brief(path)
     return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in text)
 
 
