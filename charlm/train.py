@@ -203,7 +203,7 @@ def check_validation(val_fraction: float, val_ids: Any) -> None:
 def check_same_data(ckpt: dict[str, Any], corpus: Corpus, cfg: TrainConfig) -> None:
     """A resumed run must read what it began with: the same inputs, the same characters (the
     settings that make its text are held to the run's by settle.keep_resumed)."""
-    changed = changes(ckpt["inputs"] or corpus.inputs, corpus.inputs)
+    changed = changes(ckpt["inputs"], corpus.inputs)
     if changed:
         raise CharLMError(
             f"cannot resume: the inputs differ from those the run in {cfg.out} began with: "
