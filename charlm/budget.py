@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from charlm.errors import flag
+from charlm.schema import Float, Int, Opt, Record, Str, check
 
 # fraction of the budget left out of the plan: noise on a shared machine, samples, rounding
 SAFETY = 0.03
@@ -58,6 +59,18 @@ def plan_steps(seconds: float, costs: Costs, steps_per_epoch: int, save_every: i
     return max(1, int((usable - epoch_end) / per_step))
 
 
+_SECONDS = Float(0)
+COSTS = Record(
+    {"step_s": _SECONDS, "validation_s": _SECONDS, "checkpoint_s": _SECONDS},
+    {"measure_s": _SECONDS},
+)
+# a plan as config.json and every checkpoint record it
+PLAN = Record(
+    {"steps": Int(1, 2**62), "set_by": Str(), "replay": Str()},
+    {"measured": Opt(COSTS)},
+)
+
+
 @dataclass(frozen=True)
 class Plan:
     """The steps a run's schedule spans and why, as config.json and every checkpoint record
@@ -77,11 +90,13 @@ class Plan:
         return cls(steps, set_by, f"--max-steps {steps} --time-budget 0 {given}", costs)
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Plan:
-        """The plan a run recorded (`record()`); a record that is not one raises."""
-        measured = record.get("measured")
+    def from_record(cls, record: Any, source: str = "the plan") -> Plan:
+        """The plan a run recorded (`record()`), checked as PLAN declares it; a record that
+        is not one is one line naming `source`."""
+        plan = check(PLAN, record, source)
+        measured = plan.get("measured")
         costs = None if measured is None else Costs(**measured)
-        return cls(int(record["steps"]), str(record["set_by"]), str(record["replay"]), costs)
+        return cls(plan["steps"], plan["set_by"], plan["replay"], costs)
 
     def record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"steps": self.steps, "set_by": self.set_by, "replay": self.replay}

@@ -14,7 +14,6 @@ import json
 import shlex
 import sys
 from dataclasses import MISSING, fields, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -26,6 +25,7 @@ from charlm.console import (
     PIPE_CLOSED_EXIT,
     OutputClosed,
     OutputFailed,
+    forgive_output,
     guard_streams,
     silence_stdout,
 )
@@ -76,8 +76,7 @@ class _Main(click.Group):
 
     def main(self, args: list[str] | None = None, **kwargs: Any) -> Any:
         args = sys.argv[1:] if args is None else list(args)
-        # training only reports progress: a lost terminal or pipe must not end the run
-        guard_streams(forgiving=args[:1] == ["train"])
+        guard_streams()  # strict for every command, --help too, until training starts
         try:
             return super().main(args, **kwargs)
         except OutputClosed:  # outside a command: --version, --help
@@ -164,7 +163,7 @@ def _training_flags() -> tuple[str, ...]:
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(path_type=Path),
+    metavar="PATH",
     help="settings from a .json or .toml file (keys: these flags); flags given override it",
 )
 @click.option(
@@ -182,7 +181,7 @@ def train(
     resume: bool,
     overwrite: bool,
     quiet: bool,
-    config_file: Path | None,
+    config_file: str | None,
     dry: bool,
     **settings: Any,
 ) -> None:
@@ -222,6 +221,7 @@ def train(
         for line in dry_run(cfg, resume=resume, overwrite=overwrite, quiet=quiet):
             click.echo(line)  # under torchrun, rank 0 reports for all
         return
+    forgive_output()  # training only reports progress: a lost terminal or pipe must not end it
     result = run_training(cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite)
     if not distributed.detect().is_main:
         sys.exit(result.exit_code)  # under torchrun, rank 0 reports for all
@@ -411,7 +411,7 @@ def eval_group() -> None:
 @click.option(
     "--html",
     "html_out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
     default=None,
     help="also write a page of the text coloured by surprisal, top-5 predictions on hover",
 )
@@ -456,7 +456,7 @@ def perplexity(
     as_json: bool,
     device: str,
     threads: int,
-    html_out: Path | None,
+    html_out: str | None,
     html_max_chars: int,
     **settings: Any,  # Scoring's (--seq-len, --streams, --dynamic...) and Reading's
 ) -> None:
@@ -480,7 +480,10 @@ def perplexity(
     """
     from charlm.inputs import Reading
     from charlm.report import evaluate_inputs
+    from charlm.storage import check_target
 
+    if html_out is not None:  # a page that cannot be written is refused before the scoring
+        check_target(html_out, role="--html")
     reading = Reading(**{name: settings.pop(name) for name in READING})
     page = html_max_chars if html_out is not None else None
     scoring = Scoring(**settings, html_max_chars=page)  # refused here, before the model loads
@@ -656,13 +659,13 @@ def corpora_command() -> None:
 
 
 @main.command(short_help="Plot the learning curves of one or more runs.")
-@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("runs", nargs=-1, required=True)
 @click.option(
     "-o", "--out", default="curves.png", show_default=True, help="image file (.png, .svg, .pdf)"
 )
 @click.option("--dpi", default=120, show_default=True, help="resolution of raster images")
 @_user_errors
-def plot(runs: tuple[Path, ...], out: str, dpi: int) -> None:
+def plot(runs: tuple[str, ...], out: str, dpi: int) -> None:
     """Plot perplexity and BPC against epoch and wall time for one or more RUNS.
 
     \b
@@ -670,15 +673,17 @@ def plot(runs: tuple[Path, ...], out: str, dpi: int) -> None:
       charlm plot runs/lstm runs/rnn -o curves.png   # needs matplotlib: pip install matplotlib
     """
     from charlm.plot import plot_runs
+    from charlm.storage import check_target
 
+    check_target(out, role="-o")  # before any run is read or drawn
     click.echo(f"wrote {plot_runs(runs, out, dpi)}")
 
 
 @main.command(short_help="Show a run's model, corpus, progress and best score.")
-@click.argument("run", default="runs/charlm", type=click.Path(path_type=Path))
+@click.argument("run", default="runs/charlm")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @_user_errors
-def info(run: Path, as_json: bool) -> None:
+def info(run: str, as_json: bool) -> None:
     """Model, size, corpus, progress, best validation score and settings of RUN.
 
     RUN is a run folder (its latest checkpoint is read) or a checkpoint file.
@@ -706,7 +711,6 @@ def info(run: Path, as_json: bool) -> None:
 @click.option(
     "-o",
     "--out",
-    type=click.Path(path_type=Path),
     default=None,
     help="file to write  [default: beside the checkpoint, e.g. runs/charlm/best.onnx]",
 )
@@ -717,7 +721,7 @@ def info(run: Path, as_json: bool) -> None:
     help="html: store the weight matrices as int8, a scale per output unit (a quarter the size)",
 )
 @_user_errors
-def export_command(run: str, fmt: str, out: Path | None, quantize: str | None) -> None:
+def export_command(run: str, fmt: str, out: str | None, quantize: str | None) -> None:
     """Write the model of RUN (what `charlm generate --checkpoint RUN` uses: a run folder's
     best.pt, else checkpoint.pt, or the file named) in another format.
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from charlm.errors import CharLMError
 from charlm.metrics import bits, perplexity
+from charlm.resources import check_figure
 from charlm.run import METRICS, read_rows
 from charlm.storage import atomic_write
 
@@ -70,6 +71,7 @@ def plot_runs(
     """Draw the learning curves of `runs` into the image file `out` (format from its suffix)."""
     if not runs:
         raise CharLMError("name at least one run folder to plot")
+    check_figure(12, 8, dpi)  # the figure's size in inches, below: its pixels fit in memory
     data = [read_metrics(r) for r in runs]
     plt = _import_pyplot()
     data = [[r for r in rows if _shown(r["epoch"]) == r["epoch"]] for rows in data]

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from charlm.errors import CharLMError
+from charlm.storage import FILE, look, shown
 
 SUFFIX = ".safetensors"
 FORMAT = "charlm-weights"
@@ -103,11 +104,8 @@ def read(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The checkpoint dict a .safetensors file stands for: "model" (its tensors, on the CPU)
     and the records of its metadata. Not yet checked against each other: that is the
     checkpoint schema's job (`charlm.checkpoint`)."""
+    look(path, FILE, "--checkpoint", missing=f"no such safetensors file: {shown(path)}")
     path = Path(path)
-    if not path.exists():
-        raise CharLMError(f"no such safetensors file: {path}")
-    if not path.is_file():  # a FIFO would block the reader, a device never end
-        raise CharLMError(f"{path} is not a regular file")
     safetensors = _safetensors()
     try:
         with safetensors.safe_open(path, framework="pt", device="cpu") as f:

@@ -34,10 +34,10 @@ import torch
 from tqdm.auto import tqdm
 
 from charlm import checkpoint, distributed
-from charlm.budget import Costs, Plan
+from charlm.budget import Costs
 from charlm.config import TrainConfig, check_config
 from charlm.corpus import Corpus
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, expect
 from charlm.evaluate import validate
 from charlm.generate import generate
 from charlm.inputs import Reading, changes, read
@@ -47,13 +47,14 @@ from charlm.meter import LossMeter, Progress, epoch_row
 from charlm.metrics import perplexity
 from charlm.precision import resolve_amp, resolve_device
 from charlm.progress import EpochProgress, epoch_summary
+from charlm.resume import check_state, config_of, plan_of, read_resumed
 from charlm.run import RunFolder
 from charlm.samplers import LAYOUT, SAMPLERS
 from charlm.settle import (
     Facts,
     Settled,
-    keep_resumed,
     many_epochs_line,
+    resumed,
     settle,
     settled_lines,
     span,
@@ -63,25 +64,20 @@ from charlm.vocab import Vocab
 
 
 def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any]) -> TrainConfig:
-    """The config of the run in `out`, with `overrides` applied; model changes are refused
-    and auto, given again, means what the run chose (settle.keep_resumed)."""
+    """The config of the run in `out`, with `overrides` applied; model and data changes are
+    refused, auto given again means what the run chose, and a length given anew is the run's
+    whole length (settle.resumed)."""
     folder = RunFolder(out, writes=False)
-    ran = resumed_facts(checkpoint.load(folder.latest), folder)["resumed"]
-    return keep_resumed(replace(ran, **{**overrides, "out": os.fspath(out)}), ran)
+    ran = config_of(read_resumed(folder), folder)
+    return resumed(ran, {**overrides, "out": os.fspath(out)})
 
 
 def resumed_facts(ckpt: dict[str, Any] | None, folder: RunFolder) -> dict[str, Any]:
-    """What a resumed run's checkpoint tells `settle`: the settings it ran with, its plan."""
+    """What a resumed run's checkpoint (read by resume.read_resumed) tells `settle`: the
+    settings it ran with, its plan."""
     if ckpt is None:
         return {}
-    try:
-        plan = ckpt.get("plan")
-        return {
-            "resumed": TrainConfig(**ckpt["config"]),
-            "plan": None if plan is None else Plan.from_record(plan),
-        }
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise damaged(folder, e) from None
+    return {"resumed": config_of(ckpt, folder), "plan": plan_of(ckpt, folder)}
 
 
 class Interrupts:
@@ -183,19 +179,9 @@ def open_data(
     if not resume:
         folder.check_new(overwrite)
         return corpus, None
-    ckpt = checkpoint.load(folder.latest)
-    try:
-        check_same_data(ckpt, corpus, cfg)
-    except (KeyError, TypeError, AttributeError) as e:
-        raise damaged(folder, e) from None
+    ckpt = read_resumed(folder)
+    check_same_data(ckpt, corpus, cfg)
     return corpus, ckpt
-
-
-def damaged(folder: RunFolder, e: Exception) -> CharLMError:
-    return CharLMError(
-        f"cannot resume from {folder.latest}: its training state is damaged "
-        f"({type(e).__name__}: {e})"
-    )
 
 
 def make_sampler(cfg: TrainConfig, ids: Any, ctx: distributed.Context) -> Any:
@@ -215,8 +201,9 @@ def check_validation(val_fraction: float, val_ids: Any) -> None:
 
 
 def check_same_data(ckpt: dict[str, Any], corpus: Corpus, cfg: TrainConfig) -> None:
-    """A resumed run must read what it began with: the same inputs, the same batch order."""
-    changed = changes(ckpt.get("inputs", corpus.inputs), corpus.inputs)
+    """A resumed run must read what it began with: the same inputs, the same characters (the
+    settings that make its text are held to the run's by settle.keep_resumed)."""
+    changed = changes(ckpt["inputs"], corpus.inputs)
     if changed:
         raise CharLMError(
             f"cannot resume: the inputs differ from those the run in {cfg.out} began with: "
@@ -226,20 +213,6 @@ def check_same_data(ckpt: dict[str, Any], corpus: Corpus, cfg: TrainConfig) -> N
         raise CharLMError(
             f"cannot resume: the characters of {cfg.corpus} differ from those the run in "
             f"{cfg.out} was trained on (same corpus?)"
-        )
-    if ckpt["config"].get("dropout") and not ckpt.get("output_dropout"):
-        raise CharLMError(
-            f"cannot resume the run in {cfg.out}: it was trained with --dropout between layers "
-            f"only, and this charlm applies it before the output layer too, so the rest of "
-            f"the run would train another model. Start a new run with --overwrite or another "
-            f"--out, or finish this one with the charlm that started it"
-        )
-    if ckpt.get("sampler_layout", 1) != LAYOUT:  # written before the textbook's samplers
-        raise CharLMError(
-            f"cannot resume the run in {cfg.out}: it was trained with charlm 0.1's batch "
-            f"order, which this charlm no longer has (its samplers follow the textbook), so "
-            f"the rest of the run would see other batches. Start a new run with --overwrite "
-            f"or another --out, or finish this one with charlm 0.1"
         )
 
 
@@ -438,13 +411,10 @@ class Trainer:
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        """Continue from a `payload()`: the run goes on exactly where it was."""
-        try:
-            progress = Progress(**ckpt["progress"])
-            progress.check()
-            self.learner.load_state_dict(ckpt, self.sampler.rows)
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-            raise damaged(self.folder, e) from None
+        """Continue from a `payload()` (read by resume.read_resumed): the run goes on exactly
+        where it was, once every part of its state is checked against this run."""
+        progress = check_state(ckpt, self.learner, len(self.sampler), self.folder)
+        self.learner.load_state_dict(ckpt, self.sampler.rows)
         vars(self.p).update(asdict(progress))  # in place: the meter holds p
         self.learner.reschedule(self.schedule_steps())  # the plan kept, --lr perhaps changed
 
@@ -491,8 +461,16 @@ def train(cfg: TrainConfig, resume: bool = False, **options: Any) -> TrainResult
     A fresh run refuses a folder that already holds one unless `overwrite`: hours of training
     are not lost to a repeated command.
     """
+    expect("resume", resume, "bool")
     with distributed.session():  # under torchrun: one process of several
-        return Trainer(cfg, resume, **options).run()
+        result = Trainer(cfg, resume, **options).run()
+    if result.stopped_by == StopReason.TIME_BUDGET and not result.progress.step:
+        raise CharLMError(
+            f"--time-budget {cfg.time_budget:g} s is too short for one step here: measuring "
+            f"what a step costs took {result.progress.elapsed_s:.2g} s of it; nothing was "
+            f"trained or saved (give a longer budget)"
+        )
+    return result
 
 
 def dry_run(
