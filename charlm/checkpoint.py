@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, on_command_line
 from charlm.model import CharLM, ModelConfig
 from charlm.precision import resolve_device
 from charlm.run import BEST, LATEST
@@ -41,7 +41,8 @@ def resolve(path: str | os.PathLike[str]) -> Path:
                 return path / name
         raise CharLMError(f"no checkpoint in {path} (expected {BEST} or {LATEST}; train first)")
     if not path.exists():
-        raise CharLMError(f"no such checkpoint: {path} (train first, or pass --checkpoint)")
+        other = "pass --checkpoint" if on_command_line() else "give the path of a run folder"
+        raise CharLMError(f"no such checkpoint: {path} (train first, or {other})")
     return path
 
 

@@ -161,8 +161,8 @@ def keep_resumed(asked: TrainConfig, ran: TrainConfig) -> TrainConfig:
         value, was = getattr(cfg, name), getattr(ran, name)
         if value != was:
             raise CharLMError(
-                f"cannot resume with {flag(name)} {value}: the run in {cfg.out} was trained "
-                f"with {flag(name)} {was} (start a new run with another --out)"
+                f"cannot resume with {flag(name, value)}: the run in {cfg.out} was trained "
+                f"with {flag(name, was)} (start a new run with another {flag('out', ...)})"
             )
     return cfg
 

@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 
 MAX_THREADS = 1024
 
@@ -61,7 +61,7 @@ def choose_wait_policy() -> None:
 
 def check_threads(n: int) -> None:
     if not 0 <= n <= MAX_THREADS:
-        raise CharLMError(f"--threads must be between 0 (auto) and {MAX_THREADS}, got {n}")
+        raise CharLMError(f"{flag('threads')} must be between 0 (auto) and {MAX_THREADS}, got {n}")
 
 
 def use_threads(n: int) -> int:
