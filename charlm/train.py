@@ -37,7 +37,7 @@ from charlm import checkpoint, distributed
 from charlm.budget import Costs, Plan
 from charlm.config import TrainConfig, check_config
 from charlm.corpus import Corpus
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.evaluate import validate
 from charlm.generate import generate
 from charlm.inputs import Reading, changes, read
@@ -48,7 +48,7 @@ from charlm.metrics import perplexity
 from charlm.precision import resolve_amp, resolve_device
 from charlm.progress import EpochProgress, epoch_summary
 from charlm.run import RunFolder
-from charlm.samplers import LAYOUT, SAMPLERS
+from charlm.samplers import LAYOUT, LAYOUTS, SAMPLERS
 from charlm.settle import (
     Facts,
     Settled,
@@ -167,7 +167,7 @@ def read_corpus(cfg: TrainConfig, quiet: bool) -> Corpus:
     try:
         own = (str(Path(cfg.out).resolve()),)
     except (OSError, RuntimeError) as e:  # a symlink loop
-        raise CharLMError(f"cannot use --out {cfg.out}: {e}") from None
+        raise CharLMError(f"cannot use {flag('out', cfg.out)}: {e}") from None
     corpus = read(cfg.corpus, Reading.of(cfg), byte_level=cfg.byte_level, away=own)
     if corpus.note and not quiet:
         tqdm.write(corpus.note, file=sys.stderr)
@@ -198,19 +198,24 @@ def damaged(folder: RunFolder, e: Exception) -> CharLMError:
     )
 
 
-def make_sampler(cfg: TrainConfig, ids: Any, ctx: distributed.Context) -> Any:
-    """--sampler's batches of the training ids: this rank's rows of every global batch."""
-    return SAMPLERS[cfg.sampler](
-        ids, cfg.seq_len, cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size, cfg.random_offset
-    )
+def make_sampler(cfg: TrainConfig, ids: Any, ctx: distributed.Context, layout: int = LAYOUT) -> Any:
+    """--sampler's batches of the training ids: this rank's rows of every global batch, in
+    the order of `layout` (a resumed run's own: `sampler_layout`)."""
+    return SAMPLERS[cfg.sampler](ids, cfg.seq_len, cfg.batch_size, cfg.seed, ctx.rank,
+                                 ctx.world_size, cfg.random_offset, layout)  # fmt: skip
+
+
+def sampler_layout(ckpt: dict[str, Any] | None) -> int:
+    """The batch order a run takes: a resumed run keeps the one it began with (samplers.py)."""
+    return LAYOUT if ckpt is None else ckpt["sampler_layout"]
 
 
 def check_validation(val_fraction: float, val_ids: Any) -> None:
     """The validation part, if any, must be scorable."""
     if val_fraction > 0 and len(val_ids) < 2:
         raise CharLMError(
-            f"--val-fraction {val_fraction} leaves {len(val_ids)} characters for validation; "
-            f"raise it, or use 0 to skip validation"
+            f"{flag('val_fraction', val_fraction)} leaves {len(val_ids)} characters for "
+            f"validation; raise it, or use 0 to skip validation"
         )
 
 
@@ -220,7 +225,7 @@ def check_same_data(ckpt: dict[str, Any], corpus: Corpus, cfg: TrainConfig) -> N
     if changed:
         raise CharLMError(
             f"cannot resume: the inputs differ from those the run in {cfg.out} began with: "
-            f"{changed} (start a new run with another --out)"
+            f"{changed} (start a new run with another {flag('out', ...)})"
         )
     if ckpt["vocab"] != corpus.vocab.chars:
         raise CharLMError(
@@ -229,17 +234,19 @@ def check_same_data(ckpt: dict[str, Any], corpus: Corpus, cfg: TrainConfig) -> N
         )
     if ckpt["config"].get("dropout") and not ckpt.get("output_dropout"):
         raise CharLMError(
-            f"cannot resume the run in {cfg.out}: it was trained with --dropout between layers "
-            f"only, and this charlm applies it before the output layer too, so the rest of "
-            f"the run would train another model. Start a new run with --overwrite or another "
-            f"--out, or finish this one with the charlm that started it"
+            f"cannot resume the run in {cfg.out}: it was trained with {flag('dropout')} between "
+            f"layers only, and this charlm applies it before the output layer too, so the rest "
+            f"of the run would train another model. Start a new run with "
+            f"{flag('overwrite', True)} or another {flag('out', ...)}, or finish this one with "
+            f"the charlm that started it"
         )
-    if ckpt.get("sampler_layout", 1) != LAYOUT:  # written before the textbook's samplers
+    if ckpt.get("sampler_layout", 1) not in LAYOUTS:  # written before the textbook's samplers
         raise CharLMError(
             f"cannot resume the run in {cfg.out}: it was trained with charlm 0.1's batch "
             f"order, which this charlm no longer has (its samplers follow the textbook), so "
-            f"the rest of the run would see other batches. Start a new run with --overwrite "
-            f"or another --out, or finish this one with charlm 0.1"
+            f"the rest of the run would see other batches. Start a new run with "
+            f"{flag('overwrite', True)} or another {flag('out', ...)}, or finish this one with "
+            f"charlm 0.1"
         )
 
 
@@ -304,14 +311,15 @@ class Trainer:
         self.amp, self.amp_reason = resolve_amp(cfg.amp, self.device)
         self.folder, self.resumed = RunFolder(cfg.out, writes=self.dist.is_main), resume
         corpus, ckpt = open_data(cfg, self.folder, resume, overwrite, not self.progress_bar)
-        self.vocab, self.inputs = corpus.vocab, corpus.inputs
+        self.vocab, self.inputs, self.corpus_line = corpus.vocab, corpus.inputs, corpus.line()
         self.record = dict(  # config.json's facts beside the settings
             vocab_size=len(self.vocab), corpus_source=corpus.source, torch_threads=self.threads
         )
         self.facts = Facts(amp=self.amp, **resumed_facts(ckpt, self.folder))
         data = settle(cfg, self.facts).cfg  # how the text is cut sets an epoch's steps
         self.train_ids, self.val_ids = corpus.split(data.val_fraction)
-        self.sampler = make_sampler(data, self.train_ids, self.dist)
+        self.sampler = make_sampler(data, self.train_ids, self.dist, sampler_layout(ckpt))
+        self.record["sampler_layout"] = self.sampler.layout  # the batch order (samplers.py)
         check_validation(data.val_fraction, self.val_ids)
         self.facts, self.p = replace(self.facts, steps_per_epoch=len(self.sampler)), Progress()
         self._build(settle(cfg, self.facts))
@@ -331,6 +339,7 @@ class Trainer:
         """Train until --epochs, --max-steps, the time budget or a signal stops the run."""
         p, row = self.p, None
         with self.folder.session(fresh=not self.resumed, step=p.step), Interrupts() as signals:
+            self._say(self.corpus_line)  # first what it reads, then (describe) how
             self._write_config()
             if self.settled.needs_costs:
                 self.fit_budget()
@@ -433,7 +442,7 @@ class Trainer:
             **self.learner.state_dict(),
             "progress": asdict(self.p),
             "plan": self.plan.record() if self.plan else None,
-            "sampler_layout": LAYOUT,
+            "sampler_layout": self.sampler.layout,
             "output_dropout": True,  # --dropout covers the last layer's output (model.py)
         }
 
