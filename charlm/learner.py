@@ -73,9 +73,11 @@ class Learner:
         reschedule(self.opt, self.scheduler, total_steps)
 
     def to_device(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch on the device; to a GPU through pinned memory, without waiting for it."""
-        if self.device.type != "cuda":
+        """A batch on the device; to a CUDA GPU through pinned memory, without waiting for it."""
+        if self.device.type == "cpu":
             return X, Y
+        if self.device.type != "cuda":  # mps, xpu, ...: a plain copy
+            return X.to(self.device), Y.to(self.device)
         return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in (X, Y))
 
     def step(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
