@@ -70,7 +70,9 @@ def run_page(page: str, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_the_python_examples_run_as_shown_twice_in_a_row(page, tmp_path: Path, monkeypatch):
+def test_the_python_examples_run_as_shown_twice_in_a_row(
+    page, tmp_path: Path, monkeypatch, torch_one_thread
+):
     assert examples(page), f"no Python examples in {page}"
     monkeypatch.setenv("CHARLM_CACHE", str(tmp_path / "cache"))  # nothing cached or fetched
     monkeypatch.chdir(tmp_path)

@@ -35,7 +35,9 @@ def test_the_context_is_left_as_it_was_after_an_error() -> None:
     assert flag("lr") == "lr"
 
 
-def test_a_repeated_python_run_is_refused_in_python(tmp_path: Path, monkeypatch) -> None:
+def test_a_repeated_python_run_is_refused_in_python(
+    tmp_path: Path, monkeypatch, torch_one_thread
+) -> None:
     """Hours of training are not lost to a repeated call: refused, in the caller's words."""
     monkeypatch.chdir(tmp_path)
     Path("t.txt").write_text(TEXT, encoding="utf-8")

@@ -101,7 +101,9 @@ def first_run(tmp_path: Path, monkeypatch) -> list[str]:
     return result.output.splitlines()
 
 
-def test_the_start_names_the_corpus_and_the_end_what_to_run_next(tmp_path, monkeypatch) -> None:
+def test_the_start_names_the_corpus_and_the_end_what_to_run_next(
+    tmp_path, monkeypatch, torch_one_thread
+) -> None:
     builtin_run = first_run(tmp_path, monkeypatch)
     text = builtin_text()
     size = len(text.encode("utf-8")) / 1e6
@@ -118,7 +120,9 @@ def test_the_start_names_the_corpus_and_the_end_what_to_run_next(tmp_path, monke
     ]
 
 
-def test_the_next_commands_run_as_printed(tmp_path, monkeypatch, small_builtin) -> None:
+def test_the_next_commands_run_as_printed(
+    tmp_path, monkeypatch, small_builtin, torch_one_thread
+) -> None:
     pytest.importorskip("matplotlib")  # the plot command's optional dependency
     builtin_run = first_run(tmp_path, monkeypatch)
     start = builtin_run.index("next:") + 1
@@ -148,7 +152,7 @@ def test_the_end_names_a_split_corpus_test_part_and_the_reading_flags(monkeypatc
 
 
 def test_a_run_on_the_builtin_text_of_before_the_cleaning_is_refused(
-    tmp_path: Path, small_builtin: str
+    tmp_path: Path, small_builtin: str, torch_one_thread
 ) -> None:
     """Runs before this recorded no inputs for the built-in corpus: one is not continued on
     the cleaned text (nor on another Python's help topics); a run of today's text is."""
