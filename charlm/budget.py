@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from charlm.errors import flag
+from charlm.errors import option
 from charlm.schema import Float, Int, Opt, Record, Str, check
 
 # fraction of the budget left out of the plan: noise on a shared machine, samples, rounding
@@ -86,7 +86,7 @@ class Plan:
         """A new plan. The replay names the settings auto chose by the budget (`chosen`:
         --hidden-size, --seq-len, --lr, --dropout): left at auto, a run without a budget would
         choose others."""
-        given = " ".join(f"{flag(name)} {value:g}" for name, value in chosen.items())
+        given = " ".join(f"{option(name)} {value:g}" for name, value in chosen.items())
         return cls(steps, set_by, f"--max-steps {steps} --time-budget 0 {given}", costs)
 
     @classmethod

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 
 CHUNK_BYTES = 16 << 20  # bytes read per chunk
 
@@ -103,7 +103,10 @@ def _read(f: BinaryIO, name: str, size: int) -> bytes:
 
 
 def _binary(name: str) -> str:
-    return f"{name} looks like a binary file (it contains NUL bytes), not text (see --byte-level)"
+    return (
+        f"{name} looks like a binary file (it contains NUL bytes), not text (see "
+        f"{flag('byte_level')})"
+    )
 
 
 def _decoded(doc: Document, encoding: str, errors: str, chunk_size: int) -> Iterator[bytes | str]:
@@ -129,8 +132,9 @@ def _decoded(doc: Document, encoding: str, errors: str, chunk_size: int) -> Iter
                 except UnicodeDecodeError as e:  # e.object is pending + raw
                     raise CharLMError(
                         f"{doc.name} is not valid {encoding}: bad byte 0x{e.object[e.start]:02x} "
-                        f"at byte offset {offset - len(pending) + e.start} (use --encoding to name "
-                        f"the right encoding, or --errors replace)"
+                        f"at byte offset {offset - len(pending) + e.start} (use "
+                        f"{flag('encoding')} to name the right encoding, or "
+                        f"{flag('errors', 'replace')})"
                     ) from None
                 except UnicodeError as e:  # utf-16 without its byte-order mark, idna, ...
                     raise CharLMError(

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from charlm import distributed, metrics
 from charlm.dynamic import adapted_windows
-from charlm.errors import CharLMError, expect
+from charlm.errors import CharLMError, expect, flag
 from charlm.metrics import DIVERGED
 from charlm.model import CharLM, detach_state
 from charlm.resources import check_fits, scoring_bytes
@@ -173,7 +173,9 @@ def score(
     uniform = math.log(max(model.cfg.vocab_size, 2))
     adapted_badly = dynamic is not None and total / count > DIVERGED * uniform
     if not math.isfinite(total) or adapted_badly:  # NaN weights, or a diverging dynamic copy
-        why = f"--dynamic-lr {dynamic.lr:g} made the model diverge" if dynamic else "NaN weights?"
+        why = "NaN weights?"
+        if dynamic:
+            why = f"{flag('dynamic_lr', float(f'{dynamic.lr:g}'))} made the model diverge"
         raise CharLMError(f"the text's score is not a finite number ({total / count:g}): {why}")
     return Score(nll=total / count, chars=count)
 

@@ -176,8 +176,9 @@ def keep_resumed(asked: TrainConfig, ran: TrainConfig) -> TrainConfig:
         value, was = _same(getattr(cfg, name)), _same(getattr(ran, name))
         if value != was:
             raise CharLMError(
-                f"cannot resume with {flag(name)} {_said(value)}: the run in {cfg.out} was "
-                f"trained with {flag(name)} {_said(was)} (start a new run with another --out)"
+                f"cannot resume with {flag(name, _said(value))}: the run in {cfg.out} was "
+                f"trained with {flag(name, _said(was))} (start a new run with another "
+                f"{flag('out', ...)})"
             )
     return cfg
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.cells import State
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.model import CharLM
 
 WIDE = 16  # from this many streams on (CPU; not int8), buffers keep the streams as fastest axis
@@ -92,8 +92,8 @@ class Layout:
         int8 = int8 and N > 1
         if int8 and not model.rnn.bounded_state:
             raise CharLMError(
-                f"--int8 quantizes hidden states as round(127 h), but the {model.rnn.name} cell "
-                "does not declare |h| <= 1: use --amp"
+                f"{flag('int8')} quantizes hidden states as round(127 h), but the "
+                f"{model.rnn.name} cell does not declare |h| <= 1: use {flag('amp')}"
             )
         # the matmuls' dtype: one stream is a matrix-vector product, which gains nothing from it
         mm = torch.int8 if int8 else torch.bfloat16 if amp and N > 1 else p.dtype

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from charlm.decode import next_char_probs
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.generate import generate, stream
 from charlm.model import CharLM, ModelConfig
 from charlm.stepper import WIDE, Stepper
@@ -136,9 +136,13 @@ def test_int8_streams_use_int8_matmuls_and_stay_close(kind: str, layers: int, n:
 
 def test_int8_needs_cpu_and_excludes_amp() -> None:
     model = make_model("lstm").float()
-    with pytest.raises(CharLMError, match="--amp and --int8"):
+    with pytest.raises(CharLMError, match=r"^amp and int8 are two"):
         generate(model, VOCAB, PREFIX, 5, num_samples=2, amp=True, int8=True)
-    with pytest.raises(CharLMError, match="--int8 runs on CPU, not meta"):
+    with command_line(), pytest.raises(CharLMError, match="--amp and --int8"):
+        generate(model, VOCAB, PREFIX, 5, num_samples=2, amp=True, int8=True)
+    with pytest.raises(CharLMError, match=r"^int8 runs on CPU, not meta: use amp there"):
+        generate(model.to("meta"), VOCAB, PREFIX, 5, num_samples=2, int8=True)
+    with command_line(), pytest.raises(CharLMError, match="--int8 runs on CPU, not meta"):
         generate(model.to("meta"), VOCAB, PREFIX, 5, num_samples=2, int8=True)
 
 
@@ -230,7 +234,9 @@ def test_edges() -> None:
     assert len(text) == 20
     (one,) = generate(model, VOCAB, "h", 5, greedy=True)
     assert len(one) == 6
-    with pytest.raises(CharLMError, match="--top-k"):
+    with pytest.raises(CharLMError, match=r"^top_k must be > 0"):
+        generate(model, VOCAB, PREFIX, 5, top_k=0)
+    with command_line(), pytest.raises(CharLMError, match="--top-k"):
         generate(model, VOCAB, PREFIX, 5, top_k=0)
     with pytest.raises(CharLMError, match="not in the model's vocabulary"):
         generate(model, VOCAB, "HELLO", 5)
