@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from charlm.config import TrainConfig
     from charlm.model import CharLM
     from charlm.sampling import Sampling
+    from charlm.train import TrainResult
     from charlm.vocab import Vocab
 
 
@@ -229,6 +230,11 @@ def train(
     result = run_training(cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite)
     if not distributed.detect().is_main:
         sys.exit(result.exit_code)  # under torchrun, rank 0 reports for all
+    _say_end(cfg, result, quiet)
+
+
+def _say_end(cfg: TrainConfig, result: TrainResult, quiet: bool) -> None:
+    """How the run ended: where to resume it after a signal, else what to run next."""
     if result.stopped_by.is_signal:
         args = [cfg.corpus] if isinstance(cfg.corpus, str) else list(cfg.corpus)
         corpus_arg = "" if args == ["builtin"] else " " + " ".join(map(shlex.quote, args))

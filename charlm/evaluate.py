@@ -95,8 +95,9 @@ def check_scoring_fits(
     width = cfg.embedding_dim + 6 * cfg.hidden_size * cfg.num_layers + 3 * cfg.vocab_size + 2
     params = sum(p.numel() for p in model.parameters())
     need = scoring_bytes(window, width, params, dynamic is not None)
-    what = f"scoring windows of --seq-len {seq_len} x --streams {streams} ({window:,} characters)"
-    same = "" if dynamic else "a shorter --seq-len scores the same text, the state carried"
+    windows = f"{flag('seq_len', seq_len)} x {flag('streams', streams)}"
+    what = f"scoring windows of {windows} ({window:,} characters)"
+    same = "" if dynamic else f"a shorter {flag('seq_len')} scores the same text, the state carried"
     check_fits(need, what, model.W_hq.device, same)
 
 

@@ -85,7 +85,7 @@ def check_thread_space(n: int, running: int) -> None:
     need, left = thread_bytes(n) - thread_bytes(running), address_space_left()
     if left is not None and need > left:
         raise CharLMError(
-            f"--threads {n} would reserve about {need / 2**30:.1f} GB of address space for its "
-            f"threads, and the address-space limit (ulimit -v) leaves {left / 2**30:.1f} GB: "
+            f"{flag('threads', n)} would reserve about {need / 2**30:.1f} GB of address space for "
+            f"its threads, and the address-space limit (ulimit -v) leaves {left / 2**30:.1f} GB: "
             f"use fewer threads (0: one per core)"
         )

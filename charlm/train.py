@@ -473,9 +473,9 @@ def train(cfg: TrainConfig, resume: bool = False, **options: Any) -> TrainResult
         result = Trainer(cfg, resume, **options).run()
     if result.stopped_by == StopReason.TIME_BUDGET and not result.progress.step:
         raise CharLMError(
-            f"--time-budget {cfg.time_budget:g} s is too short for one step here: measuring "
-            f"what a step costs took {result.progress.elapsed_s:.2g} s of it; nothing was "
-            f"trained or saved (give a longer budget)"
+            f"{flag('time_budget', f'{cfg.time_budget:g}')} s is too short for one step here: "
+            f"measuring what a step costs took {result.progress.elapsed_s:.2g} s of it; nothing "
+            f"was trained or saved (give a longer budget)"
         )
     return result
 
