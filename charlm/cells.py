@@ -527,35 +527,52 @@ def log_g(x: torch.Tensor) -> torch.Tensor:
     return F.logsigmoid(x.clamp(max=0)) + torch.log1p(2 * torch.relu(x))
 
 
-class LinearScan(torch.autograd.Function):
-    """h_t = a_t h_{t-1} + b_t for t = 0..T-1 from h_{-1} = h0, as one elementwise sweep.
+class GatedScan(torch.autograd.Function):
+    """h_t = a_t h_{t-1} + b_t with a = sigmoid(-s), b = sigmoid(s) g(k_h) (z = sigmoid(s), the
+    update coefficient), for t = 0..T-1 from h_{-1} = h0: one elementwise sweep over time.
 
-    Shapes: a, b (T, B, S), h0 (B, S) -> hs (T, B, S). Every step is one fused multiply-add
-    on B x S elements; the backward pass is the same sweep run backwards,
-    dh_{t-1} = dhs_{t-1} + a_t dh_t, and then da_t = dh_t h_{t-1}, db_t = dh_t at once.
+    Shapes: s, k_h (T, B, S), h0 (B, S) -> hs (T, B, S), in h0's precision whatever the
+    pre-activations' (bfloat16 under --amp). Every step is one fused multiply-add on B x S
+    elements; the backward pass is the same sweep run backwards, dh_{t-1} = dhs_{t-1} +
+    a_t dh_t, then every other derivative at once, from a and g kept from the forward pass:
+
+        ds = a (1 - a) dh (g - h_{t-1})      dk_h = (1 - a) dh g'(k_h)      dh0 = a_0 dh_0
+
+    with g' = 1 where k_h >= 0, else g (1 - g) (there g is the sigmoid). Written by hand, as
+    the RNN's recurrence is: autograd through the same ops took several times the passes.
     """
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, s: torch.Tensor, k_h: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        a = s.to(h0.dtype).neg().sigmoid_()  # 1 - z
+        k = k_h.to(h0.dtype)
+        g_ = k.clamp(max=0).sigmoid_().add_(k.clamp(min=0))
+        b = torch.addcmul(g_, g_, a, value=-1)  # z g = (1 - a) g
         hs = torch.empty_like(b)
         h = h0
         for t in range(a.shape[0]):
             h = torch.addcmul(b[t], a[t], h, out=hs[t])
-        ctx.save_for_backward(a, h0, hs)
+        ctx.save_for_backward(a, g_, k, h0, hs)
+        ctx.dtypes = s.dtype, k_h.dtype
         return hs
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dhs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        a, h0, hs = ctx.saved_tensors
+        a, g_, k, h0, hs = ctx.saved_tensors
         dh = torch.empty_like(hs)  # dL/dh_t through every path, filled from the last step back
         dh[-1] = dhs[-1]
         for t in range(a.shape[0] - 1, 0, -1):
             torch.addcmul(dhs[t - 1], a[t], dh[t], out=dh[t - 1])
-        da = torch.empty_like(hs)
-        torch.mul(dh[0], h0, out=da[0])
-        torch.mul(dh[1:], hs[:-1], out=da[1:])
-        return da, dh, a[0] * dh[0]
+        ds = g_.clone()  # g - h_{t-1}
+        ds[0].sub_(h0)
+        ds[1:].sub_(hs[:-1])
+        ds.mul_(dh).mul_(a)
+        ds.addcmul_(ds, a, value=-1)  # x (1 - a)
+        dk = torch.addcmul(g_, g_, g_, value=-1).masked_fill_(k >= 0, 1.0)  # g'(k_h)
+        dk.mul_(dh)
+        dk.addcmul_(dk, a, value=-1)  # x (1 - a)
+        return ds.to(ctx.dtypes[0]), dk.to(ctx.dtypes[1]), a[0] * dh[0]
 
 
 def log_scan(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
@@ -573,8 +590,13 @@ def log_scan(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor) -> torc
 
 def rms_norm(x: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
     """x / sqrt(mean(x^2) + EPS) over the last axis, times the gain, in x's precision."""
-    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS)
-    return x if gain is None else x * gain
+    return F.rms_norm(x, x.shape[-1:], gain, EPS)
+
+
+def affine(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x W + b as one kernel (F.linear: under --amp the bias is added inside the bfloat16
+    matmul, not in a float32 pass after it)."""
+    return F.linear(x, W.t(), b)
 
 
 class MinBlock(nn.Module):
@@ -606,7 +628,7 @@ class MinCell(Cell):
 
     textbook_init = False
     bounded_state = False  # h mixes g values, and g(x) = x + 1/2 grows without bound
-    # "sweep" (LinearScan) or "log" (log_scan) for a window; None: sweep on a CPU, where it
+    # "sweep" (GatedScan) or "log" (log_scan) for a window; None: sweep on a CPU, where it
     # measured tens of times faster than torch's logcumsumexp, log space elsewhere
     scan: ClassVar[str | None] = None
 
@@ -661,11 +683,13 @@ class MinCell(Cell):
         return torch.sigmoid(-s), torch.sigmoid(s) * g(k_h)
 
     def run_scan(self, k: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-        """A window's states (T, B, S) from its pre-activations (T, B, G), by `scan`."""
+        """A window's states (T, B, S) from its pre-activations (T, B, G), by `scan`, in h0's
+        precision (float32 under --amp too)."""
         kind = self.scan or ("sweep" if k.device.type == "cpu" else "log")
-        if kind == "sweep":
-            return LinearScan.apply(*self.coefficients(k), h0)
         s, k_h = self.mix(k)
+        if kind == "sweep":
+            return GatedScan.apply(s, k_h, h0)
+        s, k_h = s.to(h0.dtype), k_h.to(h0.dtype)
         return log_scan(-F.softplus(s), log_g(k_h) - F.softplus(-s), h0)
 
     def forward(
@@ -676,14 +700,14 @@ class MinCell(Cell):
         x = self.stream_in(X)
         finals = []
         for i, layer in enumerate(self.layers):
-            k = (self.layer_input(i, x) @ layer.W_x + layer.b_x).to(H0.dtype)
+            k = affine(self.layer_input(i, x), layer.W_x, layer.b_x)
             hs = self.run_scan(k, H0[i])  # in full precision even under --amp, as the state
             finals.append(hs[-1])
             x = self.between(i, x, hs, drop)
         return self.stream_out(x), torch.stack(finals)
 
     def stream_in(self, X: torch.Tensor) -> torch.Tensor:
-        return (X @ self.W_in + self.b_in).to(self.W_in.dtype)  # the stream stays in float32
+        return affine(X, self.W_in, self.b_in).to(self.W_in.dtype)  # the stream: float32
 
     def layer_input(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return rms_norm(x, self.layers[i].gain_1)
@@ -692,9 +716,9 @@ class MinCell(Cell):
         self, i: int, x: torch.Tensor, h: torch.Tensor, drop: Dropout | None = None
     ) -> torch.Tensor:
         layer, keep = self.layers[i], drop or (lambda y: y)
-        x = x + keep(h @ layer.W_o + layer.b_o)
-        f = F.gelu(rms_norm(x, layer.gain_2) @ layer.W_1 + layer.b_1)
-        return x + keep(f @ layer.W_2 + layer.b_2)
+        x = x + keep(affine(h, layer.W_o, layer.b_o))
+        f = F.gelu(affine(rms_norm(x, layer.gain_2), layer.W_1, layer.b_1))
+        return x + keep(affine(f, layer.W_2, layer.b_2))
 
     def stream_out(self, x: torch.Tensor) -> torch.Tensor:
         return rms_norm(x, self.gain)

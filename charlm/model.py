@@ -3,7 +3,8 @@
     O_t = H_t W_hq + b_q        (H_t: the last layer's state at step t)
 
 --dropout applies to each layer's output, as Zaremba et al. (2014) regularise an LSTM: between
-layers (inside the cell) and to H_t before the output layer; never to the recurrent state.
+layers (inside the cell) and to H_t before the output layer; never to the recurrent state. The
+min cells drop both branches of each residual block, with one layer too (`Cell.inner_dropout`).
 
 `CharLM` knows no cell kind by name: the cell class registered for `ModelConfig.model` owns its
 parameters, state and equations.

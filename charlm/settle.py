@@ -49,8 +49,9 @@ AUTO_SHORT = {"hidden_size": 384, "seq_len": 64, "lr": 1e-2, "dropout": 0.25}
 AUTO_LONG = {"hidden_size": 448, "seq_len": 128, "lr": 5e-3, "dropout": 0.25}
 AUTO_MANY_EPOCHS = {"hidden_size": 640, "dropout": 0.5}  # on top of AUTO_LONG
 # The min cells' own auto values, for a run that names one with --model ("short": a budget under
-# SHORT_BUDGET_S, "long": the rest): starting points from short runs on a shared 2-core CPU,
-# for benchmarks/tune_cells.py to replace with measured ones (docs/models.md)
+# SHORT_BUDGET_S, "long": the rest): starting points from short runs on a shared 2-core CPU
+# (lr 3e-3 learned more than 1e-2 in 183 steps of 2 x 192 units; docs/models.md), for
+# benchmarks/tune_cells.py to replace with measured ones
 CELL_AUTO = {
     "mingru": {
         "short": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.1},

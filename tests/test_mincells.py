@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
-from charlm.cells import CELLS, EXPANSION, LinearScan, MinCell, g, log_g, log_scan
+from charlm.cells import CELLS, EXPANSION, GatedScan, MinCell, g, log_g, log_scan
 from charlm.cli import main
 from charlm.config import TrainConfig
 from charlm.model import CharLM, ModelConfig
@@ -53,34 +54,42 @@ def grads(out: torch.Tensor, inputs: list[torch.Tensor], weights: torch.Tensor) 
     return list(torch.autograd.grad((out * weights).sum(), inputs))
 
 
-def coefficients(T: int, seed: int) -> tuple[torch.Tensor, ...]:
-    """a in (0, 1), b > 0, h0 >= 0 (one row 0: a fresh window), each requiring grad."""
+def pre_activations(T: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """s, k_h over several units of scale (z from ~0 to ~1, k_h on both sides of 0) and h0 >= 0
+    (one row 0: a fresh window), each requiring grad."""
     gen = torch.Generator().manual_seed(seed)
-    a = torch.rand(T, 3, 5, generator=gen).clamp(0.01, 0.99)
-    b = torch.rand(T, 3, 5, generator=gen) * 2 + 0.01
+    s, k_h = (torch.randn(T, 3, 5, generator=gen) * 3 for _ in range(2))
     h0 = torch.rand(3, 5, generator=gen) * 3
     h0[0] = 0
-    return tuple(x.requires_grad_() for x in (a, b, h0))
+    return tuple(x.requires_grad_() for x in (s, k_h, h0))
+
+
+def the_loop(s: torch.Tensor, k_h: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    """The paper's sequential form, z = sigmoid(s): h_t = (1 - z_t) h_{t-1} + z_t g(k_h)."""
+    return loop(torch.sigmoid(-s), torch.sigmoid(s) * g(k_h), h0)
 
 
 @pytest.mark.parametrize("T", LENGTHS)
 def test_both_scans_equal_the_loop_outputs_and_gradients(T: int) -> None:
-    """The sweep (on a, b) and the log-space scan (on log a, log b) give the loop's states,
-    and the same gradients for a, b and the carried state h0, within 1e-10 in float64."""
-    a, b, h0 = coefficients(T, T)
+    """The sweep (GatedScan, its backward by hand) and the log-space scan (Heinsen's, through
+    autograd) give the loop's states, and the same gradients for s, k_h and the carried
+    state h0, within 1e-10 in float64."""
+    s, k_h, h0 = pre_activations(T, T)
     w = torch.randn(T, 3, 5, generator=torch.Generator().manual_seed(99))
-    want = loop(a, b, h0)
-    want_grads = grads(want, [a, b, h0], w)
-    for hs in (LinearScan.apply(a, b, h0), log_scan(a.log(), b.log(), h0)):
+    want = the_loop(s, k_h, h0)
+    want_grads = grads(want, [s, k_h, h0], w)
+    log_scanned = log_scan(-F.softplus(s), log_g(k_h) - F.softplus(-s), h0)
+    for hs in (GatedScan.apply(s, k_h, h0), log_scanned):
         torch.testing.assert_close(hs, want, rtol=0, atol=1e-10)
-        for mine, theirs in zip(grads(hs, [a, b, h0], w), want_grads, strict=True):
+        for mine, theirs in zip(grads(hs, [s, k_h, h0], w), want_grads, strict=True):
             torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-10)
 
 
 def test_gradcheck_of_both_scans() -> None:
-    a, b, h0 = coefficients(6, 0)
-    assert torch.autograd.gradcheck(LinearScan.apply, (a, b, h0))
-    log_a, log_b = (x.detach().log().requires_grad_() for x in (a, b))
+    s, k_h, h0 = pre_activations(6, 0)
+    assert torch.autograd.gradcheck(GatedScan.apply, (s, k_h, h0))
+    a, b = torch.rand(6, 3, 5) * 0.98 + 0.01, torch.rand(6, 3, 5) * 2 + 0.01
+    log_a, log_b = (x.log().requires_grad_() for x in (a, b))
     h0_pos = (h0.detach() + 0.1).requires_grad_()  # gradcheck steps h0 both ways: keep it > 0
     assert torch.autograd.gradcheck(log_scan, (log_a, log_b, h0_pos))
 
@@ -129,6 +138,27 @@ def test_the_log_scan_trains_the_model_the_sweep_trains(kind: str) -> None:
         (logits * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum().backward()
         results.append([logits, final, *(p.grad.clone() for p in model.parameters())])
     type(model.rnn).scan = None
+    for mine, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", MIN)
+def test_on_cuda_the_log_scan_equals_the_cpu_sweep(kind: str) -> None:
+    """The same torch ops on a GPU (the log-space scan there): a long window carried into a
+    second, logits, states and gradients equal to the CPU's in float64."""
+    torch.manual_seed(0)
+    cpu = CharLM(ModelConfig(30, kind, hidden_size=16, num_layers=2, embedding_dim=8, dropout=0))
+    gpu = CharLM(ModelConfig(30, kind, hidden_size=16, num_layers=2, embedding_dim=8, dropout=0))
+    gpu.load_state_dict(cpu.state_dict())
+    X = torch.randint(0, 30, (300, 4))
+    results = []
+    for model, device in ((cpu, "cpu"), (gpu.cuda(), "cuda")):
+        _, state = model(X[:150].to(device))
+        logits, final = model(X[150:].to(device), state)
+        w = torch.linspace(-1, 1, logits.numel(), device=device).view_as(logits)
+        (logits * w).sum().backward()
+        results.append([logits.cpu(), final.cpu(), *(p.grad.cpu() for p in model.parameters())])
     for mine, theirs in zip(*results, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-10)
 
