@@ -768,17 +768,17 @@ class MinCell(Cell):
 
         stages = []
         for i, layer in enumerate(self.layers):
-            last = i + 1 == self.num_layers
-            nxt = (W_out, b_out) if last else self.fused_weights(i + 1)[::2]
-            gain_next = self.gain if last else self.layers[i + 1].gain_1
-            W_next = gain_next[:, None] * nxt[0] if last else nxt[0]
+            if i + 1 == self.num_layers:  # the output layer, the final norm's gain folded in
+                W_next, b_next = self.gain[:, None] * W_out, b_out
+            else:  # the next layer's input weights, its gain_1 folded in
+                W_next, b_next = self.fused_weights(i + 1).W_x, self.fused_weights(i + 1).b
             o_gemm = lay.affine(layer.b_o, h_m[i], layer.W_o)
             f_gemm = lay.affine(
                 layer.b_1, u if u_m is None else u_m, layer.gain_2[:, None] * layer.W_1
             )
             f = out(f_gemm, FF_MULT * D)
             f2_gemm = lay.affine(layer.b_2, f if f_m is None else f_m, layer.W_2)
-            next_gemm = lay.affine(nxt[1], u if u_m is None else u_m, W_next)
+            next_gemm = lay.affine(b_next, u if u_m is None else u_m, W_next)
             x_in = A[:, first.W_x.shape[1] :] if i == 0 else None
             stages += [
                 FastStage(self.fast_step, self.fast_views(A_l, None, h[i], None), h[i],
@@ -787,7 +787,7 @@ class MinCell(Cell):
                 FastStage(_gelu, f, f, f_m, f2_gemm, False),
                 FastStage(_residual_norm, (x, out(f2_gemm, D), None, u), u, u_m, next_gemm, False),
             ]  # fmt: skip
-            A_l = out(next_gemm, nxt[0].shape[1])
+            A_l = out(next_gemm, W_next.shape[1])
         return FastPlan(table, A, stages, A_l, [])
 
 
