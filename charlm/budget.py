@@ -82,11 +82,16 @@ class Plan:
     measured: Costs | None = None
 
     @classmethod
-    def made(cls, steps: int, set_by: str, costs: Costs | None, chosen: dict[str, float]) -> Plan:
+    def made(
+        cls, steps: int, set_by: str, costs: Costs | None, chosen: dict[str, float | str]
+    ) -> Plan:
         """A new plan. The replay names the settings auto chose by the budget (`chosen`:
-        --hidden-size, --seq-len, --lr, --dropout): left at auto, a run without a budget would
-        choose others."""
-        given = " ".join(f"{option(name)} {value:g}" for name, value in chosen.items())
+        --hidden-size, --seq-len, --lr, --dropout, and --model, --num-layers where it chose a
+        cell): left at auto, a run without a budget would choose others."""
+        given = " ".join(
+            f"{option(name)} {value if isinstance(value, str) else format(value, 'g')}"
+            for name, value in chosen.items()
+        )
         return cls(steps, set_by, f"--max-steps {steps} --time-budget 0 {given}", costs)
 
     @classmethod

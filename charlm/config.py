@@ -19,7 +19,7 @@ from charlm.schema import Int, Record, Str, check, parse_json
 from charlm.storage import FILE, look, read_text, shown
 from charlm.threads import check_threads
 
-MODELS = ("rnn", "lstm", "gru")
+MODELS = ("rnn", "lstm", "gru", "mingru", "minlstm")
 INITS = ("auto", "textbook", "pytorch")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AMP_CHOICES = ("auto", "on", "off")
@@ -53,7 +53,12 @@ class TrainConfig:
     corpus: str | tuple[str, ...] = _opt(BUILTIN, "training text: files, folders, globs, a name")
     out: str = _opt("runs/charlm", "run folder: checkpoints, metrics.jsonl, config.json")
     # model
-    model: str = _opt("lstm", "recurrent cell: hand-written rnn, or nn.LSTM / nn.GRU", MODELS)
+    model: str = _opt(
+        "lstm",
+        "recurrent cell: hand-written rnn, nn.LSTM / nn.GRU, or minGRU / minLSTM (residual "
+        "blocks trained in parallel over time; docs/models.md)",
+        MODELS,
+    )
     embedding_dim: int = _opt(64, "learned embedding size; 0 = one-hot input")
     hidden_size: int = _opt(
         0,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm import distributed
+from charlm.cells import cell_class
 from charlm.config import MODEL_FIELDS, TrainConfig
 from charlm.errors import flag
 from charlm.model import CharLM, ModelConfig, State, detach_state
@@ -36,7 +37,8 @@ def check_training_fits(m: ModelConfig, cfg: TrainConfig, device: torch.device) 
     """Refuse a model and batch that cannot fit in memory, before anything is allocated."""
     H, L, E = m.hidden_size, m.num_layers, m.embedding_dim
     params = parameters(m)
-    width = L * 6 * H + m.vocab_size + E  # per character: gates and states, logits, embedding
+    # per character: the cell's gates and states (`Cell.activation_floats`), logits, embedding
+    width = cell_class(m.model).activation_floats(H, L) + m.vocab_size + E
     need = training_bytes(params, cfg.optimizer, cfg.seq_len, cfg.batch_size, width)
     need += held_bytes(cfg.sample_length, 1) if cfg.sample_every else 0  # the epochs' samples
     what = (
