@@ -36,7 +36,9 @@ CACHE_RECORD_BYTES = 64 << 20  # a vocabulary of every code point, as JSON, is ~
 # what an entry of the cache records of each document: Document.identity (three items before
 # ctime and inode were recorded)
 IDENTITY = Either(
-    Tup(Str(), Int(0), Int(), Int(), Int(0), tuple_=False), Tup(Str(), Int(0), Int(), tuple_=False)
+    Tup(Str(), Int(0), Int(), Int(), Int(0), tuple_=False),  # a file: path, size, times, inode
+    Tup(Str(), Int(0), Int(), tuple_=False),  # before ctime and inode were recorded
+    Tup(Str(), Int(0), Str(), tuple_=False),  # the built-in corpus: its length and hash
 )
 ID_DTYPES = tuple(np.dtype(t).str for t in (np.uint8, np.uint16, np.uint32))
 CACHE_RECORD = Record(

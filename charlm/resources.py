@@ -108,10 +108,10 @@ def check_figure(width_in: float, height_in: float, dpi: Any) -> None:
     if max(wide, high) > FIGURE_SIDE_MAX:
         most = int(FIGURE_SIDE_MAX / max(width_in, height_in))
         raise CharLMError(
-            f"{flag('dpi', f'{dpi:g}')} makes an image of {wide:,} x {high:,} pixels, and one "
+            f"{flag('dpi', dpi)} makes an image of {wide:,} x {high:,} pixels, and one "
             f"side can have at most {FIGURE_SIDE_MAX:,}: use {flag('dpi', most)} or less"
         )
-    check_fits(PIXEL_BYTES * wide * high, f"a figure at {flag('dpi', f'{dpi:g}')}", None)
+    check_fits(PIXEL_BYTES * wide * high, f"a figure at {flag('dpi', dpi)}", None)
 
 
 def parameters(cfg: object) -> int:

@@ -35,7 +35,7 @@ from charlm.config import (
     TrainConfig,
     check_config,
 )
-from charlm.errors import CharLMError, flag
+from charlm.errors import CharLMError, flag, on_command_line
 
 # What --hidden-size 0, --seq-len 0, --lr 0 and --dropout -1 (the defaults) become: a budget
 # under SHORT_BUDGET_S buys about an epoch of tiny Shakespeare on a 2-core CPU, where a smaller
@@ -218,8 +218,8 @@ def keep_resumed(asked: TrainConfig, ran: TrainConfig) -> TrainConfig:
         value, was = _same(getattr(cfg, name)), _same(getattr(ran, name))
         if value != was:
             raise CharLMError(
-                f"cannot resume with {flag(name, _said(value))}: the run in {cfg.out} was "
-                f"trained with {flag(name, _said(was))} (start a new run with another "
+                f"cannot resume with {_setting(name, value)}: the run in {cfg.out} was "
+                f"trained with {_setting(name, was)} (start a new run with another "
                 f"{flag('out', ...)})"
             )
     return cfg
@@ -228,6 +228,12 @@ def keep_resumed(asked: TrainConfig, ran: TrainConfig) -> TrainConfig:
 def _same(value: Any) -> Any:
     """A setting as compared on resume: a list and a tuple of the same patterns are one."""
     return tuple(value) if isinstance(value, list) else value
+
+
+def _setting(name: str, value: Any) -> str:
+    """A setting and its value as a message says it: a flag and its value as typed at the
+    command line (see `_said`), a parameter and its repr to a Python caller."""
+    return flag(name, _said(value) if on_command_line() else value)
 
 
 def _said(value: Any) -> str:

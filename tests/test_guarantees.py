@@ -242,12 +242,12 @@ def test_evaluation_windows_are_estimated(small, monkeypatch):
 
 
 def test_a_figure_is_estimated_before_it_is_drawn(monkeypatch):
-    with pytest.raises(CharLMError, match="--dpi 100000 makes an image of 1,200,000 x 800,000"):
+    with pytest.raises(CharLMError, match="dpi=100000 makes an image of 1,200,000 x 800,000"):
         check_figure(12, 8, 100000)
     monkeypatch.setattr(resources, "available_bytes", lambda device: 2**20)
-    with pytest.raises(CharLMError, match="a figure at --dpi 120 needs about"):
+    with pytest.raises(CharLMError, match="a figure at dpi=120 needs about"):
         check_figure(12, 8, 120)
-    with pytest.raises(CharLMError, match="--dpi must be"):
+    with pytest.raises(CharLMError, match="dpi must be"):
         check_figure(12, 8, 0)
 
 
@@ -434,8 +434,8 @@ def test_settings_objects_refuse_a_value_of_another_type_naming_it(made, data, v
 def test_public_functions_check_their_arguments(small):
     model, vocab, _ = checkpoint.load_model(small / "run", "cpu")
     for call, name in [
-        (lambda: generate(model, vocab, "", 5, greedy="no"), "--greedy"),
-        (lambda: generate(model, vocab, "", 5, temperature="0.8"), "--temperature"),
+        (lambda: generate(model, vocab, "", 5, greedy="no"), "greedy"),
+        (lambda: generate(model, vocab, "", 5, temperature="0.8"), "temperature"),
         (lambda: generate(model, vocab, 5, 5), "prefix"),
         (lambda: score_text(model, vocab, 5), "text"),
         (lambda: load_corpus(5), "corpus"),
