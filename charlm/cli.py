@@ -172,6 +172,13 @@ def _training_flags() -> tuple[str, ...]:
     help="print every setting as the run would settle it (a --time-budget's measured costs "
     "and plan too), and write nothing",
 )
+@click.option(
+    "--replay",
+    "replay_run",
+    type=click.Path(path_type=Path),
+    help="train the run in this folder again, step for step: its settings and its plan with "
+    "the plan's revisions, without a budget (into --out, else FOLDER-replay)",
+)
 @click.pass_context
 @_user_errors
 def train(
@@ -182,6 +189,7 @@ def train(
     quiet: bool,
     config_file: Path | None,
     dry: bool,
+    replay_run: Path | None,
     **settings: Any,
 ) -> None:
     """Train a model on CORPUS: UTF-8 text files, folders, globs or a corpus name (none: the
@@ -202,10 +210,11 @@ def train(
       charlm train corpus.txt --resume               # continue an interrupted run
       charlm train --config run.toml --epochs 2      # settings from a file, flags win
       charlm train corpus.txt --time-budget 600 --dry-run   # what it would train
+      charlm train --replay runs/charlm              # a budget's run again, step for step
     """
     from charlm import distributed
-    from charlm.config import TrainConfig, read_settings
-    from charlm.train import dry_run, resume_config
+    from charlm.config import read_settings
+    from charlm.train import dry_run
     from charlm.train import train as run_training
 
     typed = click.core.ParameterSource.COMMANDLINE
@@ -214,13 +223,14 @@ def train(
         given["corpus"] = corpus[0] if len(corpus) == 1 else corpus
     # precedence: defaults < the config file < flags on the command line
     given = {**(read_settings(config_file) if config_file else {}), **given}
-    out = given.get("out", settings["out"])
-    cfg = resume_config(out, given) if resume else TrainConfig(**{**settings, **given})
+    cfg, plan = _run_config(settings, given, resume, replay_run)
     if dry:
-        for line in dry_run(cfg, resume=resume, overwrite=overwrite, quiet=quiet):
+        for line in dry_run(cfg, resume=resume, overwrite=overwrite, quiet=quiet, replay=plan):
             click.echo(line)  # under torchrun, rank 0 reports for all
         return
-    result = run_training(cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite)
+    result = run_training(
+        cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite, replay=plan
+    )
     if not distributed.detect().is_main:
         sys.exit(result.exit_code)  # under torchrun, rank 0 reports for all
     if result.stopped_by.is_signal:
@@ -233,6 +243,21 @@ def train(
         )
         sys.exit(result.exit_code)
     click.echo(f"done ({result.stopped_by}); saved in {cfg.out}")
+
+
+def _run_config(
+    settings: dict[str, Any], given: dict[str, Any], resume: bool, replay: Path | None
+) -> tuple[Any, Any]:
+    """The TrainConfig a `charlm train` runs, and the plan it replays (--replay), if any."""
+    from charlm.config import TrainConfig
+    from charlm.train import replay_config, resume_config
+
+    if replay is not None and resume:
+        raise CharLMError("--replay starts a new run and --resume continues one: give one")
+    if replay is not None:
+        return replay_config(replay, given)
+    out = given.get("out", settings["out"])
+    return resume_config(out, given) if resume else TrainConfig(**{**settings, **given}), None
 
 
 _checkpoint_option = click.option(

@@ -15,7 +15,7 @@ import pytest
 
 import charlm
 from benchmarks import bench, harness, learning, loadtime, rows
-from tests.conftest import ROOT
+from tests.conftest import ROOT, epoch_rows
 
 
 def test_zipf_corpus_has_exactly_the_asked_vocabulary(tmp_path):
@@ -116,8 +116,8 @@ def test_the_learning_curve_is_every_validation_row_of_the_run(tmp_path, corpus)
     result = charlm.train(cfg, progress_bar=False, callbacks=[seen])
     rows = seen.rows
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    written = (result.out / "metrics.jsonl").read_text().splitlines()
-    assert [r["val_loss"] for r in rows] == [json.loads(line)["val_loss"] for line in written]
+    written = epoch_rows(result.out)
+    assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in written]
     assert rows[-1]["val_loss"] == result.last_row["val_loss"]
     assert rows[-1]["step"] == result.progress.step
     assert all(0 < r["val_loss"] < 10 and r["partial"] is False for r in rows)
