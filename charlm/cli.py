@@ -579,17 +579,27 @@ def corpora_command() -> None:
     "-o", "--out", default="curves.png", show_default=True, help="image file (.png, .svg, .pdf)"
 )
 @click.option("--dpi", default=120, show_default=True, help="resolution of raster images")
+@click.option(
+    "--x-axis",
+    "axes",
+    multiple=True,
+    type=click.Choice(["epoch", "step", "time"]),
+    help="x axis of a column of panels: fractional epochs, steps or wall time (repeatable; "
+    "default: epoch and time)",
+)
 @_user_errors
-def plot(runs: tuple[Path, ...], out: str, dpi: int) -> None:
-    """Plot perplexity and BPC against epoch and wall time for one or more RUNS.
+def plot(runs: tuple[Path, ...], out: str, dpi: int, axes: tuple[str, ...]) -> None:
+    """Plot perplexity and BPC of one or more RUNS: training (dashed), validation at epoch
+    ends (solid) and the evaluations between them (points).
 
     \b
-    Example:
+    Examples:
       charlm plot runs/lstm runs/rnn -o curves.png   # needs matplotlib: pip install matplotlib
+      charlm plot runs/charlm --x-axis step          # against steps only
     """
-    from charlm.plot import plot_runs
+    from charlm.plot import DEFAULT_AXES, plot_runs
 
-    click.echo(f"wrote {plot_runs(runs, out, dpi)}")
+    click.echo(f"wrote {plot_runs(runs, out, dpi, axes or DEFAULT_AXES)}")
 
 
 @main.command(short_help="Show a run's model, corpus, progress and best score.")

@@ -431,8 +431,12 @@ class Run:
         return self.p.planned_steps or span(self.cfg, len(self.sampler))  # 0: a budget will plan
 
     def _reschedule(self) -> None:
-        """The schedule over `schedule_steps()`, and the plan's revisions."""
-        self.learner.reschedule(self.schedule_steps(), self.plan.schedule() if self.plan else ())
+        """The schedule over `schedule_steps()`: a plan's first steps, then its revisions."""
+        plan = self.plan
+        if plan is None:
+            self.learner.reschedule(self.schedule_steps())
+        else:
+            self.learner.reschedule(plan.steps, plan.schedule())
 
     def measure_costs(self) -> Costs:
         """What a step, a validation, an evaluation, a sample and a checkpoint cost here
