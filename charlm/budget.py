@@ -85,6 +85,8 @@ class Work:
         """What training from step `start` to step `end` costs, its work included: the epoch
         ends it crosses and the final one (each validates, writes checkpoint.pt and best.pt
         and samples), its evaluations, samples and checkpoints."""
+        if end <= start:
+            return 0.0
         E = self.steps_per_epoch
         ends = end // E - start // E + (1 if end % E else 0)
         epoch_end = costs.validation_s + 2 * costs.checkpoint_s
@@ -238,7 +240,8 @@ class Plan:
             if costs
             else ""
         )
-        revised = f", revised {len(self.revisions)} times" if self.revisions else ""
+        n = len(self.revisions)
+        revised = f", revised {'once' if n == 1 else f'{n} times'}" if n else ""
         return (
             f"plan: {self.total:,} steps (set by {self.set_by}{measured}{revised}); replay "
             f"exactly with {self.replay}"
@@ -251,7 +254,9 @@ class Plan:
         changes = " -> ".join(
             f"{r.steps:,} at step {r.step:,} ({r.step_s:.4f} s a step)" for r in self.revisions
         )
-        return f"the plan was revised {len(self.revisions)} times: {self.steps:,} -> {changes}"
+        n = len(self.revisions)
+        times = "once" if n == 1 else f"{n} times"
+        return f"the plan was revised {times}: {self.steps:,} -> {changes}"
 
 
 def _revision(record: dict[str, Any]) -> Revision:

@@ -126,7 +126,7 @@ class TrainConfig:
     device: str = _opt("auto", "auto picks CUDA when available", ("auto", "cpu", "cuda"))
     threads: int = _opt(0, "CPU threads for torch (0: auto, one per core; see README)")
     eval_every: int = _opt(
-        200,
+        250,
         "validate on the first --eval-chars characters of the validation text every N steps "
         "(0: only the full validation, at epoch ends)",
     )

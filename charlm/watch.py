@@ -33,9 +33,10 @@ from charlm.run import RunFolder
 from charlm.tensorboard import Board, writer_class
 from charlm.vocab import Vocab
 
-# an evaluation scores streams of about this many characters (at most --batch-size of them):
-# each stream starts with no state, and a short one would score mostly that cold start
-EVAL_STREAM_CHARS = 1024
+# an evaluation scores streams of at least this many characters (at most --batch-size of
+# them): each stream starts with no state, and a short one would score mostly that cold start;
+# a step of each stream reads all the weights, so fewer, longer streams would cost more
+EVAL_STREAM_CHARS = 256
 SAMPLE_TEMPERATURE = 0.8
 
 
