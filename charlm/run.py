@@ -84,7 +84,9 @@ class RunFolder:
             write_text(self.file(METRICS), "")
             self.file(SAMPLES).unlink(missing_ok=True)
             return
-        kept = [line for line, row, _ in _parsed(self.file(METRICS)) if row and row["step"] <= step]
+        kept = [
+            line for line, row, bad in _parsed(self.file(METRICS)) if _kept(line, row, bad, step)
+        ]
         write_text(self.file(METRICS), "".join(line + "\n" for line in kept))
 
     @contextlib.contextmanager
@@ -238,6 +240,17 @@ def _parsed(path: Path) -> list[tuple[str, dict[str, Any] | None, str | None]]:
     parsed = [(line, *check_row(line)) if line.strip() else (line, None, None) for line in lines]
     *whole, last = parsed  # the text after the last newline: a whole row, or torn, or nothing
     return whole + ([last] if last[1] is not None else [])
+
+
+def _kept(line: str, row: dict[str, Any] | None, problem: str | None, step: int) -> bool:
+    """Whether a resumed run keeps a line: a row up to its checkpoint's step (a row of a kind
+    this charlm does not know, by the step it names); not a line that is not a row."""
+    if row is not None:
+        return row["step"] <= step
+    if problem is not None or not line.strip():
+        return False
+    named = json.loads(line).get("step")  # a later charlm's row: valid JSON, a kind unknown here
+    return isinstance(named, int) and not isinstance(named, bool) and 0 <= named <= step
 
 
 def check_row(line: str) -> tuple[dict[str, Any] | None, str | None]:

@@ -79,7 +79,7 @@ class Board:
 
     def sample(self, step: int, heading: str, text: str) -> None:
         """A sample as text (Markdown: indented, so shown as written)."""
-        block = "\n".join("    " + line for line in text.splitlines())
+        block = "\n".join("    " + line for line in text.strip().splitlines())
         self.writer.add_text("samples", f"{heading}\n\n{block}", step)
 
     def close(self) -> None:
