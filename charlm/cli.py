@@ -213,16 +213,10 @@ def train(
       charlm train --replay runs/charlm              # a budget's run again, step for step
     """
     from charlm import distributed
-    from charlm.config import read_settings
     from charlm.train import dry_run
     from charlm.train import train as run_training
 
-    typed = click.core.ParameterSource.COMMANDLINE
-    given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == typed}
-    if corpus:
-        given["corpus"] = corpus[0] if len(corpus) == 1 else corpus
-    # precedence: defaults < the config file < flags on the command line
-    given = {**(read_settings(config_file) if config_file else {}), **given}
+    given = _given(ctx, corpus, config_file, settings)
     cfg, plan = _run_config(settings, given, resume, replay_run)
     if dry:
         for line in dry_run(cfg, resume=resume, overwrite=overwrite, quiet=quiet, replay=plan):
@@ -243,6 +237,20 @@ def train(
         )
         sys.exit(result.exit_code)
     click.echo(f"done ({result.stopped_by}); saved in {cfg.out}")
+
+
+def _given(
+    ctx: click.Context, corpus: tuple[str, ...], config_file: Path | None, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """The settings a `charlm train` was given: in its --config file, then its flags."""
+    from charlm.config import read_settings
+
+    typed = click.core.ParameterSource.COMMANDLINE
+    given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == typed}
+    if corpus:
+        given["corpus"] = corpus[0] if len(corpus) == 1 else corpus
+    # precedence: defaults < the config file < flags on the command line
+    return {**(read_settings(config_file) if config_file else {}), **given}
 
 
 def _run_config(
