@@ -41,6 +41,10 @@ SAFETY = 0.03
 # a revision is made where the plan, at the recent rate, would end more than this far from
 # the planned end: REVISE_FRACTION of the budget, at least REVISE_MIN_S seconds
 REVISE_FRACTION, REVISE_MIN_S = 0.01, 1.0
+# the recent rate is the mean over this many windows of --revise-every seconds of steps: on a
+# shared 2-core machine a step's time swung 5x from one 3 s window to the next, and fitting
+# each window swung the schedule with it (its rate decayed to lr/11 by a third of the run)
+PACE_WINDOWS = 3
 
 
 @dataclass(frozen=True)
@@ -267,11 +271,14 @@ def _revision(record: dict[str, Any]) -> Revision:
 
 
 class Pace:
-    """The recent seconds a step, over at least `every_s` seconds of steps: when a plan is due
-    for a revision (`due`), and the rate it is fitted to (`take`)."""
+    """The recent seconds a step: when a plan is due for a revision (every `every_s` seconds of
+    steps: `due`), and the rate it is fitted to (`take`): the mean over the last PACE_WINDOWS
+    such windows, so that a load that comes and goes from one second to the next does not
+    swing the schedule, while a lasting change shows in full within PACE_WINDOWS windows."""
 
     def __init__(self, every_s: float) -> None:
         self.every_s, self.steps, self.seconds = every_s, 0, 0.0
+        self.windows: list[tuple[int, float]] = []
 
     def add(self, seconds: float) -> None:
         self.steps += 1
@@ -281,9 +288,16 @@ class Pace:
     def due(self) -> bool:
         return self.every_s > 0 and self.steps > 0 and self.seconds >= self.every_s
 
+    @property
+    def step_s(self) -> float:
+        """The mean seconds a step over the last windows, this one included."""
+        windows = [*self.windows[1 - PACE_WINDOWS :], (self.steps, self.seconds)]
+        return sum(s for _, s in windows) / max(1, sum(n for n, _ in windows))
+
     def take(self) -> float:
-        """The mean seconds a step since the last `take`; the next window starts now."""
-        step_s = self.seconds / max(1, self.steps)
+        """`step_s`; the next window starts now."""
+        step_s = self.step_s
+        self.windows = [*self.windows[2 - PACE_WINDOWS :], (self.steps, self.seconds)]
         self.steps, self.seconds = 0, 0.0
         return step_s
 

@@ -152,7 +152,7 @@ class Replanning:
     ) -> Plan | None:
         """The plan revised at `step` (`spent_s` of `budget_s` spent), if it is due and its
         end moved; the run's folder `run` replays it."""
-        due, step_s = self.pace.due, self.pace.seconds / max(1, self.pace.steps)
+        due, step_s = self.pace.due, self.pace.step_s
         if self.ctx.enabled:
             if step % self.sync_every:
                 return None

@@ -20,7 +20,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charlm.budget import SAFETY, Costs, Plan, Work, plan_steps, refit, revised_steps
+from charlm.budget import (
+    PACE_WINDOWS,
+    SAFETY,
+    Costs,
+    Pace,
+    Plan,
+    Work,
+    plan_steps,
+    refit,
+    revised_steps,
+)
 from charlm.checkpoint import LATEST, load_model
 from charlm.cli import main
 from charlm.distributed import Context
@@ -280,6 +290,24 @@ def test_the_work_of_a_stretch_of_steps_and_what_fits(seed: int) -> None:
     ends = range(start + 1, (limit or start + 3000) + 1)  # a step costs >= 0.01 s: 3000 > 30 s
     best = max([e for e in ends if w.seconds(c, start, e) <= seconds], default=start + 1)
     assert fits == best
+
+
+def test_the_recent_rate_is_the_mean_of_the_last_windows() -> None:
+    """A load that comes for one window moves the rate by part of its size; one that lasts
+    shows in full after PACE_WINDOWS windows (of 1 s of steps here)."""
+    pace, windows = Pace(1.0), []
+    for step_s in (0.125, 0.125, 0.125, 0.5, 0.125, 0.125, 0.5, 0.5, 0.5):
+        for _ in range(round(1.0 / step_s)):
+            pace.add(step_s)
+        assert pace.due
+        windows.append((round(1.0 / step_s), 1.0))
+        last = windows[-PACE_WINDOWS:]
+        assert pace.take() == pytest.approx(sum(s for _, s in last) / sum(n for n, _ in last))
+        assert not pace.due
+    assert pace.step_s == 0.5  # the last windows, nothing since
+    never = Pace(0.0)  # --revise-every 0: never due
+    never.add(100.0)
+    assert not never.due
 
 
 def test_a_plan_on_track_is_not_revised() -> None:
