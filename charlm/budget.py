@@ -28,13 +28,13 @@ Plain arithmetic, free of torch: settle.py makes the plan from the measured cost
 
 from __future__ import annotations
 
-import math
 import shlex
 from dataclasses import asdict, dataclass, replace
 from itertools import pairwise
 from typing import Any
 
 from charlm.errors import flag
+from charlm.schema import Float, Int, Opt, Record, Seq, Str, Test, check
 
 # fraction of the budget left out of the plan: noise on a shared machine, rounding
 SAFETY = 0.03
@@ -165,6 +165,32 @@ class Revision:
     step_s: float
 
 
+_SECONDS = Float(0)
+COSTS = Record(
+    {"step_s": _SECONDS, "validation_s": _SECONDS, "checkpoint_s": _SECONDS},
+    {"measure_s": _SECONDS, "eval_s": _SECONDS, "sample_s": _SECONDS},
+)
+_STEPS = Int(0, 2**62)
+
+
+def _in_order(revisions: list[dict[str, Any]]) -> str | None:
+    """What is wrong with a plan's revisions (they only go forward, each to a later end)."""
+    for r in revisions:
+        if r["steps"] <= r["step"]:
+            return f"revise at step {r['step']} to {r['steps']} steps, not past it"
+    if any(b["step"] < a["step"] for a, b in pairwise(revisions)):
+        return "are not in step order"
+    return None
+
+
+REVISION = Record({"step": _STEPS, "steps": Int(1, 2**62), "step_s": _SECONDS})
+# a plan as config.json and every checkpoint record it
+PLAN = Record(
+    {"steps": Int(1, 2**62), "set_by": Str(), "replay": Str()},
+    {"measured": Opt(COSTS), "revisions": Test(Seq(REVISION), _in_order), "limit": _STEPS},
+)
+
+
 @dataclass(frozen=True)
 class Plan:
     """The steps a run's schedule spans and why, as config.json and every checkpoint record
@@ -212,19 +238,17 @@ class Plan:
         )
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Plan:
-        """The plan a run recorded (`record()`); a record that is not one raises."""
-        measured = record.get("measured")
+    def from_record(cls, record: Any, source: str = "the plan") -> Plan:
+        """The plan a run recorded (`record()`), checked as PLAN declares it; a record that
+        is not one is one line naming `source`."""
+        plan = check(PLAN, record, source)
+        measured = plan.get("measured")
         costs = None if measured is None else Costs(**measured)
-        revisions = tuple(_revision(r) for r in record.get("revisions", ()))
-        if any(b.step < a.step for a, b in pairwise(revisions)):
-            raise ValueError("the plan's revisions are not in step order")
-        steps, set_by = int(record["steps"]), str(record["set_by"])
+        revisions = tuple(Revision(**r) for r in plan.get("revisions", ()))
         # a plan recorded before `limit`: one set by --epochs or --max-steps was limited so
-        limit = int(record.get("limit", steps if set_by == "epochs/max_steps" else 0))
-        if steps < 0 or limit < 0:
-            raise ValueError(f"a plan of {steps} steps, limited to {limit}")
-        return cls(steps, set_by, str(record["replay"]), costs, revisions, limit)
+        steps, set_by = plan["steps"], plan["set_by"]
+        limit = plan.get("limit", steps if set_by == "epochs/max_steps" else 0)
+        return cls(steps, set_by, plan["replay"], costs, revisions, limit)
 
     def record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"steps": self.steps, "set_by": self.set_by, "replay": self.replay}
@@ -261,13 +285,6 @@ class Plan:
         n = len(self.revisions)
         times = "once" if n == 1 else f"{n} times"
         return f"the plan was revised {times}: {self.steps:,} -> {changes}"
-
-
-def _revision(record: dict[str, Any]) -> Revision:
-    step, steps, step_s = int(record["step"]), int(record["steps"]), float(record["step_s"])
-    if not (0 <= step < steps and math.isfinite(step_s) and step_s >= 0):
-        raise ValueError(f"a revision at step {step} to {steps} steps ({step_s} s a step)")
-    return Revision(step, steps, step_s)
 
 
 class Pace:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -35,16 +34,16 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
 from charlm.builtin import BUILTIN
-from charlm.errors import CharLMError
-from charlm.storage import atomic_write, cache_dir
+from charlm.errors import CharLMError, brief
+from charlm.schema import Int, Invalid, Record, Str, Test, parse_json
+from charlm.storage import atomic_write, cache_dir, read_text, shown
 
 MANIFESTS_ENV = "CHARLM_CORPORA"
 PARTS = ("train", "valid", "test")
@@ -91,102 +90,81 @@ def manifest_dirs() -> list[Path]:
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-_REQUIRED = ("name", "description", "url", "file", "size", "license", "unpack")
-_OPTIONAL = ("sha256", "download_size", "member", "unit", "split", "notes")
+MANIFEST_BYTES = 1 << 20  # a manifest is a few hundred bytes
+
+
+def _filled(text: str) -> str | None:
+    return None if text.strip() else f"must be a non-empty string, got {text!r}"
+
+
+def _all_parts(split: dict[str, int]) -> str | None:
+    if sorted(split) == sorted(PARTS):
+        return None
+    return f"must be an object with keys train, valid, test; got {brief(split)}"
+
+
+_TEXT = Test(Str(), _filled)
+# every field of a manifest, its type and range; what one field says about another is checked
+# after (parse_manifest)
+MANIFEST = Record(
+    {
+        "name": _TEXT,
+        "description": _TEXT,
+        "url": _TEXT,
+        "file": _TEXT,
+        "size": Int(1),
+        "license": _TEXT,
+        "unpack": Str(("none", "zip")),
+    },
+    {
+        "sha256": Test(Str(), lambda h: None if re.fullmatch(r"[0-9a-f]{64}", h) else
+                       f"must be 64 lowercase hex digits, got {h!r}"),
+        "download_size": Int(1),
+        "member": _TEXT,
+        "unit": Str(UNITS),
+        "split": Test(Record({}, {"train": Int(2), "valid": Int(0), "test": Int(0)}), _all_parts),
+        "notes": Str(),
+    },
+)  # fmt: skip
 
 
 def parse_manifest(path: Path) -> NamedCorpus:
     """Read and check one manifest; any flaw is one line naming the file and the field."""
-    data = _read_manifest(path)
+    source = f"corpus manifest {shown(path)}"
+    data = parse_json(read_text(path, "corpus manifest", MANIFEST_BYTES), source)
+    if not isinstance(data, dict):
+        raise CharLMError(f"{source} must hold one JSON object")
+    try:
+        data = MANIFEST.check(data, "")
+    except Invalid as e:
+        raise CharLMError(f"{source}: field {e.where!r} {e.why}") from None
     bad = functools.partial(_bad, path)
-    size = _count(bad, "size", data["size"])
-    download_size = _count(bad, "download_size", data.get("download_size"))
-    for key in ("name", "file", "description", "url", "license", "unpack", "member", "unit"):
-        _text(bad, data, key)
-    name, file = data["name"], data["file"]
+    name, file, unit, member = (
+        data["name"],
+        data["file"],
+        data.get("unit", "char"),
+        data.get("member"),
+    )
     if not _NAME.fullmatch(name) or name == BUILTIN:
         raise bad("name", f"must be letters, digits and . _ + - (not {BUILTIN!r}), got {name!r}")
     if Path(file).name != file or file in (".", ".."):
         raise bad("file", f"must be a plain file name, got {file!r}")
-    sha256 = _text(bad, data, "sha256")
-    if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise bad("sha256", f"must be 64 lowercase hex digits, got {sha256!r}")
-    unpack, member = data["unpack"], data.get("member")
-    if unpack not in ("none", "zip"):
-        raise bad("unpack", f"must be 'none' or 'zip', got {unpack!r}")
-    if (unpack == "zip") != (member is not None):
+    if (data["unpack"] == "zip") != (member is not None):
         raise bad("member", "is needed with unpack 'zip', and only then")
-    unit = data.get("unit", "char")
-    if unit not in UNITS:
-        raise bad("unit", f"must be 'char' or 'byte', got {unit!r}")
-    notes = data.get("notes", "")
-    if not isinstance(notes, str):
-        raise bad("notes", f"must be a string, got {notes!r}")
+    split = data.get("split")
+    lengths = None if split is None else tuple(split[p] for p in PARTS)
+    if unit == "byte" and lengths is not None and sum(lengths) != data["size"]:
+        raise bad("split", f"adds up to {sum(lengths)} bytes, but size is {data['size']}")
     return NamedCorpus(
-        name=name, file=file, url=data["url"], size=size,
-        license=data["license"], description=data["description"], sha256=sha256,
-        download_size=download_size, member=member, unit=unit,
-        split=_split(bad, data.get("split"), unit, size), notes=notes, manifest=str(path),
+        name=name, file=file, url=data["url"], size=data["size"], license=data["license"],
+        description=data["description"], sha256=data.get("sha256"),
+        download_size=data.get("download_size"), member=member, unit=unit, split=lengths,
+        notes=data.get("notes", ""), manifest=str(path),
     )  # fmt: skip
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest's JSON object, with every required field and no unknown one."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise CharLMError(f"cannot read corpus manifest {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise CharLMError(
-            f"corpus manifest {path} is not valid JSON: {e.msg} at line {e.lineno}"
-        ) from None
-    if not isinstance(data, dict):
-        raise CharLMError(f"corpus manifest {path} must hold one JSON object")
-    for key in data:
-        if key not in _REQUIRED + _OPTIONAL:
-            fields = ", ".join(_REQUIRED + _OPTIONAL)
-            raise _bad(path, key, f"is not a manifest field (fields: {fields})")
-    for key in _REQUIRED:
-        if key not in data:
-            raise _bad(path, key, "is missing")
-    return data
-
-
 def _bad(path: Path, field: str, why: str) -> CharLMError:
-    return CharLMError(f"corpus manifest {path}: field {field!r} {why}")
-
-
-def _text(bad: Callable[[str, str], CharLMError], data: dict[str, Any], key: str) -> Any:
-    """A field that, when present, is a non-empty string."""
-    value = data.get(key)
-    if key in data and (not isinstance(value, str) or not value.strip()):
-        raise bad(key, f"must be a non-empty string, got {value!r}")
-    return value
-
-
-def _count(bad: Callable[[str, str], CharLMError], key: str, value: Any, least: int = 1) -> Any:
-    """A field that, when present, is an integer >= least."""
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int) or value < least
-    ):
-        raise bad(key, f"must be an integer >= {least}, got {value!r}")
-    return value
-
-
-def _split(
-    bad: Callable[[str, str], CharLMError], split: Any, unit: str, size: int
-) -> tuple[int, int, int] | None:
-    """The declared (train, valid, test) lengths, if any."""
-    if split is None:
-        return None
-    if not isinstance(split, dict) or sorted(split) != sorted(PARTS):
-        raise bad("split", f"must be an object with keys train, valid, test; got {split!r}")
-    lengths = tuple(_count(bad, f"split.{p}", split[p], least=0) for p in PARTS)
-    if lengths[0] < 2:
-        raise bad("split.train", f"must be at least 2, got {lengths[0]}")
-    if unit == "byte" and sum(lengths) != size:
-        raise bad("split", f"adds up to {sum(lengths)} bytes, but size is {size}")
-    return lengths
+    return CharLMError(f"corpus manifest {shown(path)}: field {field!r} {why}")
 
 
 def entries() -> dict[str, NamedCorpus]:

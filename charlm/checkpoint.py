@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
-from charlm.errors import CharLMError
+from charlm import tensorfile
+from charlm.errors import CharLMError, brief
 from charlm.model import CharLM, ModelConfig
 from charlm.precision import resolve_device
 from charlm.run import BEST, LATEST
-from charlm.storage import atomic_write
+from charlm.storage import ANY, atomic_write, look, open_read, shown
 from charlm.vocab import Vocab
 
 FORMAT = "charlm-checkpoint"
@@ -33,59 +35,68 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint file, or a run folder: its best.pt if there is one, else checkpoint.pt."""
+    """A checkpoint file, or a run folder: its best.pt if there is one, else checkpoint.pt.
+    Looked at through the opener: a pipe or a device (whose reading would block for ever), a
+    NUL byte or a symlink loop is one line, before anything is opened."""
+    missing = f"no such checkpoint: {shown(path)} (train first, or pass --checkpoint)"
+    st = look(path, ANY, "checkpoint", missing=missing)
     path = Path(path)
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         for name in (BEST, LATEST):
-            if (path / name).is_file():
+            if os.path.lexists(path / name):  # what is there is read, or refused: never skipped
                 return path / name
         raise CharLMError(f"no checkpoint in {path} (expected {BEST} or {LATEST}; train first)")
-    if not path.exists():
-        raise CharLMError(f"no such checkpoint: {path} (train first, or pass --checkpoint)")
     return path
 
 
 def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict:
     """Read and check a checkpoint; every way it can be wrong becomes a CharLMError."""
     path = resolve(path)
+    with open_read(path, "checkpoint") as f:
+        ckpt = _unpickle(f, path, map_location)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CharLMError(f"{shown(path)} is not a charlm checkpoint")
+    if ckpt.get("version") != VERSION:
+        raise CharLMError(
+            f"{shown(path)} is a charlm checkpoint of format version "
+            f"{brief(ckpt.get('version'))}; this charlm reads version {VERSION}"
+        )
+    return ckpt
+
+
+def _unpickle(f: BinaryIO, path: Path, map_location: str | torch.device) -> Any:
+    """torch.load's plain-data reader: a crafted pickle or a damaged file is one line."""
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(f, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         detail = [line for line in str(e).splitlines() if "GLOBAL" in line]
         if not detail:  # the safe unpickler choked on bytes that are no pickle: a damaged file
             raise CharLMError(
-                f"{path} is not a readable checkpoint (truncated or corrupt?)"
+                f"{shown(path)} is not a readable checkpoint (truncated or corrupt?)"
             ) from None
         raise CharLMError(
-            f"refusing to load {path}: it holds objects other than plain data, which could run "
-            f"code ({detail[0].strip()[:120]})"
+            f"refusing to load {shown(path)}: it holds objects other than plain data, which "
+            f"could run code ({detail[0].strip()[:120]})"
         ) from None
     except Exception as e:  # a damaged file can fail inside the unpickler in many ways
         raise CharLMError(
-            f"{path} is not a readable checkpoint (truncated or corrupt?): "
+            f"{shown(path)} is not a readable checkpoint (truncated or corrupt?): "
             f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
         ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CharLMError(f"{path} is not a charlm checkpoint")
-    if ckpt.get("version") != VERSION:
-        raise CharLMError(
-            f"{path} is a charlm checkpoint of format version {ckpt.get('version')!r}; this "
-            f"charlm reads version {VERSION}"
-        )
-    return ckpt
 
 
 def load_model(
     path: str | os.PathLike[str], device: str = "auto"
 ) -> tuple[CharLM, Vocab, dict[str, Any]]:
-    """Model (in eval mode), vocabulary and raw checkpoint from a checkpoint file or run folder."""
+    """Model (in eval mode), vocabulary and raw checkpoint from a checkpoint file or run folder
+    (or a .safetensors file `charlm export` wrote: read as the same dict, checked the same)."""
     dev = resolve_device(device)
-    ckpt = load(path, map_location=dev)
+    ckpt = tensorfile.read(path) if tensorfile.holds(path) else load(path, map_location=dev)
     try:
         model, vocab = _model_of(ckpt)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CharLMError(
-            f"{path}: the checkpoint's contents do not fit a charlm model: {e}"
+            f"{shown(path)}: the checkpoint's contents do not fit a charlm model: {e}"
         ) from None
     return model.to(dev).eval(), vocab, ckpt
 

@@ -14,21 +14,23 @@ import json
 import shlex
 import sys
 from dataclasses import MISSING, fields, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from charlm import __version__
+from charlm.api import Limits
 from charlm.config import READING
 from charlm.console import (
     PIPE_CLOSED_EXIT,
     OutputClosed,
     OutputFailed,
+    forgive_output,
     guard_streams,
     silence_stdout,
 )
 from charlm.errors import CharLMError
+from charlm.export import FORMATS, QUANTIZE
 from charlm.scoring import PAGE_CHARS, Scoring
 
 if TYPE_CHECKING:
@@ -74,8 +76,7 @@ class _Main(click.Group):
 
     def main(self, args: list[str] | None = None, **kwargs: Any) -> Any:
         args = sys.argv[1:] if args is None else list(args)
-        # training only reports progress: a lost terminal or pipe must not end the run
-        guard_streams(forgiving=args[:1] == ["train"])
+        guard_streams()  # strict for every command, --help too, until training starts
         try:
             return super().main(args, **kwargs)
         except OutputClosed:  # outside a command: --version, --help
@@ -162,7 +163,7 @@ def _training_flags() -> tuple[str, ...]:
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(path_type=Path),
+    metavar="PATH",
     help="settings from a .json or .toml file (keys: these flags); flags given override it",
 )
 @click.option(
@@ -175,7 +176,6 @@ def _training_flags() -> tuple[str, ...]:
 @click.option(
     "--replay",
     "replay_run",
-    type=click.Path(path_type=Path),
     help="train the run in this folder again, step for step: its settings and its plan with "
     "the plan's revisions, without a budget (into --out, else FOLDER-replay)",
 )
@@ -187,9 +187,9 @@ def train(
     resume: bool,
     overwrite: bool,
     quiet: bool,
-    config_file: Path | None,
+    config_file: str | None,
     dry: bool,
-    replay_run: Path | None,
+    replay_run: str | None,
     **settings: Any,
 ) -> None:
     """Train a model on CORPUS: UTF-8 text files, folders, globs or a corpus name (none: the
@@ -222,6 +222,7 @@ def train(
         for line in dry_run(cfg, resume=resume, overwrite=overwrite, quiet=quiet, replay=plan):
             click.echo(line)  # under torchrun, rank 0 reports for all
         return
+    forgive_output()  # training only reports progress: a lost terminal or pipe must not end it
     result = run_training(
         cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite, replay=plan
     )
@@ -240,7 +241,7 @@ def train(
 
 
 def _given(
-    ctx: click.Context, corpus: tuple[str, ...], config_file: Path | None, settings: dict[str, Any]
+    ctx: click.Context, corpus: tuple[str, ...], config_file: str | None, settings: dict[str, Any]
 ) -> dict[str, Any]:
     """The settings a `charlm train` was given: in its --config file, then its flags."""
     from charlm.config import read_settings
@@ -254,7 +255,7 @@ def _given(
 
 
 def _run_config(
-    settings: dict[str, Any], given: dict[str, Any], resume: bool, replay: Path | None
+    settings: dict[str, Any], given: dict[str, Any], resume: bool, replay: str | None
 ) -> tuple[Any, Any]:
     """The TrainConfig a `charlm train` runs, and the plan it replays (--replay), if any."""
     from charlm.config import TrainConfig
@@ -442,7 +443,7 @@ def eval_group() -> None:
 @click.option(
     "--html",
     "html_out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
     default=None,
     help="also write a page of the text coloured by surprisal, top-5 predictions on hover",
 )
@@ -487,7 +488,7 @@ def perplexity(
     as_json: bool,
     device: str,
     threads: int,
-    html_out: Path | None,
+    html_out: str | None,
     html_max_chars: int,
     **settings: Any,  # Scoring's (--seq-len, --streams, --dynamic...) and Reading's
 ) -> None:
@@ -511,7 +512,10 @@ def perplexity(
     """
     from charlm.inputs import Reading
     from charlm.report import evaluate_inputs
+    from charlm.storage import check_target
 
+    if html_out is not None:  # a page that cannot be written is refused before the scoring
+        check_target(html_out, role="--html")
     reading = Reading(**{name: settings.pop(name) for name in READING})
     page = html_max_chars if html_out is not None else None
     scoring = Scoring(**settings, html_max_chars=page)  # refused here, before the model loads
@@ -540,6 +544,111 @@ def _load(checkpoint_path: str, device: str, threads: int) -> tuple[CharLM, Voca
 
 def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
+
+
+LIMIT_HELP = {
+    "max_batch": "streams stepped together as one batch",
+    "queue": "streams waiting to join the batch; past it a request gets 503 and Retry-After",
+    "max_tokens": "the largest max_tokens a completion may ask for (characters)",
+    "max_prompt": "characters of a prompt, or of a text to score",
+    "max_n": "choices in one request (n x prompts)",
+    "max_body": "bytes of a request body",
+    "timeout": "seconds a client may take to send a request's head or its body",
+}
+
+
+def _limit_options(fn: Any) -> Any:
+    """One option per limit of `charlm.api.Limits`, its default the dataclass's."""
+    for name in reversed(LIMIT_HELP):
+        default = getattr(Limits, name)
+        fn = click.option(
+            "--" + name.replace("_", "-"),
+            type=type(default),
+            default=default,
+            show_default=True,
+            help=LIMIT_HELP[name],
+        )(fn)
+    return fn
+
+
+@main.command(short_help="Serve models over HTTP: an OpenAI-style API and a playground page.")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN [RUN ...]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="the model's name in the API, once per RUN in order  [default: the run folder's name]",
+)
+@click.option("--amp", is_flag=True, help="batches of several streams: bfloat16 matmuls")
+@click.option("--int8", is_flag=True, help="batches of several streams on CPU: int8 matmuls")
+@click.option(
+    "--api-key",
+    envvar="CHARLM_API_KEY",
+    show_envvar=True,
+    default=None,
+    help="require `Authorization: Bearer KEY` on every route but / and /health",
+)
+@click.option(
+    "--cors",
+    multiple=True,
+    metavar="ORIGIN",
+    help="let pages from ORIGIN (e.g. http://localhost:3000) call the API; repeatable",
+)
+@_limit_options
+@click.option("--access-log", is_flag=True, help="log every request on stderr")
+@_device_option
+@_threads_option
+@_user_errors
+def serve(
+    runs: tuple[str, ...],
+    host: str,
+    port: int,
+    names: tuple[str, ...],
+    amp: bool,
+    int8: bool,
+    api_key: str | None,
+    cors: tuple[str, ...],
+    access_log: bool,
+    device: str,
+    threads: int,
+    **limits: Any,
+) -> None:
+    """Serve trained models over HTTP until Ctrl-C or SIGTERM: a playground page at /, and
+    an OpenAI-compatible API at /v1 (completions, streamed or not), plus /v1/score.
+
+    Each RUN is a run folder or a checkpoint file; its name in the API is the folder's name
+    (or --name). Requests that generate at the same time are stepped together as one batch.
+    Binds 127.0.0.1: only this machine can connect, unless --host says otherwise.
+
+    \b
+    Examples:
+      charlm serve runs/charlm                      # then open http://127.0.0.1:8000/
+      charlm serve runs/shakespeare runs/linux --port 9000
+      charlm serve runs/charlm --amp                # many clients, bfloat16 matmuls
+      CHARLM_API_KEY=secret charlm serve runs/charlm --host 0.0.0.0
+      curl -N http://127.0.0.1:8000/v1/completions -d '{"prompt": "ROMEO:", "stream": true}'
+    """
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn")):
+        raise CharLMError('charlm serve needs its extra: pip install "charlm[serve]"')
+    from charlm.sampling import Sampling
+    from charlm.serve import Options, Service, run, sources
+    from charlm.threads import use_threads
+
+    Sampling(amp=amp, int8=int8)  # both at once: refused in one line
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(
+            f"warning: --host {host} lets other machines connect: anyone who can reach it can "
+            "use the models" + ("" if api_key else " (add --api-key)"),
+            err=True,
+        )
+    served = sources(list(runs), list(names))
+    use_threads(threads)
+    options = Options(Limits(**limits), amp, int8, device, api_key, cors)
+    sys.exit(run(Service(served, options), host, port, access_log))
 
 
 @main.command(name="corpora", short_help="List the named corpora and where each is found.")
@@ -582,7 +691,7 @@ def corpora_command() -> None:
 
 
 @main.command(short_help="Plot the learning curves of one or more runs.")
-@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("runs", nargs=-1, required=True)
 @click.option(
     "-o", "--out", default="curves.png", show_default=True, help="image file (.png, .svg, .pdf)"
 )
@@ -596,7 +705,7 @@ def corpora_command() -> None:
     "default: epoch and time)",
 )
 @_user_errors
-def plot(runs: tuple[Path, ...], out: str, dpi: int, axes: tuple[str, ...]) -> None:
+def plot(runs: tuple[str, ...], out: str, dpi: int, axes: tuple[str, ...]) -> None:
     """Plot perplexity and BPC of one or more RUNS: training (dashed), validation at epoch
     ends (solid) and the evaluations between them (points).
 
@@ -606,15 +715,17 @@ def plot(runs: tuple[Path, ...], out: str, dpi: int, axes: tuple[str, ...]) -> N
       charlm plot runs/charlm --x-axis step          # against steps only
     """
     from charlm.plot import DEFAULT_AXES, plot_runs
+    from charlm.storage import check_target
 
+    check_target(out, role="-o")  # before any run is read or drawn
     click.echo(f"wrote {plot_runs(runs, out, dpi, axes or DEFAULT_AXES)}")
 
 
 @main.command(short_help="Show a run's model, corpus, progress and best score.")
-@click.argument("run", default="runs/charlm", type=click.Path(path_type=Path))
+@click.argument("run", default="runs/charlm")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @_user_errors
-def info(run: Path, as_json: bool) -> None:
+def info(run: str, as_json: bool) -> None:
     """Model, size, corpus, progress, best validation score and settings of RUN.
 
     RUN is a run folder (its latest checkpoint is read) or a checkpoint file.
@@ -627,3 +738,43 @@ def info(run: Path, as_json: bool) -> None:
 
     facts = run_info(run)
     click.echo(json.dumps(facts, indent=2) if as_json else format_info(facts))
+
+
+@main.command(name="export", short_help="Write a model as ONNX, safetensors, or one HTML page.")
+@click.argument("run", default="runs/charlm")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    required=True,
+    help="onnx: one step, state in and out (ONNX Runtime); safetensors: weights, config and "
+    "vocabulary (charlm reads it as --checkpoint); html: a page that generates offline",
+)
+@click.option(
+    "-o",
+    "--out",
+    default=None,
+    help="file to write  [default: beside the checkpoint, e.g. runs/charlm/best.onnx]",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(QUANTIZE),
+    default=None,
+    help="html: store the weight matrices as int8, a scale per output unit (a quarter the size)",
+)
+@_user_errors
+def export_command(run: str, fmt: str, out: str | None, quantize: str | None) -> None:
+    """Write the model of RUN (what `charlm generate --checkpoint RUN` uses: a run folder's
+    best.pt, else checkpoint.pt, or the file named) in another format.
+
+    \b
+    Examples:
+      charlm export runs/charlm --format onnx                # runs/charlm/best.onnx
+      charlm export runs/charlm --format safetensors -o model.safetensors
+      charlm generate --checkpoint model.safetensors         # charlm reads it back
+      charlm export runs/charlm --format html --quantize int8 -o charlm.html
+    """
+    from charlm.export import export
+
+    path = export(run, fmt, out, quantize)
+    click.echo(f"wrote {path} ({_size(path.stat().st_size)})")

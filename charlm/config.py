@@ -6,7 +6,6 @@ options and answer --help, --version and Tab completion without importing torch 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -14,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from charlm.builtin import BUILTIN
-from charlm.errors import CharLMError, flag
+from charlm.documents import decoder
+from charlm.errors import CharLMError, brief, flag
+from charlm.schema import Int, Record, Str, check, parse_json
+from charlm.storage import FILE, look, read_text, shown
 from charlm.threads import check_threads
 
 MODELS = ("rnn", "lstm", "gru")
@@ -183,6 +185,9 @@ NON_NEGATIVE = ("epochs", "hidden_size", "embedding_dim", "max_steps", "time_bud
 # sizes torch can index, and a depth that can be built in seconds; any float beyond FLOAT_MAX
 # overflows once it meets float32 (an lr of 1e308 is a torch traceback, not a setting)
 SIZE_MAX, LAYERS_MAX, FLOAT_MAX = 2**31 - 1, 1024, 1e30
+# a budget whose plan, at a microsecond a step, still counts steps and epochs below 2**63: what
+# a run settles from it, --resume accepts
+TIME_BUDGET_MAX = 1e9
 SIZES = ("hidden_size", "embedding_dim", "seq_len", "batch_size", "sample_length")
 
 
@@ -193,26 +198,38 @@ AUTO_FIELDS = tuple(AUTO)
 
 def check_config(cfg: TrainConfig) -> None:
     """Refuse settings that cannot train, naming the flag, before any work is done."""
+    if not isinstance(cfg, TrainConfig):
+        raise CharLMError(f"the settings of a run must be a TrainConfig, got {brief(cfg)}")
     check_types(cfg)
     for name in POSITIVE:
         if getattr(cfg, name) <= 0:
-            raise CharLMError(f"{flag(name)} must be > 0, got {getattr(cfg, name)}")
+            raise CharLMError(f"{flag(name)} must be > 0, got {brief(getattr(cfg, name))}")
     for name in NON_NEGATIVE:
         if getattr(cfg, name) < 0:
-            raise CharLMError(f"{flag(name)} must be >= 0, got {getattr(cfg, name)}")
+            raise CharLMError(f"{flag(name)} must be >= 0, got {brief(getattr(cfg, name))}")
     check_threads(cfg.threads)
     for f in fields(TrainConfig):  # NaN passes every comparison, infinity means nothing here
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT_MAX):
-            raise CharLMError(f"{flag(f.name)} must be a finite number up to 1e30, got {value}")
+            raise CharLMError(
+                f"{flag(f.name)} must be a finite number up to 1e30, got {brief(value)}"
+            )
         if isinstance(value, int) and not -(2**63) <= value < 2**63:  # what torch can take
-            raise CharLMError(f"{flag(f.name)} is out of range: {value}")
+            raise CharLMError(f"{flag(f.name)} is out of range: {brief(value)}")
     for name in SIZES:
         if getattr(cfg, name) > SIZE_MAX:
-            raise CharLMError(f"{flag(name)} must be at most {SIZE_MAX}, got {getattr(cfg, name)}")
+            raise CharLMError(
+                f"{flag(name)} must be at most {SIZE_MAX}, got {brief(getattr(cfg, name))}"
+            )
     if cfg.num_layers > LAYERS_MAX:
-        raise CharLMError(f"--num-layers must be at most {LAYERS_MAX}, got {cfg.num_layers}")
+        raise CharLMError(f"--num-layers must be at most {LAYERS_MAX}, got {brief(cfg.num_layers)}")
+    if cfg.time_budget > TIME_BUDGET_MAX:  # its plan's steps and epochs stay numbers torch takes
+        raise CharLMError(
+            f"--time-budget must be at most {TIME_BUDGET_MAX:g} seconds (31 years), got "
+            f"{cfg.time_budget:g}"
+        )
     _check_factors(cfg)
+    decoder(cfg.encoding, cfg.errors)  # a text encoding, a known handler
 
 
 def check_types(cfg: TrainConfig) -> None:
@@ -229,7 +246,10 @@ def check_types(cfg: TrainConfig) -> None:
             ok = isinstance(value, tuple | list) and all(isinstance(v, str) for v in value)
             ok = ok or (kind.startswith("str") and isinstance(value, str))
         if not ok:
-            raise CharLMError(f"{flag(f.name)} must be {kind}, got {value!r}")
+            raise CharLMError(f"{flag(f.name)} must be {kind}, got {brief(value)}")
+        texts = [value] if isinstance(value, str) else value if kind.endswith("...]") else []
+        if any("\x00" in text for text in texts):  # no path, pattern or separator holds one
+            raise CharLMError(f"{flag(f.name)} holds a NUL byte: {brief(value)}")
     if not cfg.out:
         raise CharLMError("--out must name a folder, got ''")
     if not cfg.corpus:
@@ -238,26 +258,51 @@ def check_types(cfg: TrainConfig) -> None:
 
 def _check_factors(cfg: TrainConfig) -> None:
     if not 0 <= cfg.seed < 2**63:
-        raise CharLMError(f"--seed must be in [0, 2**63), got {cfg.seed}")
+        raise CharLMError(f"--seed must be in [0, 2**63), got {brief(cfg.seed)}")
     if not 0 < cfg.lr_gamma <= 1:
-        raise CharLMError(f"--lr-gamma is a decay factor: it must be in (0, 1], got {cfg.lr_gamma}")
+        raise CharLMError(
+            f"--lr-gamma is a decay factor: it must be in (0, 1], got {brief(cfg.lr_gamma)}"
+        )
     if cfg.optimizer == "sgd" and not cfg.lr:
         raise CharLMError("--optimizer sgd has no automatic --lr: give one (the textbook's: 100)")
     if not (0 <= cfg.dropout < 1 or cfg.dropout == AUTO["dropout"]):
-        raise CharLMError(f"--dropout must be in [0, 1), or -1 for auto, got {cfg.dropout}")
+        raise CharLMError(f"--dropout must be in [0, 1), or -1 for auto, got {brief(cfg.dropout)}")
     if not 0 <= cfg.val_fraction < 1:
-        raise CharLMError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
+        raise CharLMError(f"--val-fraction must be in [0, 1), got {brief(cfg.val_fraction)}")
     if not cfg.init_std > 0:
-        raise CharLMError(f"--init-std must be > 0, got {cfg.init_std}")
+        raise CharLMError(f"--init-std must be > 0, got {brief(cfg.init_std)}")
     for f in fields(TrainConfig):
         choices = f.metadata.get("choices")
         if choices and getattr(cfg, f.name) not in choices:
             raise CharLMError(f"{flag(f.name)} must be one of {', '.join(choices)}")
 
 
-# keys a run's config.json records beside the settings: accepted, so a run can be repeated
-# with `charlm train --config runs/charlm/config.json`, and ignored
-RECORD_KEYS = ("vocab_size", "corpus_source", "torch_threads", "plan")
+# keys a run's config.json records beside the settings, and their declared types: accepted, so
+# that a run can be repeated with `charlm train --config runs/charlm/config.json`, and ignored
+# there. The plan is the budget's to read where a run resumes (budget.Plan), from a checkpoint
+RECORD = {
+    "vocab_size": Int(1, 0x110000),
+    "corpus_source": Str(),
+    "torch_threads": Int(1, 1 << 20),
+    "plan": Record({}, extra=True),
+}
+RECORD_KEYS = tuple(RECORD)
+SETTINGS_BYTES = 1 << 20  # a settings file or config.json: a few KB; more is not one
+# what every checkpoint of this layout records: a resumed run continues every one of them
+# (a setting added later is absent from older checkpoints, and takes its default)
+SAVED = (
+    "corpus", "out", "model", "embedding_dim", "hidden_size", "num_layers", "dropout", "init",
+    "init_std", "sampler", "random_offset", "seq_len", "batch_size", "val_fraction", "encoding",
+    "errors", "include", "exclude", "hidden", "separator", "byte_level", "optimizer", "lr",
+    "weight_decay", "clip", "lr_schedule", "warmup_steps", "lr_step_size", "lr_gamma", "epochs",
+    "max_steps", "time_budget", "seed", "device", "threads", "sample_every", "sample_length",
+    "save_every", "log_every", "amp", "compile",
+)  # fmt: skip
+
+
+def _kinds() -> dict[str, str]:
+    """Each setting's declared type, as written in TrainConfig."""
+    return {f.name: str(f.type) for f in fields(TrainConfig)}
 
 
 def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -266,26 +311,53 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     Keys are TrainConfig field names, with dashes or underscores (`hidden-size`, `hidden_size`).
     Only the settings the file names are returned: what it leaves out keeps its default.
     """
-    path = Path(path)
+    return read_run_config(path)[0]
+
+
+def read_run_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings, record) of a settings file or a run's config.json (see `read_settings`):
+    every key known, every value of its declared type; the record's keys (RECORD) checked."""
     data = _read_table(path)
     names = [key.replace("-", "_") for key in data]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise CharLMError(f"{path}: the setting {twice[0]!r} is given twice")
-    kinds = {
-        f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in fields(TrainConfig)
-    }
-    unknown = [k for k in data if k.replace("-", "_") not in kinds and k not in RECORD_KEYS]
+    kinds = _kinds()
+    unknown = [k for k in data if k.replace("-", "_") not in kinds and k not in RECORD]
     if unknown:
         raise CharLMError(
             f"{path}: unknown setting(s): {', '.join(unknown)} (the settings are the options "
             f"of `charlm train --help`)"
         )
-    return {
+    settings = {
         key.replace("-", "_"): _setting(path, key, value, kinds[key.replace("-", "_")])
         for key, value in data.items()
         if key.replace("-", "_") in kinds
     }
+    record = check(Record({}, RECORD), {k: v for k, v in data.items() if k in RECORD}, str(path))
+    return settings, record
+
+
+def saved_config(record: Any, source: str, complete: bool = False) -> TrainConfig:
+    """The settings a run saved (a checkpoint's "config"), read as a settings file is: every
+    key known, every value of its declared type and within its range (one line naming
+    `source` otherwise). `complete`: every setting in SAVED must be there, as a resumed run
+    continues each of them (without, `info` shows what an older run saved)."""
+    if not isinstance(record, dict):
+        raise CharLMError(f"{source}: its settings are not an object, got {brief(record)}")
+    kinds = _kinds()
+    unknown = [str(k) for k in record if k not in kinds]
+    if unknown:
+        raise CharLMError(f"{source}: unknown setting(s): {', '.join(unknown)[:200]}")
+    missing = [k for k in SAVED if k not in record] if complete else []
+    if missing:
+        raise CharLMError(f"{source}: setting(s) missing: {', '.join(missing)}")
+    cfg = TrainConfig(**{k: _setting(source, k, v, kinds[k]) for k, v in record.items()})
+    try:
+        check_config(cfg)
+    except CharLMError as e:
+        raise CharLMError(f"{source}: {e}") from None
+    return cfg
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -299,26 +371,15 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def _read_table(path: Path) -> dict[str, Any]:
-    """The one table of settings a .json or .toml file holds."""
-    if not path.exists():
-        raise CharLMError(f"no such config file: {path}")
-    if not path.is_file():
-        raise CharLMError(f"{path} is not a regular file: a config file is a .json or .toml file")
-    suffix = path.suffix.lower()
+def _read_table(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The one table of settings a .json or .toml file holds, read through the opener."""
+    look(path, FILE, "config file", missing=f"no such config file: {shown(path)}")
+    suffix = Path(path).suffix.lower()
     if suffix not in (".json", ".toml"):
-        raise CharLMError(f"{path}: a config file must end in .json or .toml")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CharLMError(f"cannot read {path}: {e}") from None
+        raise CharLMError(f"{shown(path)}: a config file must end in .json or .toml")
+    text = read_text(path, "config file", SETTINGS_BYTES)
     if suffix == ".json":
-        try:
-            data = json.loads(text, object_pairs_hook=_no_duplicates)
-        except json.JSONDecodeError as e:
-            raise CharLMError(f"{path} is not valid JSON: {e}") from None
-        except (RecursionError, ValueError) as e:  # nested too deep, a number of 5,000 digits
-            raise CharLMError(f"{path} is not a config file: {str(e)[:100]}") from None
+        data = parse_json(text, shown(path), "a config file", _no_duplicates)
     else:
         try:
             import tomllib
@@ -329,25 +390,29 @@ def _read_table(path: Path) -> dict[str, Any]:
         try:
             data = tomllib.loads(text)
         except (tomllib.TOMLDecodeError, RecursionError, ValueError) as e:
-            raise CharLMError(f"{path} is not valid TOML: {str(e)[:100]}") from None
+            raise CharLMError(f"{shown(path)} is not valid TOML: {str(e)[:100]}") from None
     if not isinstance(data, dict):
         raise CharLMError(f"{path} must hold one object of settings, got {type(data).__name__}")
     return data
 
 
-def _setting(path: Path, key: str, value: Any, kind: str) -> Any:
-    """One value of a config file, checked against its field's type."""
+def _setting(path: str | os.PathLike[str], key: str, value: Any, kind: str) -> Any:
+    """One value of a config file, checked against its field's declared type."""
     if kind.endswith("tuple[str, ...]"):  # corpus (one or several), --include, --exclude
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
             return tuple(value)
         if isinstance(value, str):
             return value if kind.startswith("str") else (value,)
         raise CharLMError(f"{path}: {key} must be a string or a list of strings")
     if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # `lr = 1` and 400 zeros, in TOML
+            why = f"must be a number up to 1e30, got {brief(value)}"
+            raise CharLMError(f"{path}: {key} {why}") from None
     if key.replace("-", "_") == "amp" and isinstance(value, bool):  # before --amp auto existed
         value = "on" if value else "off"
     wanted = {"int": int, "float": float, "str": str, "bool": bool}[kind]
     if not isinstance(value, wanted) or (kind == "int" and isinstance(value, bool)):
-        raise CharLMError(f"{path}: {key} must be {kind}, got {value!r}")
+        raise CharLMError(f"{path}: {key} must be {kind}, got {brief(value)}")
     return value

@@ -25,12 +25,28 @@ import numpy as np
 
 from charlm.documents import CHUNK_BYTES, Document, pieces
 from charlm.errors import CharLMError
-from charlm.storage import WriteFailed, atomic_write, cache_dir, write_text
+from charlm.schema import Bool, Either, Int, Record, Seq, Str, Tup, check, parse_json
+from charlm.storage import WriteFailed, atomic_write, cache_dir, read_text, write_text
 from charlm.vocab import UNICODE, Vocab, codepoints, id_dtype
 
 FIRST_LOOK = 1 << 16  # characters of the first chunk scanned on their own
 IN_MEMORY_BELOW = 32 << 20  # smaller inputs are encoded in memory, larger ones cached on disk
 CACHE_FORMAT = 2
+CACHE_RECORD_BYTES = 64 << 20  # a vocabulary of every code point, as JSON, is ~13 MB
+# what an entry of the cache records of each document: Document.identity (three items before
+# ctime and inode were recorded)
+IDENTITY = Either(
+    Tup(Str(), Int(0), Int(), Int(), Int(0), tuple_=False), Tup(Str(), Int(0), Int(), tuple_=False)
+)
+ID_DTYPES = tuple(np.dtype(t).str for t in (np.uint8, np.uint16, np.uint32))
+CACHE_RECORD = Record(
+    {
+        "format": Int(), "source": Str(), "inputs": Seq(IDENTITY), "encoding": Str(),
+        "errors": Str(), "separator": Str(), "byte_level": Bool(),
+        "dtype": Str(ID_DTYPES), "length": Int(1, 1 << 48),
+        "vocab": Seq(Str(most=1, nul=True), least=1, most=UNICODE),
+    }
+)  # fmt: skip
 
 
 @dataclass
@@ -138,18 +154,32 @@ def _cache_paths(folder: Path, key: str, record: dict) -> tuple[Path, Path, str]
 
 
 def _open_cached(meta_path: Path, bin_path: Path, expect: dict) -> Corpus | None:
-    """The cached corpus if its record matches the inputs as they are now, else None."""
+    """The cached corpus if its record is one (CACHE_RECORD), matches the inputs as they are
+    now, and its ids fit its vocabulary; else None (it is encoded again)."""
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if any(meta.get(k) != v for k, v in expect.items()):
-            return None
-        dtype, length = np.dtype(meta["dtype"]), int(meta["length"])
-        if bin_path.stat().st_size != length * dtype.itemsize:
+        text = read_text(meta_path, "encoded cache record", CACHE_RECORD_BYTES)
+        meta = check(CACHE_RECORD, parse_json(text, str(meta_path)), str(meta_path))
+    except CharLMError:
+        return None
+    if any(meta.get(k) != v for k, v in expect.items()):
+        return None
+    try:
+        vocab = Vocab(meta["vocab"])
+        dtype, length = np.dtype(meta["dtype"]), meta["length"]
+        if dtype != id_dtype(len(vocab)) or bin_path.stat().st_size != length * dtype.itemsize:
             return None
         ids = np.memmap(bin_path, dtype=dtype, mode="r", shape=(length,))
-        return Corpus(ids, Vocab(meta["vocab"]), expect["source"], expect["inputs"])
-    except (OSError, ValueError, KeyError, TypeError, CharLMError):
+    except (OSError, ValueError, CharLMError):
         return None
+    if len(vocab) <= np.iinfo(dtype).max and _largest(ids) >= len(vocab):
+        return None  # an id past the vocabulary: a damaged file
+    return Corpus(ids, vocab, expect["source"], expect["inputs"])
+
+
+def _largest(ids: np.ndarray) -> int:
+    """The largest id, read a chunk at a time (a memmap is never loaded whole)."""
+    step = CHUNK_BYTES // ids.itemsize
+    return max(int(ids[k : k + step].max()) for k in range(0, len(ids), step))
 
 
 def _build_cache(

@@ -10,11 +10,9 @@ read one after another as one text, a separator between them.
 from __future__ import annotations
 
 import codecs
-import errno
 import io
 import lzma
 import os
-import stat
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -31,43 +29,25 @@ READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile
 
 
 def decoder(encoding: str, errors: str) -> codecs.IncrementalDecoder:
-    """A fresh decoder for --encoding and --errors: unknown ones are one line, and callers ask
-    for one before they open any file."""
+    """A fresh decoder for --encoding and --errors: unknown ones, and codecs that are not text
+    encodings (hex, base64, rot13, zlib_codec: bytes to bytes or str to str), are one line,
+    and callers ask for one before they open any file."""
     try:
         codecs.lookup_error(errors)
-        return codecs.getincrementaldecoder(encoding)(errors)
-    except LookupError:
-        raise CharLMError(f"unknown encoding or error handler: {encoding!r} / {errors!r}") from None
-
-
-def not_regular(path: str | os.PathLike[str]) -> str:
-    """Why a pipe or a device is refused: a corpus is read twice (vocabulary, then ids)."""
-    return (
-        f"{path} is not a regular file (a pipe, socket or device?): charlm reads a corpus twice, "
-        f"so save it to a file first (e.g. `cat > corpus.txt`) and pass that"
-    )
-
-
-def look(path: str) -> os.stat_result:
-    """The one look at a path the user named (an argument, a named corpus's file) before
-    anything opens it: a path that cannot be looked at is one line naming it."""
+    except (LookupError, TypeError):
+        raise CharLMError(
+            f"unknown error handler: --errors {errors!r} (strict, replace, surrogateescape)"
+        ) from None
     try:
-        return os.stat(path)
-    except OSError as e:
-        why = "a symlink loop" if e.errno == errno.ELOOP else e.strerror
-        raise CharLMError(f"cannot read {path}: {why}") from None
-
-
-def opener(path: str, open_fn: Callable[..., BinaryIO] = open) -> Opener:
-    """Opens `path` for reading (with `open_fn`: gzip.open, ...), a failure as a CharLMError."""
-
-    def open_file() -> BinaryIO:
-        try:
-            return open_fn(path, "rb")
-        except OSError as e:
-            raise CharLMError(f"cannot read {path}: {e.strerror or e}") from None
-
-    return open_file
+        info = codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise CharLMError(f"unknown encoding: --encoding {encoding!r}") from None
+    if not info._is_text_encoding:  # the codecs module's own mark of a text encoding
+        raise CharLMError(
+            f"--encoding {encoding} is not a text encoding (it turns bytes into bytes, or text "
+            f"into text): name the encoding of the text, such as utf-8 or latin-1"
+        )
+    return info.incrementaldecoder(errors)
 
 
 @dataclass(frozen=True)
@@ -107,16 +87,6 @@ class Document:
 def stamp(st: os.stat_result) -> tuple[int, int, int, int]:
     """(size, mtime, ctime, inode): what a document's identity records of its file."""
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
-
-
-def file_document(path: str, st: os.stat_result | None = None) -> Document:
-    """A regular file as a document, `st` its stat if the caller has looked at it already."""
-    st = look(path) if st is None else st
-    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-        raise CharLMError(not_regular(path))
-    size, mtime, ctime, inode = stamp(st)
-    return Document(path, opener(path), os.path.abspath(path), size, mtime,
-                    ctime_ns=ctime, inode=inode)  # fmt: skip
 
 
 def text_document(name: str, text: bytes) -> Document:
@@ -161,6 +131,11 @@ def _decoded(doc: Document, encoding: str, errors: str, chunk_size: int) -> Iter
                         f"{doc.name} is not valid {encoding}: bad byte 0x{e.object[e.start]:02x} "
                         f"at byte offset {offset - len(pending) + e.start} (use --encoding to name "
                         f"the right encoding, or --errors replace)"
+                    ) from None
+                except UnicodeError as e:  # utf-16 without its byte-order mark, idna, ...
+                    raise CharLMError(
+                        f"{doc.name} cannot be read as {encoding}: {e} (use --encoding to name "
+                        f"the right encoding)"
                     ) from None
                 if "\x00" in text:
                     raise CharLMError(_binary(doc.name))

@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 
 from charlm import distributed, metrics
 from charlm.dynamic import adapted_windows
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, expect
 from charlm.metrics import DIVERGED
 from charlm.model import CharLM, detach_state
+from charlm.resources import check_fits, scoring_bytes
 from charlm.scoring import Dynamic, Scoring
 from charlm.surprisal import TOP_K, Surprisal
 from charlm.vocab import Vocab
@@ -83,6 +84,22 @@ def windows(
         yield logits, nll, torch.from_numpy(pos[1:] < n).to(device)
 
 
+def check_scoring_fits(
+    model: CharLM, n: int, seq_len: int, streams: int, dynamic: Dynamic | None
+) -> None:
+    """Refuse windows that cannot fit in memory (`eval --seq-len 100000000` on a large model
+    asks for a window as long as the text), before any is made."""
+    cfg = model.cfg
+    streams = max(1, min(streams, n // 2))
+    window = min(seq_len, max(1, -(-n // streams) - 1)) * streams  # characters scored at once
+    width = cfg.embedding_dim + 6 * cfg.hidden_size * cfg.num_layers + 3 * cfg.vocab_size + 2
+    params = sum(p.numel() for p in model.parameters())
+    need = scoring_bytes(window, width, params, dynamic is not None)
+    what = f"scoring windows of --seq-len {seq_len} x --streams {streams} ({window:,} characters)"
+    same = "" if dynamic else "a shorter --seq-len scores the same text, the state carried"
+    check_fits(need, what, model.W_hq.device, same)
+
+
 def nll_sum(
     model: CharLM,
     ids: np.ndarray,
@@ -109,6 +126,7 @@ def nll_sum(
     chars/s on a 2-core CPU, so a 100 MB text takes over half an hour. With `dynamic`, the
     model learns from each window after scoring it (one stream; see dynamic.py).
     """
+    check_scoring_fits(model, len(ids), seq_len, streams, dynamic)
     total, count = 0.0, 0
     bar = tqdm(total=len(ids), unit="char", unit_scale=True, desc="scoring", leave=False,
                disable=None if progress else True)  # fmt: skip
@@ -182,6 +200,7 @@ def score_text(
     each piece starts without the text before it and its first character is not scored.
     `dynamic` (one stream only) lets the model learn from each window once it is scored.
     """
+    expect("text", text, "str")
     ids = vocab.encode(text, skip_unknown=skip_unknown)
     result = score(model, ids, seq_len, streams, progress, dynamic)
     result.skipped = 0 if vocab.is_bytes else len(text) - len(ids)  # bytes: all known
@@ -197,6 +216,7 @@ def char_predictions(
     Same windows and carried state as `evaluate.nll_sum` with one stream, so the NLLs are the
     ones `score` averages (with `dynamic`: the adapted model's). Shapes: (n-1,), (n-1, k) x 2.
     """
+    check_scoring_fits(model, len(ids), seq_len, 1, dynamic)
     k = min(k, model.cfg.vocab_size)
     nll, top_p, top_i = [], [], []
     pieces = (

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from charlm.decode import NOISE_STEPS, Beam, sampler
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, expect
 from charlm.model import CharLM
-from charlm.resources import TEXT_BYTES, beam_bytes, check_fits, sampling_bytes
+from charlm.resources import beam_bytes, check_fits, held_bytes, sampling_bytes
 from charlm.sampling import Sampling
 from charlm.stepper import Stepper
 from charlm.vocab import Vocab
@@ -60,8 +60,12 @@ def _warm(model: CharLM, ids: torch.Tensor, streams: int, scale: float, s: Sampl
     return stepper
 
 
-def _sample_ids(model: CharLM, vocab: Vocab, prefix: str, s: Sampling) -> Iterator[torch.Tensor]:
-    """Yield the (N,) ids of the next character of every sample, `s.length` times.
+def _sample_ids(
+    model: CharLM, vocab: Vocab, prefix: str, s: Sampling
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield the (N,) ids of the next character of every sample, `s.length` times, each with
+    the (rows, N) block of OUT_STEPS steps it is a row of (a caller that keeps every id keeps
+    the blocks: a view per step would cost hundreds of bytes a character).
 
     Run it under `torch.inference_mode()`: `generate` enters the mode once for all steps.
     """
@@ -78,11 +82,12 @@ def _sample_ids(model: CharLM, vocab: Vocab, prefix: str, s: Sampling) -> Iterat
     for t in range(s.length):
         if t % OUT_STEPS == 0:  # the ids in blocks: a stream's memory stays bounded
             rows = min(OUT_STEPS, s.length - t)
-            out = torch.empty(rows, N, dtype=torch.long, device=device).unbind(0)
+            block = torch.empty(rows, N, dtype=torch.long, device=device)
+            out = block.unbind(0)
         nxt = out[t % OUT_STEPS]
         choose(step(x), t, nxt)
         x = nxt
-        yield nxt
+        yield nxt, block
 
 
 def _beam_ids(model: CharLM, vocab: Vocab, prefix: str, s: Sampling) -> np.ndarray:
@@ -114,10 +119,11 @@ def stream(
     A byte-level model yields what its bytes decode to so far ('' inside a UTF-8 character).
     """
     s = _settings(None, settings, options)
+    expect("prefix", prefix, "str")
     s.check_stream()
     chars = vocab.chars
     utf8 = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(s.num_samples)]
-    for t, nxt in enumerate(_sample_ids(model, vocab, prefix, s), start=1):
+    for t, (nxt, _) in enumerate(_sample_ids(model, vocab, prefix, s), start=1):
         if vocab.is_bytes:  # the last step flushes a character cut off by the end as U+FFFD
             pieces = zip(utf8, nxt.tolist(), strict=True)
             yield [d.decode(bytes([i]), final=t == s.length) for d, i in pieces]
@@ -141,10 +147,11 @@ def generate(
     Same text as `stream` with the same settings; the ids stay on the device until the end.
     """
     s = _settings(length, settings, options)
+    expect("prefix", prefix, "str")
     beam = s.beam_width is not None
     one_at_a_time = "one sample at a time is written as it is made, in bounded memory"
     check_fits(
-        TEXT_BYTES * s.length * s.num_samples,
+        held_bytes(s.length, s.num_samples),
         f"holding --length {s.length} x --num-samples {s.num_samples} characters",
         model.W_hq.device,
         "" if beam else f"{one_at_a_time} (--num-samples 1)",
@@ -153,8 +160,8 @@ def generate(
         if beam:
             ids = _beam_ids(model, vocab, prefix, s)
         else:
-            steps = list(_sample_ids(model, vocab, prefix, s))
-            if not steps:
+            blocks = {id(b): b for _, b in _sample_ids(model, vocab, prefix, s)}  # in order
+            if not blocks:
                 return [prefix] * s.num_samples
-            ids = torch.stack(steps, dim=1).cpu().numpy()  # (N, length)
+            ids = torch.cat(list(blocks.values())).T.cpu().numpy()  # (N, length)
     return [prefix + vocab.decode(row) for row in ids]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,58 +18,57 @@ from typing import Any
 from charlm import checkpoint
 from charlm.budget import Plan
 from charlm.checkpoint import load_model
-from charlm.config import TrainConfig, check_types
+from charlm.config import read_run_config, saved_config
 from charlm.errors import CharLMError
 from charlm.meter import Progress
 from charlm.metrics import bits, perplexity
-from charlm.run import KINDS, METRICS, RunFolder, read_rows
+from charlm.run import CONFIG, KINDS, METRICS, read_rows
+from charlm.storage import ANY, look, shown
 
 
 def run_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The facts about a run folder (or one checkpoint file), as plain JSON-ready data."""
+    """The facts about a run folder (or one checkpoint file), as plain JSON-ready data: each
+    file read by its checked reader (the checkpoint's, config.json's as a settings file's)."""
+    missing = f"no such run folder or checkpoint file: {shown(path)}"
+    st = look(path, ANY, "run", missing=missing)
     path = Path(path)
-    if not path.exists():
-        raise CharLMError(f"no such run folder or checkpoint file: {path}")
-    file = path / checkpoint.LATEST if (path / checkpoint.LATEST).is_file() else path
+    folder = path if stat.S_ISDIR(st.st_mode) else path.parent
+    file = path / checkpoint.LATEST if os.path.lexists(path / checkpoint.LATEST) else path
     model, vocab, ckpt = load_model(file, "cpu")
-    try:
-        cfg, p = TrainConfig(**ckpt["config"]), Progress(**ckpt["progress"])
-        check_types(cfg)
-        p.check()
-    except (KeyError, TypeError, ValueError, CharLMError) as e:
-        raise CharLMError(f"{file}: the checkpoint's training settings are damaged ({e})") from None
+    where = f"{shown(file)}: the checkpoint's training settings are damaged"
+    cfg = saved_config(ckpt.get("config"), where)
+    p = Progress.from_record(ckpt.get("progress"), f"{where}: progress")
     settings, progress = asdict(cfg), asdict(p)
-    folder = path if path.is_dir() else path.parent
-    source = (RunFolder(folder).saved_config() or {}).get("corpus_source")
-    best = progress.get("best_val_loss", math.inf)
-    best_ok = best is not None and math.isfinite(best)
+    record = {}
+    if os.path.lexists(folder / CONFIG):
+        record = read_run_config(folder / CONFIG)[1]
+    best = progress["best_val_loss"]
     return {
         "checkpoint": os.fspath(checkpoint.resolve(file)),
         "model": model.cfg.model,
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(vocab),
         "unit": "byte" if vocab.is_bytes else "char",
-        "corpus": settings.get("corpus"),
-        "corpus_source": source,
-        "epochs_done": progress.get("epoch", 0),
-        "epochs_planned": settings.get("epochs"),
-        "batches_into_epoch": progress.get("batch", 0),
-        "steps": progress.get("step", 0),
-        "elapsed_s": progress.get("elapsed_s", 0.0),
-        "best_val_ppl": perplexity(best) if best_ok else None,
-        "best_val_bpc": bits(best) if best_ok else None,
-        "plan": _plan(ckpt.get("plan")),
+        "corpus": settings["corpus"],
+        "corpus_source": record.get("corpus_source"),
+        "epochs_done": progress["epoch"],
+        "epochs_planned": settings["epochs"],
+        "batches_into_epoch": progress["batch"],
+        "steps": progress["step"],
+        "elapsed_s": progress["elapsed_s"],
+        "best_val_ppl": perplexity(best) if math.isfinite(best) else None,
+        "best_val_bpc": bits(best) if math.isfinite(best) else None,
+        "plan": _plan(ckpt.get("plan"), f"{shown(file)}: plan"),
         "metrics": _metrics(folder),
         "settings": settings,
     }
 
 
-def _plan(record: Any) -> dict[str, Any] | None:
-    """A budget's plan as the checkpoint holds it (None: none, or not readable as one)."""
-    try:
-        plan = Plan.from_record(record)
-    except (KeyError, TypeError, ValueError, AttributeError):
+def _plan(record: Any, source: str) -> dict[str, Any] | None:
+    """A budget's plan as the checkpoint holds it (None: none), checked as budget.PLAN."""
+    if record is None:
         return None
+    plan = Plan.from_record(record, source)
     return {"steps": plan.total, "set_by": plan.set_by, "revisions": len(plan.revisions)}
 
 

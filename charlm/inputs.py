@@ -35,9 +35,10 @@ from charlm.builtin import BUILTIN, BUILTIN_SOURCE, builtin_text
 from charlm.catalog import NamedCorpus
 from charlm.config import READING, TrainConfig
 from charlm.corpus import IN_MEMORY_BELOW, Corpus, load_documents
-from charlm.documents import CHUNK_BYTES, Document, decoder, file_document, text_document
-from charlm.errors import CharLMError
-from charlm.walk import Selection, Walk
+from charlm.documents import CHUNK_BYTES, Document, decoder, text_document
+from charlm.errors import CharLMError, brief, check_types, expect
+from charlm.storage import as_path
+from charlm.walk import Selection, Walk, file_document
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 Named = tuple[NamedCorpus, str | None]  # a named corpus, and the part of its split asked for
@@ -49,8 +50,13 @@ def unescape(text: str) -> str:
 
 
 def as_list(corpus: str | Sequence[str]) -> list[str]:
-    """TrainConfig.corpus holds one input as a string, several as a list."""
-    return [corpus] if isinstance(corpus, str) else list(corpus)
+    """TrainConfig.corpus holds one input as a string, several as a list; each a path, a glob
+    or a name (a NUL byte or no string at all is one line: no system call takes either)."""
+    if isinstance(corpus, str | os.PathLike):
+        corpus = [corpus]
+    elif not isinstance(corpus, list | tuple):
+        raise CharLMError(f"a corpus must be a path or a list of paths, got {brief(corpus)}")
+    return [as_path(arg, "corpus") for arg in corpus]
 
 
 @dataclass
@@ -209,6 +215,18 @@ def load_inputs(
     Corpus.inputs lists each document's identity (path, size, mtime, ctime, inode), which the
     encoded cache and --resume check; Corpus.note says what was read and skipped.
     """
+    for name, value, kind in (
+        ("separator", separator, "str"),
+        ("encoding", encoding, "str"),
+        ("errors", errors, "str"),
+        ("byte_level", byte_level, "bool"),
+    ):
+        expect(name, value, kind)  # fmt: skip
+    for name, least in (("chunk_size", 1), ("in_memory_below", 0)):
+        if name in load:
+            expect(name, load[name], "int")
+            if load[name] < least:
+                raise CharLMError(f"{name} must be >= {least}, got {brief(load[name])}")
     what = resolve(args, selection, encoding=encoding, errors=errors, byte_level=byte_level)
     corpus = load_documents(
         what.documents, what.source, what.key, separator=separator, encoding=what.encoding,
@@ -234,7 +252,7 @@ def load_corpus(
     else `cache_dir("encoded")`) and opened from there as a read-only np.memmap on later runs.
     """
     return load_inputs(
-        [os.fspath(path)], encoding=encoding, errors=errors, byte_level=byte_level,
+        [path], encoding=encoding, errors=errors, byte_level=byte_level,
         chunk_size=chunk_size, in_memory_below=in_memory_below, cache=cache,
     )  # fmt: skip
 
@@ -275,6 +293,10 @@ class Reading:
     exclude: tuple[str, ...] = _TRAINING["exclude"]
     hidden: bool = _TRAINING["hidden"]
     separator: str = _TRAINING["separator"]  # as typed: \n, \t stand for newline, tab
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        decoder(self.encoding, self.errors)  # a text encoding, a known handler
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> Reading:

@@ -17,8 +17,19 @@ import torch.nn.functional as F
 from charlm import distributed
 from charlm.config import MODEL_FIELDS, TrainConfig
 from charlm.model import CharLM, ModelConfig, State, detach_state
-from charlm.optim import OptimSettings, Revisions, make_optimizer, make_scheduler, reschedule
-from charlm.resources import TEXT_BYTES, check_fits, parameters, training_bytes
+from charlm.optim import (
+    OptimSettings,
+    Revisions,
+    make_optimizer,
+    make_scheduler,
+    reschedule,
+    schedule_schema,
+    state_schema,
+)
+from charlm.resources import check_fits, held_bytes, parameters, training_bytes
+from charlm.schema import Null, Opt, Record, Spec, Tensor, Tup
+
+STATES = ("float32", "bfloat16")  # the carried state's dtype: float32, or under --amp bfloat16
 
 
 def check_training_fits(m: ModelConfig, cfg: TrainConfig, device: torch.device) -> None:
@@ -27,7 +38,7 @@ def check_training_fits(m: ModelConfig, cfg: TrainConfig, device: torch.device) 
     params = parameters(m)
     width = L * 6 * H + m.vocab_size + E  # per character: gates and states, logits, embedding
     need = training_bytes(params, cfg.optimizer, cfg.seq_len, cfg.batch_size, width)
-    need += TEXT_BYTES * cfg.sample_length if cfg.sample_every else 0  # the epochs' samples
+    need += held_bytes(cfg.sample_length, 1) if cfg.sample_every else 0  # the epochs' samples
     what = (
         f"training {params:,} parameters (--hidden-size {H}, --num-layers {L}, --embedding-dim "
         f"{E}, {m.vocab_size} characters) on batches of --batch-size {cfg.batch_size} x "
@@ -108,8 +119,42 @@ class Learner:
             "state": state,
         }
 
+    def state_schema(self) -> Record:
+        """What `load_state_dict` reads, declared from this learner, for a checkpoint's reader
+        to check before torch sees any of it: weights of the model's names and shapes, the
+        optimizer's state against each parameter's shape, the schedule's keys, an RNG state
+        of torch's size, the carried state of shape (L, --batch-size, H) or none."""
+        weights = {k: Tensor(("float32",), w.shape, finite=True)
+                   for k, w in self.model.state_dict().items()}  # fmt: skip
+        shapes = [p.shape for p in self.model.parameters()]
+        rng = Record(
+            {"torch": Tensor(("uint8",), torch.get_rng_state().shape)},
+            {"cuda": Tensor(("uint8",))},
+        )
+        return Record(
+            {
+                "model": Record(weights),
+                "optimizer": state_schema(self.opt, self.optimizer, shapes),
+                "scheduler": schedule_schema(len(self.optimizer.param_groups)),
+                "rng": rng,
+                "state": self._carried_schema(),
+            },
+            extra=True,
+        )
+
+    def _carried_schema(self) -> Spec:
+        """None (a fresh epoch, or a sampler that carries nothing), or the whole batch's state
+        as `state_dict` gathers it: (L, B, H), a list of two for an LSTM (h, c)."""
+        if not self.carries:
+            return Null()
+        zero = self.model.init_state(self.cfg.batch_size, "meta")
+        if isinstance(zero, tuple):
+            return Opt(Tup(*(Tensor(STATES, z.shape, finite=True) for z in zero), tuple_=False))
+        return Opt(Tensor(STATES, zero.shape, finite=True))
+
     def load_state_dict(self, ckpt: dict[str, Any], rows: slice) -> None:
-        """Continue from `state_dict()`'s keys; `rows`: this rank's rows of the carried state."""
+        """Continue from `state_dict()`'s keys; `rows`: this rank's rows of the carried state.
+        A checkpoint's are checked first (`state_schema`, by resume.py)."""
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

@@ -20,7 +20,7 @@ training text done, a fraction), `elapsed_s` and the learning rate `lr`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -29,6 +29,7 @@ from charlm import distributed
 from charlm.config import TrainConfig
 from charlm.errors import CharLMError
 from charlm.metrics import DIVERGED, bits, perplexity
+from charlm.schema import Float, Int, Record, check
 
 
 @dataclass
@@ -53,12 +54,15 @@ class Progress:
     window_batches: int = 0
     window_time_s: float = 0.0
 
-    def check(self) -> None:
-        """Counters of the right type and sign (a checkpoint may have been tampered with)."""
-        for name, value in vars(self).items():
-            want = float if isinstance(getattr(Progress, name), float) else int
-            if isinstance(value, bool) or not isinstance(value, want | int) or not value >= 0:
-                raise ValueError(f"progress {name} = {value!r}")
+    @classmethod
+    def from_record(cls, record: object, source: str) -> Progress:
+        """The progress a checkpoint records, checked as declared by the fields: counters
+        whole numbers in [0, 2**62], times and sums finite and >= 0 (the best validation
+        loss may be infinite: none yet); a field an older run lacks takes its default."""
+        counts, amounts = Int(0, 2**62), Float(0)
+        spec = {f.name: counts if isinstance(f.default, int) else amounts for f in fields(cls)}
+        spec["best_val_loss"] = Float(0, inf=True)
+        return cls(**check(Record({}, spec), record, source))
 
     def count_step(self, seconds: float) -> None:
         self.batch, self.step, self.epoch_batches = (

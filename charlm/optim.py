@@ -20,8 +20,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from charlm.schema import Bool, Equal, Float, Int, Null, Opt, Record, Seq, Spec, Tensor, Test, Tup
 
 
 @dataclass(frozen=True)
@@ -111,3 +114,63 @@ def reschedule(
     factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
     for group in groups:
         group["initial_lr"], group["lr"] = opt.lr, opt.lr * factor
+
+
+STEPS_MAX = 2**62  # more steps than any run takes: a counter past it is not a count
+
+
+def _group_schema(group: dict[str, Any]) -> Record:
+    """A saved parameter group, declared from a fresh optimizer's (`group`): its numbers in
+    their ranges, its parameters those of the model, and its flags what charlm sets (torch
+    takes a saved group's options over its own: `amsgrad: true` would step a state that was
+    never made); `foreach` and `fused` only choose a kernel (older runs saved None)."""
+    n = len(group["params"])
+    indices = list(range(n))
+    required: dict[str, Spec] = {
+        "params": Test(Seq(Int()), lambda v: None if v == indices else f"must be {indices}")
+    }
+    optional: dict[str, Spec] = {}
+    for key, value in group.items():
+        if key == "params":
+            continue
+        if key in ("foreach", "fused"):
+            optional[key] = Opt(Bool())
+        elif isinstance(value, bool) or value is None:
+            optional[key] = Equal(value)
+        elif isinstance(value, tuple):  # Adam's betas
+            required[key] = Tup(*(Float(0, 1) for _ in value))
+        else:
+            required[key] = Float(0)
+    return Record(required, optional)
+
+
+def _parameter_state(optimizer: str, shape: Sequence[int]) -> Record:
+    """What the optimizer keeps for one parameter of `shape`: Adam's step and moments (one of
+    another shape crashes the fused kernel: it writes past the buffer), SGD's momentum."""
+    moment = Tensor(("float32",), shape, finite=True)
+    if optimizer == "sgd":
+        return Record({}, {"momentum_buffer": Opt(moment)})
+    return Record({"step": Tensor(("float32",), (), finite=True), "exp_avg": moment,
+                   "exp_avg_sq": moment})  # fmt: skip
+
+
+def state_schema(
+    opt: OptimSettings, optimizer: torch.optim.Optimizer, shapes: Sequence[Sequence[int]]
+) -> Record:
+    """What a checkpoint's optimizer state must be to be loaded into `optimizer` (made by
+    `make_optimizer` over parameters of `shapes`), declared before torch reads any of it."""
+    (group,) = optimizer.state_dict()["param_groups"]
+    per_parameter = {k: _parameter_state(opt.optimizer, s) for k, s in enumerate(shapes)}
+    return Record(
+        {"state": Record({}, per_parameter), "param_groups": Seq(_group_schema(group), 1, 1)}
+    )
+
+
+def schedule_schema(groups: int) -> Record:
+    """A saved LambdaLR: torch puts every key of it into the scheduler's attributes, so only
+    its own keys, of their types (older torch saved `verbose`); the functions are not saved."""
+    rates, steps = Seq(Float(0), groups, groups), Int(0, STEPS_MAX)
+    required = {"base_lrs": rates, "last_epoch": steps, "lr_lambdas": Seq(Null(), groups, groups)}
+    optional = {"_step_count": steps, "_is_initial": Bool(), "_last_lr": rates,
+                "_get_lr_called_within_step": Bool(), "verbose": Bool()}  # fmt: skip
+    return Record(required, optional)

@@ -26,6 +26,7 @@ from typing import Any
 
 from charlm.errors import CharLMError
 from charlm.metrics import bits, perplexity
+from charlm.resources import check_figure
 from charlm.run import METRICS, read_rows
 from charlm.storage import atomic_write
 
@@ -89,6 +90,7 @@ def plot_runs(
     unknown = [a for a in axes if a not in AXES]
     if unknown or not axes:
         raise CharLMError(f"--x-axis must be one of {', '.join(AXES)}, got {unknown or 'none'}")
+    check_figure(6 * len(axes), 8, dpi)  # the figure's size in inches, below: its pixels fit
     data = [read_metrics(r) for r in runs]
     plt = _import_pyplot()
     seconds = max((r["elapsed_s"] for rows in data for r in rows), default=0)

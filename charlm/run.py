@@ -9,8 +9,9 @@
         samples.txt     a sample after every --sample-every epochs and --sample-steps steps
         .lock           held by the one process that trains in the folder
 
-A fresh run refuses a folder that holds a run unless told to overwrite it, then starts its
-metrics and samples afresh; a resumed run drops the metrics rows newer than its checkpoint
+A fresh run refuses a folder that holds a run unless told to overwrite it, then removes every
+file of the earlier run (RUN_FILES), so that no later command picks up the old run's best.pt,
+metrics or samples as this one's; a resumed run drops the metrics rows newer than its checkpoint
 (written just before a crash, they would be repeated). Files are replaced atomically
 (storage.py) or appended a whole line at a time; a write that fails is one line of error.
 The lock is an flock, so the kernel releases it however the process ends; the temporary files
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from charlm.errors import CharLMError
-from charlm.storage import write_failed, write_text
+from charlm.storage import FOLDER, check_target, shown, write_failed, write_text
 
 try:
     import fcntl
@@ -38,6 +39,9 @@ except ImportError:  # Windows: no flock; a second writer is not detected there
 LATEST, BEST = "checkpoint.pt", "best.pt"
 CONFIG, METRICS, SAMPLES, LOCK = "config.json", "metrics.jsonl", "samples.txt", ".lock"
 PROBE = ".checkpoint-probe.tmp"  # a checkpoint written to time it (a budget's measuring)
+# what a run leaves that a later command picks up (generate and eval: best.pt, else
+# checkpoint.pt; info: config.json; plot: metrics.jsonl): a fresh run removes each
+RUN_FILES = (LATEST, BEST, CONFIG, METRICS, SAMPLES, PROBE)
 
 
 class RunFolder:
@@ -73,21 +77,30 @@ class RunFolder:
         empty for a fresh run, the rows up to `step` for a resumed one."""
         if not self.writes:
             return
+        check_target(self.path, FOLDER, "--out")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self._take_lock()  # creating the lock file proves the folder writable, now
         except OSError as e:
-            raise CharLMError(f"cannot write to --out {self.path}: {e.strerror}") from None
+            raise CharLMError(f"cannot write to --out {shown(self.path)}: {e.strerror}") from None
         for stale in self.path.glob(".*.tmp"):  # left by a killed process: the lock is ours
             stale.unlink(missing_ok=True)
-        if fresh:
+        if fresh:  # nothing of an earlier run may be picked up as this one's
+            for name in RUN_FILES:
+                self._remove(name)
             write_text(self.file(METRICS), "")
-            self.file(SAMPLES).unlink(missing_ok=True)
             return
         kept = [
             line for line, row, bad in _parsed(self.file(METRICS)) if _kept(line, row, bad, step)
         ]
         write_text(self.file(METRICS), "".join(line + "\n" for line in kept))
+
+    def _remove(self, name: str) -> None:
+        """Remove one of the run's files (an older run's), a failure as one line."""
+        try:
+            self.file(name).unlink(missing_ok=True)
+        except OSError as e:
+            raise CharLMError(f"cannot remove {shown(self.file(name))}: {e.strerror}") from None
 
     @contextlib.contextmanager
     def session(self, fresh: bool, step: int) -> Iterator[None]:
@@ -165,14 +178,6 @@ class RunFolder:
     def rows(self, strict: bool = True) -> list[dict[str, Any]]:
         """The metrics rows; `strict`: a line that is not a row is an error (else skipped)."""
         return read_rows(self.file(METRICS), strict)
-
-    def saved_config(self) -> dict[str, Any] | None:
-        """config.json as written (None if absent or unreadable): for `info` and `plot`."""
-        try:
-            config = json.loads(self.file(CONFIG).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return config if isinstance(config, dict) else None
 
 
 # What each kind of metrics row holds (meter.py writes them): every field's kind of value and

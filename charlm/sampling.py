@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, brief, check_types
 
 
 @dataclass(frozen=True)
@@ -30,29 +30,25 @@ class Sampling:
     beam_width: int | None = None  # beam search: the likeliest continuations a beam of K finds
 
     def __post_init__(self) -> None:
-        for name in ("length", "top_k", "num_samples", "seed", "beam_width"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                flag = "--" + name.replace("_", "-")
-                raise CharLMError(f"{flag} must be a whole number, got {value!r}")
+        check_types(self)  # "0.8" for a temperature, "no" for greedy: one line, not below
         if self.seed is not None and not -(2**63) <= self.seed < 2**64:
-            raise CharLMError(f"--seed must be in [-2**63, 2**64), got {self.seed}")
+            raise CharLMError(f"--seed must be in [-2**63, 2**64), got {brief(self.seed)}")
         if self.amp and self.int8:
             raise CharLMError(
                 "--amp and --int8 are two precisions for the same matmuls: choose one"
             )
         if self.length < 0:
-            raise CharLMError(f"--length must be >= 0, got {self.length}")
+            raise CharLMError(f"--length must be >= 0, got {brief(self.length)}")
         if not self.temperature > 0:
             raise CharLMError(
-                f"--temperature must be > 0, got {self.temperature} (use --greedy for 0)"
+                f"--temperature must be > 0, got {brief(self.temperature)} (use --greedy for 0)"
             )
         if self.top_k is not None and self.top_k <= 0:
-            raise CharLMError(f"--top-k must be > 0, got {self.top_k}")
+            raise CharLMError(f"--top-k must be > 0, got {brief(self.top_k)}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise CharLMError(f"--top-p must be in (0, 1], got {self.top_p}")
+            raise CharLMError(f"--top-p must be in (0, 1], got {brief(self.top_p)}")
         if self.num_samples <= 0:
-            raise CharLMError(f"--num-samples must be > 0, got {self.num_samples}")
+            raise CharLMError(f"--num-samples must be > 0, got {brief(self.num_samples)}")
         if self.beam_width is not None:
             self._check_beam(self.beam_width)
 
@@ -67,7 +63,7 @@ class Sampling:
     def _check_beam(self, width: int) -> None:
         """A beam is deterministic: what would shape or seed a random draw is refused."""
         if width <= 0:
-            raise CharLMError(f"--beam-width must be > 0, got {width}")
+            raise CharLMError(f"--beam-width must be > 0, got {brief(width)}")
         given = {
             "--temperature": self.temperature != 1.0,
             "--top-k": self.top_k is not None,

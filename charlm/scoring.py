@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from charlm.errors import CharLMError, flag
+from charlm.errors import CharLMError, brief, check_types, flag
 
 if TYPE_CHECKING:
     import torch
@@ -38,9 +38,9 @@ class Dynamic:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise CharLMError(f"--dynamic-{name} must be a number, got {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise CharLMError(f"--dynamic-lr must be > 0, got {self.lr}")
+            raise CharLMError(f"--dynamic-lr must be > 0, got {brief(self.lr)}")
         if not 0 <= self.decay < 1:
-            raise CharLMError(f"--dynamic-decay must be in [0, 1), got {self.decay}")
+            raise CharLMError(f"--dynamic-decay must be in [0, 1), got {brief(self.decay)}")
 
     @property
     def update(self) -> str:
@@ -67,15 +67,14 @@ class Scoring:
     html_max_chars: int | None = None  # per-character data (the --html page) for this many
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name, low in MINIMUM.items():
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise CharLMError(f"{flag(name)} must be a whole number, got {value!r}")
             if value < low:
                 bound = "> 0" if low == 1 else f">= {low}"
-                raise CharLMError(f"{flag(name)} must be {bound}, got {value}")
+                raise CharLMError(f"{flag(name)} must be {bound}, got {brief(value)}")
         if not self.dynamic:
             if (self.dynamic_lr, self.dynamic_decay, self.dynamic_rms) != (None, None, None):
                 raise CharLMError(

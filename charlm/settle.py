@@ -32,6 +32,7 @@ from charlm.config import (
     AUTO_FIELDS,
     DEFAULT_EPOCHS,
     MODEL_FIELDS,
+    READING,
     TrainConfig,
     check_config,
 )
@@ -49,7 +50,9 @@ MANY_EPOCHS = 12
 AUTO_SHORT = {"hidden_size": 384, "seq_len": 64, "lr": 1e-2, "dropout": 0.25}
 AUTO_LONG = {"hidden_size": 448, "seq_len": 128, "lr": 5e-3, "dropout": 0.25}
 AUTO_MANY_EPOCHS = {"hidden_size": 640, "dropout": 0.5}  # on top of AUTO_LONG
-# settings a resumed run must keep, or it would not continue the same run
+# settings a resumed run must keep, or it would not continue the same run: the model, the
+# batch order, and every setting that makes the training text (what is read, how it is decoded
+# and joined, where validation is cut)
 FIXED_ON_RESUME = (
     *MODEL_FIELDS,
     "sampler",
@@ -59,6 +62,8 @@ FIXED_ON_RESUME = (
     "val_fraction",
     "optimizer",
     "seed",
+    *READING,
+    "byte_level",
 )
 
 
@@ -169,6 +174,16 @@ def epochs_for(steps: int, steps_per_epoch: int) -> int:
     return -(-steps // steps_per_epoch) if steps else DEFAULT_EPOCHS
 
 
+def resumed(ran: TrainConfig, given: dict[str, Any]) -> TrainConfig:
+    """What a resumed run asks for: the settings it `ran` with, the ones `given` again on top
+    (see keep_resumed). A run that --max-steps limited, given a new --max-steps and no
+    --epochs, settles its epochs again from it (0: as many as it needs), as a fresh run with
+    that --max-steps would: made with --max-steps 5 and resumed with --max-steps 100, it
+    trains to step 100, not to the end of the one epoch that 5 steps settled."""
+    again = "max_steps" in given and "epochs" not in given and ran.max_steps
+    return keep_resumed(replace(ran, **given, **({"epochs": 0} if again else {})), ran)
+
+
 def keep_resumed(asked: TrainConfig, ran: TrainConfig) -> TrainConfig:
     """`asked` for a run that continues one trained with `ran`: auto, given again, means what
     the run chose; a change to a setting fixed on resume is refused."""
@@ -177,13 +192,26 @@ def keep_resumed(asked: TrainConfig, ran: TrainConfig) -> TrainConfig:
     }
     cfg = replace(asked, **chosen)
     for name in FIXED_ON_RESUME:
-        value, was = getattr(cfg, name), getattr(ran, name)
+        value, was = _same(getattr(cfg, name)), _same(getattr(ran, name))
         if value != was:
             raise CharLMError(
-                f"cannot resume with {flag(name)} {value}: the run in {cfg.out} was trained "
-                f"with {flag(name)} {was} (start a new run with another --out)"
+                f"cannot resume with {flag(name)} {_said(value)}: the run in {cfg.out} was "
+                f"trained with {flag(name)} {_said(was)} (start a new run with another --out)"
             )
     return cfg
+
+
+def _same(value: Any) -> Any:
+    """A setting as compared on resume: a list and a tuple of the same patterns are one."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _said(value: Any) -> str:
+    """A setting as a message shows it (a separator's newline as \\n, a list as its items)."""
+    if isinstance(value, tuple):
+        return " ".join(map(repr, value)) if value else "(none)"
+    plain = isinstance(value, str) and value.isprintable() and value.strip() == value != ""
+    return repr(value) if isinstance(value, str) and not plain else str(value)
 
 
 def many_epochs_line(settled: Settled) -> str:

@@ -242,6 +242,25 @@ class Stepper:
         self._project()
 
     @torch.inference_mode()
+    def load_rows(self, rows: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None) -> None:
+        """Streams `rows` start from the states h (and c), each (L, len(rows), H); the other
+        streams go on as they were (the server's engine: a request joins a running batch).
+
+        The matmuls are run again on every stream, which gives the others back exactly what
+        they carried (the same kernel on the same states)."""
+        self.h[:, rows] = h
+        if c is not None:
+            self.c[:, rows] = c
+        if self.h_m is not self.h:
+            self._quantize(self.h, self.h_m, self.h.clone())
+        self._project()
+
+    def rows_state(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of the states (h, c) of streams `rows`, each (L, rows, H), for `load_rows`
+        of another stepper (c is the memory cell's buffer: zeros for a cell without one)."""
+        return self.h[:, rows].clone(), self.c[:, rows].clone()
+
+    @torch.inference_mode()
     def reorder(self, parents: torch.Tensor) -> None:
         """Stream i continues from the state of stream parents[i] (beam search).
 

@@ -5,8 +5,9 @@ characters is the bits per character that `charlm eval perplexity` reports. The 
 self-contained HTML file (inline CSS and JS, no fonts or scripts fetched): the characters are
 spans coloured by surprisal bin, and hovering one shows the model's top predictions for it, in
 the spirit of karpathy's "The Unreasonable Effectiveness of Recurrent Neural Networks". The
-page's markup, style and script are a template shipped in the package (templates/surprisal.html);
-this module fills in the numbers, the spans and the hover data. The numbers themselves come from
+page's markup, style and script are templates shipped in the package (templates/surprisal.html,
+.css and .js; the server's playground shows scores with the same style and script); this module
+fills in the numbers, the spans and the hover data. The numbers themselves come from
 `charlm.evaluate.surprisal`; `charlm.report` writes the page.
 """
 
@@ -22,7 +23,7 @@ from importlib import resources
 
 import numpy as np
 
-TEMPLATE = "templates/surprisal.html"  # inside the package
+TEMPLATE = "templates/surprisal.html"  # inside the package, beside its .css and .js
 TOP_K = 5  # predictions shown per character (the page says top-5)
 # bin edges in bits; the last bin is everything from the last edge up
 EDGES = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0)
@@ -93,7 +94,8 @@ def _span(c: str, bits: float | None, known: bool) -> str:
     return f'<span class="{cls}">{_escape(c)}</span>'
 
 
-def _legend() -> str:
+def legend() -> str:
+    """The colour scale's swatches, labelled with their bins' bits."""
     items = []
     for i, colour in enumerate(COLOURS):
         lo = EDGES[i]
@@ -107,10 +109,6 @@ def render_html(s: Surprisal, source: str, about: str = "", note: str = "") -> s
     spans = "".join(map(_span, s.text, s.bits, s.known))
     blob = json.dumps(s.as_dict(), ensure_ascii=False, separators=(",", ":"))
     blob = blob.replace("<", "\\u003c")
-    bin_css = "".join(
-        f".b{i}{{background:{c}}}" + (f".b{i}{{color:#fff}}" if i >= 7 else "")
-        for i, c in enumerate(COLOURS)
-    )
     esc = html.escape
     return _page().substitute(
         title=esc(f"surprisal · {source}"),
@@ -123,14 +121,36 @@ def render_html(s: Surprisal, source: str, about: str = "", note: str = "") -> s
         bpc=f"{s.bits_per_char:.4f}",
         ppl=f"{s.perplexity:.4f}",
         chars_fmt=f"{s.scored:,}",
-        legend=_legend(),
+        legend=legend(),
         spans=spans,
         blob=blob,
-        bin_css=bin_css,
+        style=style(),
+        script=script(),
     )
 
 
 @functools.cache
+def style() -> str:
+    """The page's CSS, its colour bins (.b0, .b1, ...) included."""
+    bin_css = "".join(
+        f".b{i}{{background:{c}}}" + (f".b{i}{{color:#fff}}" if i >= 7 else "")
+        for i, c in enumerate(COLOURS)
+    )
+    return _part(".css").substitute(bin_css=bin_css)
+
+
+@functools.cache
+def script() -> str:
+    """The page's script: it reads the hover data from #data and shows it over #text in #tip."""
+    return _part(".js").template
+
+
+def _part(suffix: str) -> string.Template:
+    """A part of the page shipped as package data: $name marks what is filled in."""
+    path = TEMPLATE.removesuffix(".html") + suffix
+    return string.Template(resources.files("charlm").joinpath(path).read_text("utf-8"))
+
+
+@functools.cache
 def _page() -> string.Template:
-    """The page's HTML, CSS and JS, shipped as package data: $name marks what render_html fills."""
-    return string.Template(resources.files("charlm").joinpath(TEMPLATE).read_text("utf-8"))
+    return _part(".html")

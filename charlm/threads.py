@@ -22,7 +22,8 @@ import statistics
 import sys
 import time
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, brief
+from charlm.limits import address_space_left, thread_bytes
 
 MAX_THREADS = 1024
 
@@ -61,7 +62,7 @@ def choose_wait_policy() -> None:
 
 def check_threads(n: int) -> None:
     if not 0 <= n <= MAX_THREADS:
-        raise CharLMError(f"--threads must be between 0 (auto) and {MAX_THREADS}, got {n}")
+        raise CharLMError(f"--threads must be between 0 (auto) and {MAX_THREADS}, got {brief(n)}")
 
 
 def use_threads(n: int) -> int:
@@ -70,5 +71,19 @@ def use_threads(n: int) -> int:
 
     check_threads(n)
     if n:
+        check_thread_space(n, torch.get_num_threads())
         torch.set_num_threads(n)
     return torch.get_num_threads()
+
+
+def check_thread_space(n: int, running: int) -> None:
+    """Refuse threads whose stacks and malloc arenas the address-space limit (`ulimit -v`)
+    cannot hold: past it, thread creation aborts the process, or an import fails later with
+    a MemoryError."""
+    need, left = thread_bytes(n) - thread_bytes(running), address_space_left()
+    if left is not None and need > left:
+        raise CharLMError(
+            f"--threads {n} would reserve about {need / 2**30:.1f} GB of address space for its "
+            f"threads, and the address-space limit (ulimit -v) leaves {left / 2**30:.1f} GB: "
+            f"use fewer threads (0: one per core)"
+        )

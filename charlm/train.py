@@ -39,9 +39,9 @@ from tqdm.auto import tqdm
 
 from charlm import checkpoint, distributed
 from charlm.budget import Costs, Plan
-from charlm.config import TrainConfig, check_config, read_settings
+from charlm.config import TrainConfig, check_config, read_run_config
 from charlm.corpus import Corpus
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, expect
 from charlm.evaluate import validate
 from charlm.inputs import Reading, changes, read
 from charlm.learner import Learner
@@ -50,28 +50,31 @@ from charlm.meter import LossMeter, Progress, epoch_row
 from charlm.metrics import perplexity
 from charlm.precision import resolve_amp, resolve_device
 from charlm.progress import EpochProgress, epoch_summary
+from charlm.resume import check_state, config_of, plan_of, read_resumed
 from charlm.run import CONFIG, RunFolder
 from charlm.samplers import LAYOUT, SAMPLERS
 from charlm.settle import (
     Facts,
     Settled,
-    keep_resumed,
     many_epochs_line,
+    resumed,
     settle,
     settled_lines,
     span,
     work_of,
 )
+from charlm.storage import shown
 from charlm.threads import use_threads
 from charlm.watch import Watch
 
 
 def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any]) -> TrainConfig:
-    """The config of the run in `out`, with `overrides` applied; model changes are refused
-    and auto, given again, means what the run chose (settle.keep_resumed)."""
+    """The config of the run in `out`, with `overrides` applied; model and data changes are
+    refused, auto given again means what the run chose, and a length given anew is the run's
+    whole length (settle.resumed)."""
     folder = RunFolder(out, writes=False)
-    ran = resumed_facts(checkpoint.load(folder.latest), folder)["resumed"]
-    return keep_resumed(replace(ran, **{**overrides, "out": os.fspath(out)}), ran)
+    ran = config_of(read_resumed(folder), folder)
+    return resumed(ran, {**overrides, "out": os.fspath(out)})
 
 
 def replay_config(
@@ -81,51 +84,36 @@ def replay_config(
     (a budget's, revisions and all): the settings of its config.json without a budget, for the
     steps it trained, on as many threads; `given` settings on top (--out: RUN-replay)."""
     folder = RunFolder(run, writes=False)
-    recorded = folder.saved_config()
-    if recorded is None:
+    if not os.path.lexists(folder.file(CONFIG)):
         raise CharLMError(f"--replay {run}: no config.json there (is it a charlm run folder?)")
     if given.get("time_budget"):
         raise CharLMError("--replay trains the steps the run trained, without a --time-budget")
-    try:
-        plan = Plan.from_record(recorded["plan"]) if recorded.get("plan") else None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise CharLMError(f"--replay {run}: the plan in its config.json is damaged ({e})") from None
-    settings = read_settings(folder.file(CONFIG))
+    settings, record = read_run_config(folder.file(CONFIG))
+    source = f"--replay {run}: the plan in its config.json"
+    plan = Plan.from_record(record["plan"], source) if record.get("plan") else None
     steps = trained_steps(folder) or (plan.total if plan else settings.get("max_steps", 0))
     out = Path(given.get("out") or f"{os.fspath(run).rstrip('/')}-replay")
     if out.resolve() == Path(run).resolve():
         raise CharLMError(f"--replay reads the run in {run}: give the replay another --out")
-    threads = recorded.get("torch_threads")
-    threads = {"threads": threads} if isinstance(threads, int) and threads > 0 else {}
+    threads = {"threads": record["torch_threads"]} if "torch_threads" in record else {}
     replayed = {"time_budget": 0.0, "max_steps": steps, **threads, **given, "out": str(out)}
     return TrainConfig(**{**settings, **replayed}), plan
 
 
 def trained_steps(folder: RunFolder) -> int:
     """The steps the run in `folder` has trained, by its latest checkpoint (0: none)."""
-    if not folder.latest.is_file():
+    if not os.path.lexists(folder.latest):
         return 0
     ckpt = checkpoint.load(folder.latest)
-    try:
-        progress = Progress(**ckpt["progress"])
-        progress.check()
-    except (KeyError, TypeError, ValueError) as e:
-        raise damaged(folder, e) from None
-    return progress.step
+    return Progress.from_record(ckpt.get("progress"), f"{shown(folder.latest)}: progress").step
 
 
 def resumed_facts(ckpt: dict[str, Any] | None, folder: RunFolder) -> dict[str, Any]:
-    """What a resumed run's checkpoint tells `settle`: the settings it ran with, its plan."""
+    """What a resumed run's checkpoint (read by resume.read_resumed) tells `settle`: the
+    settings it ran with, its plan."""
     if ckpt is None:
         return {}
-    try:
-        plan = ckpt.get("plan")
-        return {
-            "resumed": TrainConfig(**ckpt["config"]),
-            "plan": None if plan is None else Plan.from_record(plan),
-        }
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise damaged(folder, e) from None
+    return {"resumed": config_of(ckpt, folder), "plan": plan_of(ckpt, folder)}
 
 
 class Interrupts:
@@ -227,19 +215,9 @@ def open_data(
     if not resume:
         folder.check_new(overwrite)
         return corpus, None
-    ckpt = checkpoint.load(folder.latest)
-    try:
-        check_same_data(ckpt, corpus, cfg)
-    except (KeyError, TypeError, AttributeError) as e:
-        raise damaged(folder, e) from None
+    ckpt = read_resumed(folder)
+    check_same_data(ckpt, corpus, cfg)
     return corpus, ckpt
-
-
-def damaged(folder: RunFolder, e: Exception) -> CharLMError:
-    return CharLMError(
-        f"cannot resume from {folder.latest}: its training state is damaged "
-        f"({type(e).__name__}: {e})"
-    )
 
 
 def make_sampler(cfg: TrainConfig, ids: Any, ctx: distributed.Context) -> Any:
@@ -259,8 +237,9 @@ def check_validation(val_fraction: float, val_ids: Any) -> None:
 
 
 def check_same_data(ckpt: dict[str, Any], corpus: Corpus, cfg: TrainConfig) -> None:
-    """A resumed run must read what it began with: the same inputs, the same batch order."""
-    changed = changes(ckpt.get("inputs", corpus.inputs), corpus.inputs)
+    """A resumed run must read what it began with: the same inputs, the same characters (the
+    settings that make its text are held to the run's by settle.keep_resumed)."""
+    changed = changes(ckpt["inputs"], corpus.inputs)
     if changed:
         raise CharLMError(
             f"cannot resume: the inputs differ from those the run in {cfg.out} began with: "
@@ -270,20 +249,6 @@ def check_same_data(ckpt: dict[str, Any], corpus: Corpus, cfg: TrainConfig) -> N
         raise CharLMError(
             f"cannot resume: the characters of {cfg.corpus} differ from those the run in "
             f"{cfg.out} was trained on (same corpus?)"
-        )
-    if ckpt["config"].get("dropout") and not ckpt.get("output_dropout"):
-        raise CharLMError(
-            f"cannot resume the run in {cfg.out}: it was trained with --dropout between layers "
-            f"only, and this charlm applies it before the output layer too, so the rest of "
-            f"the run would train another model. Start a new run with --overwrite or another "
-            f"--out, or finish this one with the charlm that started it"
-        )
-    if ckpt.get("sampler_layout", 1) != LAYOUT:  # written before the textbook's samplers
-        raise CharLMError(
-            f"cannot resume the run in {cfg.out}: it was trained with charlm 0.1's batch "
-            f"order, which this charlm no longer has (its samplers follow the textbook), so "
-            f"the rest of the run would see other batches. Start a new run with --overwrite "
-            f"or another --out, or finish this one with charlm 0.1"
         )
 
 
@@ -411,13 +376,10 @@ class Run:
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        """Continue from a `payload()`: the run goes on exactly where it was."""
-        try:
-            progress = Progress(**ckpt["progress"])
-            progress.check()
-            self.learner.load_state_dict(ckpt, self.sampler.rows)
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-            raise damaged(self.folder, e) from None
+        """Continue from a `payload()` (read by resume.read_resumed): the run goes on exactly
+        where it was, once every part of its state is checked against this run."""
+        progress = check_state(ckpt, self.learner, len(self.sampler), self.folder)
+        self.learner.load_state_dict(ckpt, self.sampler.rows)
         vars(self.p).update(asdict(progress))  # in place: the meter holds p
         self.learner.reschedule(self.schedule_steps())  # the plan kept, --lr perhaps changed
 
@@ -584,8 +546,16 @@ def train(cfg: TrainConfig, resume: bool = False, **options: Any) -> TrainResult
     A fresh run refuses a folder that already holds one unless `overwrite`: hours of training
     are not lost to a repeated command.
     """
+    expect("resume", resume, "bool")
     with distributed.session():  # under torchrun: one process of several
-        return Trainer(cfg, resume, **options).run()
+        result = Trainer(cfg, resume, **options).run()
+    if result.stopped_by == StopReason.TIME_BUDGET and not result.progress.step:
+        raise CharLMError(
+            f"--time-budget {cfg.time_budget:g} s is too short for one step here: measuring "
+            f"what a step costs took {result.progress.elapsed_s:.2g} s of it; nothing was "
+            f"trained or saved (give a longer budget)"
+        )
+    return result
 
 
 def dry_run(

@@ -7,6 +7,7 @@ scores are bits per byte, the unit the enwik8 literature reports.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,21 @@ import numpy as np
 from charlm.errors import CharLMError
 
 UNICODE = 0x110000  # code points 0 .. 0x10FFFF
+
+
+def _raw_bytes(error: UnicodeError) -> tuple[bytes, int]:
+    """How a byte-level model reads text UTF-8 cannot hold: a lone surrogate U+DC80..U+DCFF is
+    the byte it stands for (a command-line argument or a line read that was not UTF-8, kept
+    by surrogateescape); any other lone surrogate is encoded as is (surrogatepass)."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    char = error.object[error.start]
+    if 0xDC80 <= ord(char) <= 0xDCFF:
+        return bytes([ord(char) - 0xDC00]), error.start + 1
+    return char.encode("utf-8", "surrogatepass"), error.start + 1
+
+
+codecs.register_error("charlm.bytes", _raw_bytes)
 
 
 def codepoints(text: str) -> np.ndarray:
@@ -62,7 +78,7 @@ class Vocab:
 
     def _lookup(self, text: str) -> np.ndarray:
         if self.is_bytes:
-            return np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8).astype(np.int64)
+            return np.frombuffer(text.encode("utf-8", "charlm.bytes"), np.uint8).astype(np.int64)
         cps = codepoints(text)
         ids = np.full(len(cps), -1, dtype=np.int64)
         inside = cps < len(self._lut)

@@ -14,6 +14,9 @@
 - A file found by a walk, glob or zip is skipped and counted if its first 8 KB hold a NUL byte
   or are not valid in the encoding (binary), if it is empty, or if it cannot be read. A file
   named on the command line must be readable text: anything else is an error.
+- The run's own folder (--out) is never read, however it is reached: a folder or file whose
+  resolved path lies inside it, or a folder of its device and inode (a bind mount), is skipped
+  and counted when found, and refused when named.
 """
 
 from __future__ import annotations
@@ -32,16 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
-from charlm.documents import (
-    READ_ERRORS,
-    Document,
-    decoder,
-    file_document,
-    look,
-    not_regular,
-    opener,
-)
+from charlm.documents import READ_ERRORS, Document, Opener, decoder, stamp
 from charlm.errors import CharLMError
+from charlm.storage import ANY, FILE, look, open_read
 
 SNIFF_BYTES = 8192  # the head of a found file looked at to tell text from binary
 COMPRESSED: dict[str, Callable[..., BinaryIO]] = {
@@ -51,6 +47,35 @@ COMPRESSED: dict[str, Callable[..., BinaryIO]] = {
 }
 
 
+# what to do about a pipe or a device named as a corpus
+TWICE = (
+    "charlm reads a corpus twice, so save it to a file first (e.g. `cat > corpus.txt`) and "
+    "pass that"
+)
+
+
+def opener(path: str, open_fn: Callable[..., BinaryIO] | None = None) -> Opener:
+    """Opens `path` for reading (through `open_fn`: gzip.open, ...), a failure as one line."""
+
+    def open_file() -> BinaryIO:
+        if open_fn is None:
+            return open_read(path)
+        try:
+            return open_fn(path, "rb")
+        except OSError as e:
+            raise CharLMError(f"cannot read {path}: {e.strerror or e}") from None
+
+    return open_file
+
+
+def file_document(path: str, st: os.stat_result | None = None) -> Document:
+    """A regular file as a document, `st` its stat if the caller has looked at it already."""
+    st = look(path, FILE, special=TWICE) if st is None else st
+    size, mtime, ctime, inode = stamp(st)
+    return Document(path, opener(path), os.path.abspath(path), size, mtime,
+                    ctime_ns=ctime, inode=inode)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which found files are read: --include, --exclude, --hidden."""
@@ -58,7 +83,9 @@ class Selection:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     hidden: bool = False
-    away: tuple[str, ...] = ()  # absolute paths of folders never read: the run's own --out
+    # folders never read, however they are reached (by their resolved paths, and their device
+    # and inode): the run's own --out, whose files change as the run goes on
+    away: tuple[str, ...] = ()
 
     def _hit(self, patterns: tuple[str, ...], rel: str) -> bool:
         name = rel.rsplit("/", 1)[-1]
@@ -119,13 +146,36 @@ class Walk:
         self.found = Found()
         self.seen: set[tuple[int, int]] = set()  # (device, inode) of each folder and file read
         self.zips = _Zips()
+        self.away_real = [os.path.realpath(a) for a in selection.away]
+        self.away_ids: set[tuple[int, int]] = set()
+        for folder in self.away_real:
+            try:
+                st = os.stat(folder)
+            except OSError:  # not made yet: nothing of it can be read
+                continue
+            self.away_ids.add((st.st_dev, st.st_ino))
 
     def skip(self, why: str) -> None:
         self.found.skipped[why] += 1
 
+    def away(self, path: str, st: os.stat_result | None = None) -> bool:
+        """Whether `path` is, or lies inside, a folder never read (see Selection.away)."""
+        if not self.sel.away:
+            return False
+        if st is not None and (st.st_dev, st.st_ino) in self.away_ids:
+            return True
+        real = os.path.realpath(path)
+        return any(real == a or real.startswith(a.rstrip(os.sep) + os.sep) for a in self.away_real)
+
     def named(self, path: str) -> None:
         """A path the user named: what it is must be readable text, or it is an error."""
-        self.path(path, look(path), explicit=True)
+        st = look(path, ANY, special=TWICE)
+        if self.away(path, st):
+            raise CharLMError(
+                f"{path} is the run's own --out, or inside it: a run never reads its own "
+                f"folder (its files change as it goes on); choose another --out"
+            )
+        self.path(path, st, explicit=True)
 
     def pattern(self, pattern: str) -> None:
         """The matches of a glob, in sorted order, read like the files a walk finds."""
@@ -144,8 +194,6 @@ class Walk:
         if stat.S_ISDIR(st.st_mode):
             self.walk(path, st)
         elif not stat.S_ISREG(st.st_mode):
-            if explicit:
-                raise CharLMError(not_regular(path))
             self.skip("special file (pipe, socket, device)")
         else:
             self.file(path, st, rel or os.path.basename(path), explicit)
@@ -172,7 +220,7 @@ class Walk:
                 self.skip("folder seen before (symlink loop)")
                 continue
             self.seen.add((st.st_dev, st.st_ino))
-            if os.path.abspath(path) in self.sel.away:  # its files change as the run goes on
+            if self.away(path, st):  # its files change as the run goes on
                 self.skip("run folder (--out)")
                 continue
             if rel and not self.sel.hidden and os.path.isfile(os.path.join(path, "pyvenv.cfg")):
@@ -200,6 +248,9 @@ class Walk:
         return entries
 
     def file(self, path: str, st: os.stat_result, rel: str, explicit: bool) -> None:
+        if not explicit and self.away(path):  # a glob's match, or a symlink, into --out
+            self.skip("run folder (--out)")
+            return
         if (st.st_dev, st.st_ino) in self.seen:
             self.skip("file seen before")
             return
@@ -269,6 +320,6 @@ class Walk:
             return "empty"
         try:
             text = decoder(self.encoding, self.errors).decode(head)
-        except UnicodeDecodeError:
+        except UnicodeError:  # a decoding error, or utf-16 without its byte-order mark
             return "binary (NUL bytes)" if b"\x00" in head else f"not {self.encoding} (binary?)"
         return "binary (NUL bytes)" if "\x00" in text else None
