@@ -36,7 +36,7 @@ def read_metrics(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(run)
     rows = read_rows(path / METRICS if path.is_dir() or not path.exists() else path)
     if not rows:
-        raise CharLMError(f"{path} has no rows yet (train at least one epoch first)")
+        raise CharLMError(f"{path} has no rows yet (train at least --log-every steps first)")
     return rows
 
 

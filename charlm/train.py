@@ -340,6 +340,7 @@ class Run:
         self.watch = Watch(self.cfg, self.folder, self.vocab, self.val_ids, len(self.sampler),
                            self.dist, self._say)  # fmt: skip
         self.replanning = Replanning(cfg.revise_every, cfg.log_every, self.dist, self.device)
+        self.work = work_of(self.cfg, len(self.sampler))  # what a revised plan pays for
 
     def _build(self, settled: Settled) -> None:
         """Run as `settled` says: its model, optimizer and schedule, the model from the seed."""
@@ -435,8 +436,10 @@ class Run:
         plan, cfg = self.plan, self.cfg
         if not (cfg.time_budget and plan and plan.measured):
             return
-        work, p = work_of(cfg, len(self.sampler)), self.p
-        revised = self.replanning.revise(plan, p.step, p.elapsed_s, cfg.time_budget, work, cfg.out)
+        p = self.p
+        revised = self.replanning.revise(
+            plan, p.step, p.elapsed_s, cfg.time_budget, self.work, cfg.out
+        )
         if revised is not None:
             self.settled = settle(self.asked, replace(self.facts, plan=revised))
             self.cfg, self.plan, p.planned_steps = self.settled.cfg, revised, revised.total

@@ -73,7 +73,7 @@ class Watch:
         self.cfg, self.folder, self.vocab, self.say = cfg, folder, vocab, say
         self.E, self.dist = steps_per_epoch, dist
         self.eval_ids, self.eval_streams = eval_part(cfg, val_ids)
-        self.samples = bool(cfg.sample_every) and dist.is_main
+        self.draws = bool(cfg.sample_every) and dist.is_main
         self.board: Board | None = None
 
     def start(self, settings: dict[str, Any]) -> None:
@@ -87,7 +87,7 @@ class Watch:
         a function drawing a sample (None where this process draws none)."""
         chars = len(self.eval_ids) if self.cfg.eval_every and len(self.eval_ids) >= 2 else 0
         draw = partial(sample_text, model, self.vocab, self.cfg, self.cfg.seed)
-        return (chars, self.eval_streams), draw if self.samples else None
+        return (chars, self.eval_streams), draw if self.draws else None
 
     def row(self, row: dict[str, Any]) -> None:
         """A row into metrics.jsonl, and TensorBoard."""
@@ -110,7 +110,7 @@ class Watch:
 
     def _samples(self, p: Progress) -> bool:
         every = self.cfg.sample_steps
-        return self.samples and bool(every) and p.batch % every == 0
+        return self.draws and bool(every) and p.batch % every == 0
 
     def between(self, model: torch.nn.Module, p: Progress, lr: float) -> None:
         """The evaluation and the sample due after this step (`due`)."""
@@ -129,7 +129,7 @@ class Watch:
     def epoch_end(self, model: torch.nn.Module, row: dict[str, Any]) -> None:
         """The epoch row's sample: every --sample-every epochs, and where the run stops."""
         epoch = row["epoch"]
-        if self.samples and (epoch % self.cfg.sample_every == 0 or row["partial"]):
+        if self.draws and (epoch % self.cfg.sample_every == 0 or row["partial"]):
             self.sample(model, f"epoch {epoch}", self.cfg.seed + epoch, row["step"], "after ")
 
     def sample(

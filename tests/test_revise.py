@@ -34,6 +34,7 @@ from charlm.budget import (
 from charlm.checkpoint import LATEST, load_model
 from charlm.cli import main
 from charlm.distributed import Context
+from charlm.errors import CharLMError
 from charlm.measure import Replanning
 from charlm.optim import OptimSettings, lr_factor
 from charlm.train import Callback, TrainConfig, Trainer, end_line, replay_config
@@ -328,11 +329,15 @@ def test_a_plan_record_round_trips_and_old_ones_read() -> None:
     assert (plan.total, plan.schedule()) == (90, ((10, 80), (20, 90)))
     old = {"steps": 30, "set_by": "epochs/max_steps", "replay": "--max-steps 30"}
     assert Plan.from_record(old).limit == 30 and Plan.from_record(old).revisions == ()
-    for bad in ([{"step": 5, "steps": 4, "step_s": 1.0}],
-                [{"step": 5, "steps": 9, "step_s": 1.0}, {"step": 2, "steps": 9, "step_s": 1.0}],
-                [{"step": 5, "steps": 9, "step_s": "fast"}]):  # fmt: skip
-        with pytest.raises(ValueError):
-            Plan.from_record({**old, "revisions": bad})
+    for bad, why in (
+        ([{"step": 5, "steps": 4, "step_s": 1.0}], "revise at step 5 to 4 steps, not past it"),
+        ([{"step": 5, "steps": 9, "step_s": 1.0}, {"step": 2, "steps": 9, "step_s": 1.0}],
+         "are not in step order"),
+        ([{"step": 5, "steps": 9, "step_s": "fast"}], "revisions.0.step_s must be a finite"),
+        ([{"step": 5, "steps": 9}], "revisions.0.step_s is missing"),
+    ):  # fmt: skip
+        with pytest.raises(CharLMError, match=f"^runs/a: plan: .*{why}"):
+            Plan.from_record({**old, "revisions": bad}, "runs/a: plan")
 
 
 def test_under_torchrun_rank_0_decides_at_a_log_step() -> None:
