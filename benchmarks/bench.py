@@ -7,6 +7,8 @@ Run from the repository root, so that it measures this checkout's charlm:
     python -m benchmarks.bench --json out.json --corpus tinyshakespeare.txt
     python -m benchmarks.bench --learning      # validation loss of --time-budget 30, 60, 180
     python -m benchmarks.bench --load          # budgets of 120 and 600 s, slowed half-way
+    python -m benchmarks.bench --learning --models lstm,mingru:2,minlstm:2   # cells side by side
+    python -m benchmarks.bench --only parallel,amp   # min cells vs the LSTM: training chars/s
     python -m benchmarks.bench --dynamic runs/charlm   # bits/char with and without --dynamic
 
 How a row is measured: harness.py. The reference loops: references.py. The rows: rows.py. The
@@ -36,14 +38,21 @@ from benchmarks.harness import (
 )
 from benchmarks.learning import dynamic_gain, learning
 from benchmarks.load import under_load
-from benchmarks.rows import corpus_rows, cuda_rows, generation_rows, training_rows
+from benchmarks.rows import (
+    corpus_rows,
+    cuda_rows,
+    generation_rows,
+    parallel_rows,
+    training_rows,
+)
 from charlm.builtin import builtin_text
+from charlm.config import MODELS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = (
     Path(os.environ.get("CHARLM_DATA", ROOT.parent / "shared" / "corpora")) / "tinyshakespeare.txt"
 )
-JOBS = ("train", "generate", "corpus", "cuda", "amp")
+JOBS = ("train", "generate", "corpus", "cuda", "amp", "parallel")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,7 +68,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--rounds", type=int, default=0, help="alternations per row (default 3/1)")
     ap.add_argument(
-        "--only", default="", help="comma-separated: train,generate,corpus,cuda,amp (CPU bfloat16)"
+        "--only",
+        default="",
+        help="comma-separated: train,generate,corpus,cuda,amp (CPU bfloat16),parallel (the min "
+        "cells against the LSTM)",
     )
     ap.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     ap.add_argument("--sizes", default="", help="corpus rows in MB (default 10,100,1000; quick 10)")
@@ -75,6 +87,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--competitors", type=int, default=1, help="--load: CPU-bound processes")
     ap.add_argument("--amp", default="auto", choices=("auto", "on", "off"), help="--learning")
+    ap.add_argument(
+        "--models",
+        default="lstm",
+        help="--learning: comma-separated NAME[:LAYERS], side by side at each budget, e.g. "
+        "lstm,mingru:2,minlstm:2",
+    )
     ap.add_argument(
         "--dynamic", type=Path, help="score with and without dynamic evaluation under this model"
     )
@@ -110,6 +128,10 @@ def check_args(args: argparse.Namespace) -> str | None:
             return f"{flag} takes positive numbers, got {value!r}"
     if args.sizes and not all(float(x).is_integer() for x in args.sizes.split(",")):
         return f"--sizes takes whole MB, got {args.sizes!r}"
+    for spec in filter(None, args.models.split(",")):
+        name, _, layers = spec.partition(":")
+        if name not in MODELS or (layers and not (layers.isdigit() and int(layers) > 0)):
+            return f"--models takes NAME[:LAYERS] with NAME in {', '.join(MODELS)}, got {spec!r}"
     return None
 
 
@@ -134,6 +156,10 @@ def speed(args: argparse.Namespace, work: Path) -> tuple[list[Row], dict[str, fl
         rows += training_rows(args, work, "cpu", amp=False)
     if "train" in only and "amp" in only:
         rows += training_rows(args, work, "cpu", amp=True)
+    if "parallel" in only:
+        rows += parallel_rows(args, work, "cpu", amp=False)
+    if "parallel" in only and "amp" in only:
+        rows += parallel_rows(args, work, "cpu", amp=True)
     if "generate" in only:
         rows += generation_rows(args, "cpu", amp="amp" in only)
     if "corpus" in only:

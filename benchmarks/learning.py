@@ -12,6 +12,7 @@ from pathlib import Path
 import charlm
 from charlm import Dynamic, TrainConfig, load_corpus, load_model
 from charlm.builtin import builtin_text
+from charlm.config import AUTO_FIELDS
 from charlm.dynamic import rms_dynamic
 
 # validation loss (nats/char) each budget must reach on tiny Shakespeare (issue 20)
@@ -30,35 +31,61 @@ class Curve(charlm.Callback):
         self.rows.append({k: row.get(k) for k in self.KEYS})
 
 
+def model_specs(models: str) -> list[tuple[str, dict]]:
+    """--models "lstm,mingru:2": (name, settings) for each, NAME[:LAYERS]; auto values left to
+    each cell's auto (charlm.settle: the LSTM's defaults, a min cell's CELL_AUTO)."""
+    specs = []
+    for spec in filter(None, models.split(",")):
+        name, _, layers = spec.partition(":")
+        settings = {"model": name, **({"num_layers": int(layers)} if layers else {})}
+        specs.append((spec, settings))
+    return specs
+
+
 def learning(args: argparse.Namespace, work: Path) -> list[dict]:
-    """`charlm train CORPUS --time-budget B` for each budget, every other setting at its
-    default: the validation loss that each budget buys (the plan, validation included)."""
+    """`charlm train CORPUS --time-budget B` for each budget and each of --models (default: the
+    LSTM), every other setting at its default, side by side in one run: the validation loss
+    that each budget buys (the plan, validation included)."""
     runs = []
     for budget in (float(b) for b in args.budgets.split(",")):
-        amp = {} if args.amp == "auto" else {"amp": args.amp}
-        out = work / f"learn{budget:g}"
-        cfg = TrainConfig(corpus=str(args.corpus), out=str(out), time_budget=budget, **amp)
-        load, seen = os.getloadavg()[0], Curve()
-        result = charlm.train(cfg, progress_bar=False, callbacks=[seen])
-        val = result.last_row["val_loss"]
-        target = TARGETS.get(budget)
-        run = {
-            "budget_s": budget,
-            "val_loss": val,
-            "elapsed_s": result.progress.elapsed_s,
-            "steps": result.progress.step,
-            "planned_steps": result.progress.planned_steps,
-            "stopped_by": result.stopped_by,
-            "amp": json.loads((out / "config.json").read_text())["amp"],  # as resolved
-            "target": target,
-            "pass": None if target is None else val <= target,
-            "loadavg_start": load,
-            "loadavg_end": os.getloadavg()[0],
-            "curve": seen.rows,
-        }
-        print(json.dumps(run), flush=True)
-        runs.append(run)
+        for spec, model in model_specs(args.models):
+            runs.append(learning_run(args, work, budget, spec, model))
     return runs
+
+
+def learning_run(
+    args: argparse.Namespace, work: Path, budget: float, spec: str, model: dict, **settings
+) -> dict:
+    """One `charlm train CORPUS --time-budget B` run with `model`'s and `settings`' values:
+    its validation loss, steps, load average and curve."""
+    amp = {} if args.amp == "auto" else {"amp": args.amp}
+    out = work / f"learn{budget:g}-{spec.replace(':', 'x')}-{len(list(work.iterdir()))}"
+    cfg = TrainConfig(
+        corpus=str(args.corpus), out=str(out), time_budget=budget, **amp, **model, **settings
+    )
+    load, seen = os.getloadavg()[0], Curve()
+    result = charlm.train(cfg, progress_bar=False, callbacks=[seen])
+    val = result.last_row["val_loss"]
+    target = TARGETS.get(budget) if spec == "lstm" and not settings else None
+    settled = json.loads((out / "config.json").read_text())
+    run = {
+        "model": spec,
+        "settings": {k: settled[k] for k in ("model", "num_layers", *AUTO_FIELDS)},
+        "budget_s": budget,
+        "val_loss": val,
+        "elapsed_s": result.progress.elapsed_s,
+        "steps": result.progress.step,
+        "planned_steps": result.progress.planned_steps,
+        "stopped_by": result.stopped_by,
+        "amp": settled["amp"],  # as resolved
+        "target": target,
+        "pass": None if target is None else val <= target,
+        "loadavg_start": load,
+        "loadavg_end": os.getloadavg()[0],
+        "curve": seen.rows,
+    }
+    print(json.dumps(run), flush=True)
+    return run
 
 
 def dynamic_gain(args: argparse.Namespace) -> list[dict]:

@@ -23,6 +23,7 @@ from benchmarks.harness import Row, measure_ceilings, ratio_row
 from benchmarks.loadtime import in_child
 from benchmarks.references import plain_generate, plain_loop, textbook_rnn
 from charlm import CharLM, ModelConfig, TrainConfig, load_corpus
+from charlm.resources import parameters
 
 SGD = {"optimizer": "sgd", "lr": 1.0, "clip": 1.0, "lr_schedule": "constant"}  # the textbook's
 
@@ -136,6 +137,49 @@ def gated_rows(
     return rows
 
 
+# the min cells in the rows, each at about the LSTM default's parameter count (954,433 on tiny
+# Shakespeare: 1 x 448 units, embedding 64): (layers, hidden size)
+PARALLEL = {"mingru": (2, 192), "minlstm": (2, 184)}
+
+
+def matrix_flops(cfg: ModelConfig) -> int:
+    """6 x the model's matrix entries but the embedding's: the matmul work of a training step
+    per character (forward 2, backward 4)."""
+    model = CharLM(cfg)
+    return 6 * sum(
+        p.numel() for name, p in model.named_parameters() if p.dim() > 1 and "embedding" not in name
+    )
+
+
+def parallel_rows(args: argparse.Namespace, work: Path, device: str, amp: bool) -> list[Row]:
+    """The min cells against charlm's own LSTM default (1 x 448) at about its parameter count,
+    side by side in one run, at the default window (T=128, B=32): training chars/s."""
+    V = int(load_corpus(args.corpus).ids.max()) + 1
+    suffix = f" [{device}{' amp' if amp else ''}]"
+    ceiling = "cpu bfloat16" if amp and device == "cpu" else f"{device} float32"
+    steps = 3 if args.quick else 12
+    window = {"seq_len": 128, "batch_size": 32, "embedding_dim": 64, "device": device, "amp": amp}
+    lstm_cfg = ModelConfig(V, "lstm", 448, 1, embedding_dim=64)
+    lstm_flops = matrix_flops(lstm_cfg)
+    lstm = charlm_train_rate(
+        Path(args.corpus), work, steps, model="lstm", hidden_size=448, **window
+    )
+    rows = []
+    for kind, (L, H) in PARALLEL.items():
+        cfg = ModelConfig(V, kind, H, L, embedding_dim=64)
+        row = ratio_row(
+            f"{kind} {L}x{H} vs lstm 1x448 ({parameters(cfg):,} vs {parameters(lstm_cfg):,} "
+            f"parameters) T=128 B=32{suffix}",
+            charlm_train_rate(
+                Path(args.corpus), work, steps, model=kind, hidden_size=H, num_layers=L, **window
+            ),
+            lstm, 1.5, matrix_flops(cfg), ceiling, args.rounds,
+        )  # fmt: skip
+        row.ref_gflops = row.reference * lstm_flops / 1e9  # the LSTM's own matmul work
+        rows.append(row)
+    return rows
+
+
 def default_model(corpus: charlm.Corpus, device: str) -> CharLM:
     """The model `charlm train` makes by default for this corpus, freshly initialised (seed 0)."""
     torch.manual_seed(0)
@@ -234,6 +278,7 @@ def cuda_rows(args: argparse.Namespace, work: Path, rates: dict[str, float]) -> 
     measure_ceilings(rates, ["cuda float32"], 1.0)
     rows = training_rows(args, work, "cuda", amp=False)
     rows += training_rows(args, work, "cuda", amp=True)
+    rows += parallel_rows(args, work, "cuda", amp=False) + parallel_rows(args, work, "cuda", True)
     rows += generation_rows(args, "cuda")
     measure_ceilings(rates, ["cuda float32"], 1.0)
     return rows

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from itertools import pairwise
 from typing import Any
 
-from charlm.errors import flag
+from charlm.errors import option
 from charlm.schema import Float, Int, Opt, Record, Seq, Str, Test, check
 
 # fraction of the budget left out of the plan: noise on a shared machine, rounding
@@ -209,13 +209,16 @@ class Plan:
         steps: int,
         set_by: str,
         costs: Costs | None,
-        chosen: dict[str, float],
+        chosen: dict[str, float | str],
         limit: int = 0,
     ) -> Plan:
         """A new plan. The replay names the settings auto chose by the budget (`chosen`:
-        --hidden-size, --seq-len, --lr, --dropout): left at auto, a run without a budget would
-        choose others."""
-        given = " ".join(f"{flag(name)} {value:g}" for name, value in chosen.items())
+        --hidden-size, --seq-len, --lr, --dropout, and --model, --num-layers where it chose a
+        cell): left at auto, a run without a budget would choose others."""
+        given = " ".join(
+            f"{option(name)} {value if isinstance(value, str) else format(value, 'g')}"
+            for name, value in chosen.items()
+        )
         replay = f"--max-steps {steps} --time-budget 0 {given}"
         return cls(steps, set_by, replay, costs, limit=limit)
 

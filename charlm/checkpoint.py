@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import torch
 
 from charlm import tensorfile
-from charlm.errors import CharLMError, brief
+from charlm.errors import CharLMError, brief, on_command_line
 from charlm.model import CharLM, ModelConfig
 from charlm.precision import resolve_device
 from charlm.run import BEST, LATEST
@@ -38,7 +38,8 @@ def resolve(path: str | os.PathLike[str]) -> Path:
     """A checkpoint file, or a run folder: its best.pt if there is one, else checkpoint.pt.
     Looked at through the opener: a pipe or a device (whose reading would block for ever), a
     NUL byte or a symlink loop is one line, before anything is opened."""
-    missing = f"no such checkpoint: {shown(path)} (train first, or pass --checkpoint)"
+    other = "pass --checkpoint" if on_command_line() else "give the path of a run folder"
+    missing = f"no such checkpoint: {shown(path)} (train first, or {other})"
     st = look(path, ANY, "checkpoint", missing=missing)
     path = Path(path)
     if stat.S_ISDIR(st.st_mode):

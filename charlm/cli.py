@@ -11,6 +11,7 @@ import contextlib
 import functools
 import itertools
 import json
+import os
 import shlex
 import sys
 from dataclasses import MISSING, fields, replace
@@ -20,7 +21,7 @@ import click
 
 from charlm import __version__
 from charlm.api import Limits
-from charlm.config import READING
+from charlm.config import DEVICE_HELP, READING
 from charlm.console import (
     PIPE_CLOSED_EXIT,
     OutputClosed,
@@ -29,7 +30,7 @@ from charlm.console import (
     guard_streams,
     silence_stdout,
 )
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.export import FORMATS, QUANTIZE
 from charlm.scoring import PAGE_CHARS, Scoring
 
@@ -37,8 +38,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from dataclasses import Field
 
+    from charlm.config import TrainConfig
     from charlm.model import CharLM
     from charlm.sampling import Sampling
+    from charlm.train import TrainResult
     from charlm.vocab import Vocab
 
 
@@ -48,12 +51,14 @@ def _say_error(e: Exception) -> None:
 
 
 def _user_errors(fn):
-    """Turn a CharLMError (or Ctrl-C outside training) into one line and an exit code."""
+    """Run a command with messages naming flags (errors.flag); turn a CharLMError (or Ctrl-C
+    outside training) into one line and an exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            result = fn(*args, **kwargs)
+            with command_line():
+                result = fn(*args, **kwargs)
             sys.stdout.flush()  # a write error surfaces here, not in the interpreter's exit
             return result
         except CharLMError as e:
@@ -228,6 +233,11 @@ def train(
     )
     if not distributed.detect().is_main:
         sys.exit(result.exit_code)  # under torchrun, rank 0 reports for all
+    _say_end(cfg, result, quiet)
+
+
+def _say_end(cfg: TrainConfig, result: TrainResult, quiet: bool) -> None:
+    """How the run ended: where to resume it after a signal, else what to run next."""
     if result.stopped_by.is_signal:
         args = [cfg.corpus] if isinstance(cfg.corpus, str) else list(cfg.corpus)
         corpus_arg = "" if args == ["builtin"] else " " + " ".join(map(shlex.quote, args))
@@ -238,6 +248,41 @@ def train(
         )
         sys.exit(result.exit_code)
     click.echo(f"done ({result.stopped_by}); saved in {cfg.out}")
+    _next_commands(cfg, quiet)
+
+
+def _next_commands(cfg: TrainConfig, quiet: bool) -> None:
+    """What a finished run can do next, with its folder and corpus filled in (not --quiet)."""
+    if quiet:
+        return
+    out = shlex.quote(cfg.out)
+    click.echo("next:")
+    click.echo(f"  charlm generate --checkpoint {out} --length 300 --temperature 0.8")
+    click.echo(f"  charlm eval perplexity {_scored_inputs(cfg)} --checkpoint {out}")
+    click.echo(f"  charlm plot {out} -o {shlex.quote(os.path.join(cfg.out, 'curves.png'))}")
+
+
+def _scored_inputs(cfg: TrainConfig) -> str:
+    """The run's corpus as `eval perplexity` reads it: a named corpus's test part where it
+    declares a split, else its inputs, with the reading flags the run was given."""
+    from charlm import catalog
+    from charlm.config import TrainConfig
+
+    args = [cfg.corpus] if isinstance(cfg.corpus, str) else list(cfg.corpus)
+    if len(args) == 1 and not os.path.lexists(args[0]):
+        named = catalog.lookup(args[0])
+        if named is not None and named[0].split is not None and named[1] is None:
+            args = [f"{args[0]}:test"]
+    defaults = TrainConfig()
+    for name in READING:
+        value, flag = getattr(cfg, name), "--" + name.replace("_", "-")
+        if value == getattr(defaults, name):
+            continue
+        if isinstance(value, bool):
+            args.append(flag)
+        else:
+            args += [a for v in ([value] if isinstance(value, str) else value) for a in (flag, v)]
+    return " ".join(map(shlex.quote, args))
 
 
 def _given(
@@ -276,9 +321,7 @@ _checkpoint_option = click.option(
     show_default=True,
     help="a run folder (its best.pt, else checkpoint.pt) or a checkpoint file",
 )
-_device_option = click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
+_device_option = click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 _threads_option = click.option(
     "--threads",
     default=0,

@@ -19,13 +19,17 @@ from charlm.schema import Int, Record, Str, check, parse_json
 from charlm.storage import FILE, look, read_text, shown
 from charlm.threads import check_threads
 
-MODELS = ("rnn", "lstm", "gru")
+MODELS = ("rnn", "lstm", "gru", "mingru", "minlstm")
 INITS = ("auto", "textbook", "pytorch")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AMP_CHOICES = ("auto", "on", "off")
 DEFAULT_EPOCHS = 7  # the run's length when neither --epochs, --max-steps nor a budget is given
 SCHEDULES = ("constant", "cosine", "step")
 DECODE_ERRORS = ("strict", "replace", "surrogateescape")
+DEVICE_HELP = (
+    "where to run: auto (the GPU if CUDA has one, else the CPU), or any device torch knows: "
+    "cpu, cuda, cuda:1, mps, xpu"
+)
 SCHEDULE_HELP = (
     "learning-rate schedule over the planned steps: --epochs, --max-steps, or what fits in "
     "--time-budget, whichever is fewest"
@@ -49,7 +53,12 @@ class TrainConfig:
     corpus: str | tuple[str, ...] = _opt(BUILTIN, "training text: files, folders, globs, a name")
     out: str = _opt("runs/charlm", "run folder: checkpoints, metrics.jsonl, config.json")
     # model
-    model: str = _opt("lstm", "recurrent cell: hand-written rnn, or nn.LSTM / nn.GRU", MODELS)
+    model: str = _opt(
+        "lstm",
+        "recurrent cell: hand-written rnn, nn.LSTM / nn.GRU, or minGRU / minLSTM (residual "
+        "blocks trained in parallel over time; docs/models.md)",
+        MODELS,
+    )
     embedding_dim: int = _opt(64, "learned embedding size; 0 = one-hot input")
     hidden_size: int = _opt(
         0,
@@ -125,7 +134,7 @@ class TrainConfig:
     )
     # bookkeeping
     seed: int = _opt(1337, "random seed: same seed, same data, same result")
-    device: str = _opt("auto", "auto picks CUDA when available", ("auto", "cpu", "cuda"))
+    device: str = _opt("auto", DEVICE_HELP)
     threads: int = _opt(0, "CPU threads for torch (0: auto, one per core; see README)")
     eval_every: int = _opt(
         250,
@@ -222,10 +231,12 @@ def check_config(cfg: TrainConfig) -> None:
                 f"{flag(name)} must be at most {SIZE_MAX}, got {brief(getattr(cfg, name))}"
             )
     if cfg.num_layers > LAYERS_MAX:
-        raise CharLMError(f"--num-layers must be at most {LAYERS_MAX}, got {brief(cfg.num_layers)}")
+        raise CharLMError(
+            f"{flag('num_layers')} must be at most {LAYERS_MAX}, got {brief(cfg.num_layers)}"
+        )
     if cfg.time_budget > TIME_BUDGET_MAX:  # its plan's steps and epochs stay numbers torch takes
         raise CharLMError(
-            f"--time-budget must be at most {TIME_BUDGET_MAX:g} seconds (31 years), got "
+            f"{flag('time_budget')} must be at most {TIME_BUDGET_MAX:g} seconds (31 years), got "
             f"{cfg.time_budget:g}"
         )
     _check_factors(cfg)
@@ -251,26 +262,33 @@ def check_types(cfg: TrainConfig) -> None:
         if any("\x00" in text for text in texts):  # no path, pattern or separator holds one
             raise CharLMError(f"{flag(f.name)} holds a NUL byte: {brief(value)}")
     if not cfg.out:
-        raise CharLMError("--out must name a folder, got ''")
+        raise CharLMError(f"{flag('out')} must name a folder, got ''")
     if not cfg.corpus:
         raise CharLMError("no corpus: name files, folders, globs or a corpus (or 'builtin')")
 
 
 def _check_factors(cfg: TrainConfig) -> None:
     if not 0 <= cfg.seed < 2**63:
-        raise CharLMError(f"--seed must be in [0, 2**63), got {brief(cfg.seed)}")
+        raise CharLMError(f"{flag('seed')} must be in [0, 2**63), got {brief(cfg.seed)}")
     if not 0 < cfg.lr_gamma <= 1:
         raise CharLMError(
-            f"--lr-gamma is a decay factor: it must be in (0, 1], got {brief(cfg.lr_gamma)}"
+            f"{flag('lr_gamma')} is a decay factor: it must be in (0, 1], got {brief(cfg.lr_gamma)}"
         )
     if cfg.optimizer == "sgd" and not cfg.lr:
-        raise CharLMError("--optimizer sgd has no automatic --lr: give one (the textbook's: 100)")
+        raise CharLMError(
+            f"{flag('optimizer', 'sgd')} has no automatic {flag('lr')}: give one (the "
+            f"textbook's: 100)"
+        )
     if not (0 <= cfg.dropout < 1 or cfg.dropout == AUTO["dropout"]):
-        raise CharLMError(f"--dropout must be in [0, 1), or -1 for auto, got {brief(cfg.dropout)}")
+        raise CharLMError(
+            f"{flag('dropout')} must be in [0, 1), or -1 for auto, got {brief(cfg.dropout)}"
+        )
     if not 0 <= cfg.val_fraction < 1:
-        raise CharLMError(f"--val-fraction must be in [0, 1), got {brief(cfg.val_fraction)}")
+        raise CharLMError(
+            f"{flag('val_fraction')} must be in [0, 1), got {brief(cfg.val_fraction)}"
+        )
     if not cfg.init_std > 0:
-        raise CharLMError(f"--init-std must be > 0, got {brief(cfg.init_std)}")
+        raise CharLMError(f"{flag('init_std')} must be > 0, got {brief(cfg.init_std)}")
     for f in fields(TrainConfig):
         choices = f.metadata.get("choices")
         if choices and getattr(cfg, f.name) not in choices:
@@ -284,6 +302,7 @@ RECORD = {
     "vocab_size": Int(1, 0x110000),
     "corpus_source": Str(),
     "torch_threads": Int(1, 1 << 20),
+    "sampler_layout": Int(1, 1 << 20),
     "plan": Record({}, extra=True),
 }
 RECORD_KEYS = tuple(RECORD)

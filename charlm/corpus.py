@@ -62,6 +62,18 @@ class Corpus:
     declared: tuple[int, int] | None = None
     note: str = ""  # one line on what was read and skipped, when there were several documents
 
+    def line(self) -> str:
+        """What a run reads, said at its start: the corpus, its size on disk, its characters
+        (bytes, byte-level) and how many of them are distinct."""
+        on_disk = sum(entry[1] for entry in self.inputs)  # identities: (name, size, ...)
+        size = f", {on_disk / 1e6:,.1f} MB" if on_disk >= 1e5 else f", {on_disk / 1e3:.1f} KB"
+        count = f"{len(self.ids):,} " + (
+            "bytes, byte-level"
+            if self.vocab.is_bytes
+            else f"characters, {len(self.vocab)} distinct"
+        )
+        return f"corpus: {self.source}{size if on_disk else ''}, {count}"
+
     def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
         """(train, val): the declared parts if any, else the last `val_fraction` is validation."""
         if self.declared is not None:

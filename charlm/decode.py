@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from charlm.cells import State
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.sampling import Sampling
 
 NOISE_STEPS = 64  # Gumbel noise drawn per refill; fixed, so a longer sample extends a shorter one
@@ -196,8 +196,8 @@ class Beam:
         totals = scores[best].cpu().numpy()
         if not np.isfinite(totals).all():
             raise CharLMError(
-                f"--num-samples {self.num_samples} asks for more continuations than the "
-                f"{int(torch.isfinite(scores).sum())} that --length {length} has"
+                f"{flag('num_samples', self.num_samples)} asks for more continuations than "
+                f"the {int(torch.isfinite(scores).sum())} that {flag('length', length)} has"
             )
         return _trace(keys.cpu().numpy(), best.cpu().numpy(), V), totals
 

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.model import State
 
 _control: dist.ProcessGroup | None = None  # gloo group for host-side flags
@@ -79,11 +79,15 @@ def detect(env: Mapping[str, str] = os.environ) -> Context:
 def init(ctx: Context, device: torch.device) -> torch.device:
     """Join the process group (NCCL on CUDA, gloo on CPU); return the device this rank uses.
 
-    On CUDA each rank takes cuda:LOCAL_RANK, so one machine's ranks use one GPU each.
+    On CUDA each rank takes cuda:LOCAL_RANK, so one machine's ranks use one GPU each; a
+    --device that names one GPU (cuda:1) would put every rank on it, and is refused (the GPUs
+    a machine's ranks use are chosen with CUDA_VISIBLE_DEVICES). Other accelerators are not
+    run under torchrun.
     """
     global _control, _owned
     if not ctx.enabled:
         return device
+    check_device(device)
     if device.type == "cuda":
         if ctx.local_rank >= torch.cuda.device_count():
             raise CharLMError(
@@ -99,6 +103,21 @@ def init(ctx: Context, device: torch.device) -> torch.device:
     if _control is None:
         _control = dist.new_group(backend="gloo")  # its own connections: never behind DDP's
     return device
+
+
+def check_device(device: torch.device) -> None:
+    """Under torchrun: CUDA, each rank on the GPU of its LOCAL_RANK, or the CPU."""
+    if device.type not in ("cuda", "cpu"):
+        raise CharLMError(
+            f"{flag('device', str(device))}: under torchrun charlm runs on CUDA GPUs (NCCL) or the "
+            f"CPU (gloo), not on {device.type}"
+        )
+    if device.type == "cuda" and device.index is not None:
+        raise CharLMError(
+            f"{flag('device', str(device))} names one GPU, but under torchrun each process takes "
+            f"the GPU of its LOCAL_RANK (cuda:0, cuda:1, ...): use {flag('device', 'cuda')} "
+            f"and choose the GPUs with CUDA_VISIBLE_DEVICES"
+        )
 
 
 def destroy() -> None:

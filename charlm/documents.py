@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 
 CHUNK_BYTES = 16 << 20  # bytes read per chunk
 
@@ -36,16 +36,17 @@ def decoder(encoding: str, errors: str) -> codecs.IncrementalDecoder:
         codecs.lookup_error(errors)
     except (LookupError, TypeError):
         raise CharLMError(
-            f"unknown error handler: --errors {errors!r} (strict, replace, surrogateescape)"
+            f"unknown error handler: {flag('errors', repr(errors))} (strict, replace, "
+            f"surrogateescape)"
         ) from None
     try:
         info = codecs.lookup(encoding)
     except (LookupError, TypeError):
-        raise CharLMError(f"unknown encoding: --encoding {encoding!r}") from None
+        raise CharLMError(f"unknown encoding: {flag('encoding', repr(encoding))}") from None
     if not info._is_text_encoding:  # the codecs module's own mark of a text encoding
         raise CharLMError(
-            f"--encoding {encoding} is not a text encoding (it turns bytes into bytes, or text "
-            f"into text): name the encoding of the text, such as utf-8 or latin-1"
+            f"{flag('encoding', encoding)} is not a text encoding (it turns bytes into bytes, or "
+            f"text into text): name the encoding of the text, such as utf-8 or latin-1"
         )
     return info.incrementaldecoder(errors)
 
@@ -103,7 +104,10 @@ def _read(f: BinaryIO, name: str, size: int) -> bytes:
 
 
 def _binary(name: str) -> str:
-    return f"{name} looks like a binary file (it contains NUL bytes), not text (see --byte-level)"
+    return (
+        f"{name} looks like a binary file (it contains NUL bytes), not text (see "
+        f"{flag('byte_level')})"
+    )
 
 
 def _decoded(doc: Document, encoding: str, errors: str, chunk_size: int) -> Iterator[bytes | str]:
@@ -129,13 +133,14 @@ def _decoded(doc: Document, encoding: str, errors: str, chunk_size: int) -> Iter
                 except UnicodeDecodeError as e:  # e.object is pending + raw
                     raise CharLMError(
                         f"{doc.name} is not valid {encoding}: bad byte 0x{e.object[e.start]:02x} "
-                        f"at byte offset {offset - len(pending) + e.start} (use --encoding to name "
-                        f"the right encoding, or --errors replace)"
+                        f"at byte offset {offset - len(pending) + e.start} (use "
+                        f"{flag('encoding')} to name the right encoding, or "
+                        f"{flag('errors', 'replace')})"
                     ) from None
                 except UnicodeError as e:  # utf-16 without its byte-order mark, idna, ...
                     raise CharLMError(
-                        f"{doc.name} cannot be read as {encoding}: {e} (use --encoding to name "
-                        f"the right encoding)"
+                        f"{doc.name} cannot be read as {encoding}: {e} (use "
+                        f"{flag('encoding')} to name the right encoding)"
                     ) from None
                 if "\x00" in text:
                     raise CharLMError(_binary(doc.name))

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.model import CharLM, detach_state
 from charlm.scoring import RMS_DECAY, RMS_LR, Dynamic
 
@@ -54,7 +54,7 @@ def rms_dynamic(
     """The RMS-normalised settings, with gradient statistics from `train_ids` (training text:
     never the text to be scored, whose gradients would leak into its own score)."""
     if len(train_ids) < 2:
-        raise CharLMError("--dynamic-rms needs a text of at least 2 known characters")
+        raise CharLMError(f"{flag('dynamic_rms')} needs a text of at least 2 known characters")
     settings = Dynamic(lr, decay)  # checked before the statistics take their seconds
     return replace(settings, grad_rms=tuple(gradient_rms(model, train_ids[:RMS_CHARS], seq_len)))
 
@@ -127,11 +127,11 @@ def _update_scales(params: list[torch.Tensor], settings: Dynamic) -> tuple[list[
     if settings.grad_rms is None:
         return [settings.lr] * len(params), [settings.decay] * len(params)
     if [r.shape for r in settings.grad_rms] != [p.shape for p in params]:
-        raise CharLMError("--dynamic-rms: the gradient statistics are not of this model")
+        raise CharLMError(f"{flag('dynamic_rms')}: the gradient statistics are not of this model")
     rms = [r.to(p.device, p.dtype) for r, p in zip(settings.grad_rms, params, strict=True)]
     average = sum(float(r.double().sum()) for r in rms) / sum(r.numel() for r in rms)
     if not (average > 0 and math.isfinite(average)):
-        raise CharLMError(f"--dynamic-rms: the gradient statistics average {average:g}")
+        raise CharLMError(f"{flag('dynamic_rms')}: the gradient statistics average {average:g}")
     eps = EPS_FRACTION * average
     step = [settings.lr / (r + eps) for r in rms]
     pull = [(settings.decay * r / average).clamp(max=1.0) for r in rms]

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from charlm import distributed, metrics
 from charlm.dynamic import adapted_windows
-from charlm.errors import CharLMError, expect
+from charlm.errors import CharLMError, expect, flag
 from charlm.metrics import DIVERGED
 from charlm.model import CharLM, detach_state
 from charlm.resources import check_fits, scoring_bytes
@@ -95,8 +95,9 @@ def check_scoring_fits(
     width = cfg.embedding_dim + 6 * cfg.hidden_size * cfg.num_layers + 3 * cfg.vocab_size + 2
     params = sum(p.numel() for p in model.parameters())
     need = scoring_bytes(window, width, params, dynamic is not None)
-    what = f"scoring windows of --seq-len {seq_len} x --streams {streams} ({window:,} characters)"
-    same = "" if dynamic else "a shorter --seq-len scores the same text, the state carried"
+    windows = f"{flag('seq_len', seq_len)} x {flag('streams', streams)}"
+    what = f"scoring windows of {windows} ({window:,} characters)"
+    same = "" if dynamic else f"a shorter {flag('seq_len')} scores the same text, the state carried"
     check_fits(need, what, model.W_hq.device, same)
 
 
@@ -173,7 +174,9 @@ def score(
     uniform = math.log(max(model.cfg.vocab_size, 2))
     adapted_badly = dynamic is not None and total / count > DIVERGED * uniform
     if not math.isfinite(total) or adapted_badly:  # NaN weights, or a diverging dynamic copy
-        why = f"--dynamic-lr {dynamic.lr:g} made the model diverge" if dynamic else "NaN weights?"
+        why = "NaN weights?"
+        if dynamic:
+            why = f"{flag('dynamic_lr', float(f'{dynamic.lr:g}'))} made the model diverge"
         raise CharLMError(f"the text's score is not a finite number ({total / count:g}): {why}")
     return Score(nll=total / count, chars=count)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 
 FORMATS = ("onnx", "safetensors", "html")
 QUANTIZE = ("int8",)  # --quantize: what --format html can store its weight matrices as
@@ -53,11 +53,12 @@ def export(
     `quantize="int8"` (html only) stores the weight matrices as int8, a scale per output unit.
     """
     if fmt not in FORMATS:
-        raise CharLMError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise CharLMError(f"{flag('format')} must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if quantize is not None and (quantize not in QUANTIZE or fmt != "html"):
         raise CharLMError(
-            f"--quantize {quantize} is not available: --format html takes --quantize "
-            f"{' or '.join(QUANTIZE)}, the other formats keep the weights as they are"
+            f"{flag('quantize', quantize)} is not available: {flag('format', 'html')} takes "
+            f"{flag('quantize')} {' or '.join(QUANTIZE)}, the other formats keep the weights "
+            f"as they are"
         )
     from charlm import checkpoint
     from charlm.storage import atomic_write

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from charlm.decode import NOISE_STEPS, Beam, sampler
-from charlm.errors import CharLMError, expect
+from charlm.errors import CharLMError, expect, flag
 from charlm.model import CharLM
 from charlm.resources import beam_bytes, check_fits, held_bytes, sampling_bytes
 from charlm.sampling import Sampling
@@ -41,7 +41,7 @@ def _prefix_ids(model: CharLM, vocab: Vocab, prefix: str, s: Sampling) -> torch.
     """The prefix's ids on the model's device, once the device can run what `s` asks."""
     device = model.W_hq.device
     if s.int8 and device.type != "cpu":
-        raise CharLMError(f"--int8 runs on CPU, not {device.type}: use --amp there")
+        raise CharLMError(f"{flag('int8')} runs on CPU, not {device.type}: use {flag('amp')} there")
     if not prefix:
         prefix = "\n" if "\n" in vocab.chars else vocab.chars[0]  # a neutral start, not shown
     return torch.from_numpy(vocab.encode(prefix)).to(device)
@@ -74,7 +74,7 @@ def _sample_ids(
         s = replace(s, greedy=True)  # the limit T -> 0 of sampling is the likeliest character
     N, V, device = s.num_samples, len(vocab), ids.device
     need = sampling_bytes(N, V, _state_width(model), NOISE_STEPS)
-    check_fits(need, f"sampling --num-samples {N}", device)
+    check_fits(need, f"sampling {flag('num_samples', N)}", device)
     decoder = sampler(s, V, model.W_hq.dtype, device)
     stepper = _warm(model, ids, N, decoder.scale, s)
     step, choose = stepper.step, decoder.choose
@@ -95,7 +95,8 @@ def _beam_ids(model: CharLM, vocab: Vocab, prefix: str, s: Sampling) -> np.ndarr
     ids = _prefix_ids(model, vocab, prefix, s)
     K = s.beam_width
     need = beam_bytes(K, len(vocab), _state_width(model), s.length)
-    check_fits(need, f"beam search --beam-width {K} x --length {s.length}", ids.device)
+    what = f"beam search {flag('beam_width', K)} x {flag('length', s.length)}"
+    check_fits(need, what, ids.device)
     beam = Beam(K, s.num_samples)
     return beam.search(_warm(model, ids, K, beam.scale, s), ids[-1:], s.length)[0]
 
@@ -152,9 +153,9 @@ def generate(
     one_at_a_time = "one sample at a time is written as it is made, in bounded memory"
     check_fits(
         held_bytes(s.length, s.num_samples),
-        f"holding --length {s.length} x --num-samples {s.num_samples} characters",
+        f"holding {flag('length', s.length)} x {flag('num_samples', s.num_samples)} characters",
         model.W_hq.device,
-        "" if beam else f"{one_at_a_time} (--num-samples 1)",
+        "" if beam else f"{one_at_a_time} ({flag('num_samples', 1)})",
     )
     with torch.inference_mode():
         if beam:

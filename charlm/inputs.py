@@ -73,6 +73,7 @@ class Resolved:
     part: str | None = None  # NAME:PART: the part of that split to read
     skipped: Counter[str] = field(default_factory=Counter)  # found files left out, by reason
     note: str = ""  # one line on what was read and skipped, when there is something to say
+    identity: list[list[Any]] | None = None  # what --resume checks, for text with no file
 
     @property
     def split(self) -> tuple[int, int, int] | None:
@@ -129,9 +130,10 @@ def resolve(
 def _builtin(byte_level: bool) -> Resolved:
     """The built-in corpus: UTF-8 text held in memory, whatever --encoding says."""
     text = builtin_text().encode("utf-8")
-    key = f"{BUILTIN} {hashlib.sha256(text).hexdigest()[:16]}"  # its text changes with Python
+    digest = hashlib.sha256(text).hexdigest()[:16]  # its text changes with Python, and charlm
     doc = text_document(BUILTIN, text)
-    return Resolved([doc], BUILTIN_SOURCE, key, "utf-8", "strict", byte_level)
+    return Resolved([doc], BUILTIN_SOURCE, f"{BUILTIN} {digest}", "utf-8", "strict", byte_level,
+                    identity=[[BUILTIN, len(text), digest]])  # fmt: skip
 
 
 def _named_whole(named: Named, encoding: str, errors: str, byte_level: bool) -> Resolved:
@@ -232,7 +234,8 @@ def load_inputs(
         what.documents, what.source, what.key, separator=separator, encoding=what.encoding,
         errors=what.errors, byte_level=what.byte_level, **load,
     )  # fmt: skip
-    return _split(replace(corpus, note=what.note), what)
+    inputs = corpus.inputs if what.identity is None else what.identity
+    return _split(replace(corpus, note=what.note, inputs=inputs), what)
 
 
 def load_corpus(
@@ -261,6 +264,12 @@ def changes(before: list[list[Any]], now: list[list[Any]]) -> str:
     """What differs between two lists of document identities, in a few words ('' if nothing)."""
     old = {d[0]: d[1:] for d in before}
     new = {d[0]: d[1:] for d in now}
+    if BUILTIN in new and old.get(BUILTIN) != new[BUILTIN]:  # older runs recorded none
+        return (
+            "the built-in corpus is not the text the run read (Python's help topics differ "
+            "from one Python to another, and charlm now leaves out their table borders and "
+            "rule lines)"
+        )
 
     def differ(a: list[Any], b: list[Any]) -> bool:  # runs before ctime and inode: what both have
         return a[: len(b)] != b[: len(a)]

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from charlm import distributed
+from charlm.cells import cell_class
 from charlm.config import MODEL_FIELDS, TrainConfig
+from charlm.errors import flag
 from charlm.model import CharLM, ModelConfig, State, detach_state
 from charlm.optim import (
     OptimSettings,
@@ -36,13 +38,15 @@ def check_training_fits(m: ModelConfig, cfg: TrainConfig, device: torch.device) 
     """Refuse a model and batch that cannot fit in memory, before anything is allocated."""
     H, L, E = m.hidden_size, m.num_layers, m.embedding_dim
     params = parameters(m)
-    width = L * 6 * H + m.vocab_size + E  # per character: gates and states, logits, embedding
+    # per character: the cell's gates and states (`Cell.activation_floats`), logits, embedding
+    width = cell_class(m.model).activation_floats(H, L) + m.vocab_size + E
     need = training_bytes(params, cfg.optimizer, cfg.seq_len, cfg.batch_size, width)
     need += held_bytes(cfg.sample_length, 1) if cfg.sample_every else 0  # the epochs' samples
     what = (
-        f"training {params:,} parameters (--hidden-size {H}, --num-layers {L}, --embedding-dim "
-        f"{E}, {m.vocab_size} characters) on batches of --batch-size {cfg.batch_size} x "
-        f"--seq-len {cfg.seq_len}, with samples of --sample-length {cfg.sample_length}"
+        f"training {params:,} parameters ({flag('hidden_size', H)}, {flag('num_layers', L)}, "
+        f"{flag('embedding_dim', E)}, {m.vocab_size} characters) on batches of "
+        f"{flag('batch_size', cfg.batch_size)} x {flag('seq_len', cfg.seq_len)}, with samples "
+        f"of {flag('sample_length', cfg.sample_length)}"
     )
     check_fits(need, what, device)
 
@@ -83,9 +87,11 @@ class Learner:
         reschedule(self.opt, self.scheduler, total_steps, revisions)
 
     def to_device(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch on the device; to a GPU through pinned memory, without waiting for it."""
-        if self.device.type != "cuda":
+        """A batch on the device; to a CUDA GPU through pinned memory, without waiting for it."""
+        if self.device.type == "cpu":
             return X, Y
+        if self.device.type != "cuda":  # mps, xpu, ...: a plain copy
+            return X.to(self.device), Y.to(self.device)
         return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in (X, Y))
 
     def step(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

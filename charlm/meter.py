@@ -27,7 +27,7 @@ import torch
 
 from charlm import distributed
 from charlm.config import TrainConfig
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.metrics import DIVERGED, bits, perplexity
 from charlm.schema import Float, Int, Record, check
 
@@ -110,8 +110,8 @@ class LossMeter:
     ) -> None:
         self.p = p
         self.advice = (  # what to change when the loss diverges
-            f"Lower --lr (now {cfg.lr}) or set --clip (now {cfg.clip}); the last good "
-            f"checkpoint in {cfg.out} is kept"
+            f"Lower {flag('lr')} (now {cfg.lr}) or set {flag('clip')} (now {cfg.clip}); the "
+            f"last good checkpoint in {cfg.out} is kept"
         )
         # a uniform guess costs ln V per character: a mean DIVERGED times that has diverged
         self.uniform = math.log(max(vocab_size, 2))

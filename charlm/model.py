@@ -3,7 +3,8 @@
     O_t = H_t W_hq + b_q        (H_t: the last layer's state at step t)
 
 --dropout applies to each layer's output, as Zaremba et al. (2014) regularise an LSTM: between
-layers (inside the cell) and to H_t before the output layer; never to the recurrent state.
+layers (inside the cell) and to H_t before the output layer; never to the recurrent state. The
+min cells drop both branches of each residual block, with one layer too (`Cell.inner_dropout`).
 
 `CharLM` knows no cell kind by name: the cell class registered for `ModelConfig.model` owns its
 parameters, state and equations.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from charlm.cells import Cell, Dropout, State, cell_class
+from charlm.cells import Cell, Dropout, State, cell_class, init_weight
 
 
 @dataclass
@@ -45,7 +46,7 @@ class CharLM(nn.Module):
         self.cfg = cfg
         V, E, H, L = cfg.vocab_size, cfg.embedding_dim, cfg.hidden_size, cfg.num_layers
         self.embedding = nn.Embedding(V, E) if E else None
-        between = cfg.dropout if L > 1 else 0.0  # nn.LSTM warns about dropout with one layer
+        between = cell.inner_dropout(cfg.dropout, L)  # nn.LSTM warns about it with one layer
         # named `rnn` as before cells had classes: checkpoint keys stay rnn.layers.0.W_xh, ...
         self.rnn: Cell = cell(E or V, H, L, between, not E)
         self.dropout = Dropout(cfg.dropout)  # the last layer's output (Zaremba et al., 2014)
@@ -60,16 +61,13 @@ class CharLM(nn.Module):
         return "textbook" if self.rnn.textbook_init else "pytorch"
 
     def reset_parameters(self) -> None:
-        """textbook: weights ~ N(0, init_std^2), biases 0. pytorch: U(-1/sqrt(H), 1/sqrt(H))."""
+        """textbook: weights ~ N(0, init_std^2), biases 0. pytorch: U(-1/sqrt(H), 1/sqrt(H)).
+        The output layer first, then the cell's own (`Cell.init_parameters`); the embedding
+        keeps nn.Embedding's N(0, 1)."""
         bound = 1 / math.sqrt(self.cfg.hidden_size)
-        for name, p in self.named_parameters():
-            if name.startswith("embedding."):
-                continue  # nn.Embedding's own N(0, 1)
-            with torch.no_grad():
-                if self.init == "textbook":
-                    nn.init.normal_(p, 0.0, self.cfg.init_std) if p.dim() > 1 else p.zero_()
-                else:
-                    nn.init.uniform_(p, -bound, bound)
+        for p in (self.W_hq, self.b_q):
+            init_weight(p, self.init, self.cfg.init_std, bound)
+        self.rnn.init_parameters(self.init, self.cfg.init_std)
 
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         """The zero state at the start of a sequence: (L, B, H), or (h, c) for LSTM."""

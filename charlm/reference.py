@@ -2,10 +2,13 @@
 
 No buffers, no fused weights, no layout tricks: for every layer l,
 
-    xW = x_l W_x + b_x        hW = h_l W_h + b_h        (h_l, c_l) = cell.step(xW, hW, h_l, c_l)
+    xW = layer_input(l, x_l) W_x + b_x        hW = h_l W_h + b_h
+    (h_l, c_l) = cell.step(xW, hW, h_l, c_l)  x_{l+1} = between(l, x_l, h_l)
 
-with x_0 the embedding (or one-hot vector) of the character and x_{l+1} = h_l, then the logits
-(h_{L-1} W_hq + b_q) * scale. It is what `charlm.stepper.Stepper` must compute, and the tests
+with x_0 = stream_in(the embedding or one-hot vector of the character), then the logits
+(stream_out(x_L) W_hq + b_q) * scale. For the RNN, LSTM and GRU the hooks are identities
+(x_{l+1} = h_l); the min cells' are their residual blocks (`charlm.cells.MinCell`). It is what
+`charlm.stepper.Stepper` must compute, and the tests
 hold the fast one to it (the same interface: `load_state`, `step`, `reorder`); it works for one
 stream or N, in the model's dtype (float32 or float64).
 """
@@ -45,9 +48,10 @@ class ReferenceStepper:
             inp = model.embedding(x)  # (N, E)
         else:
             inp = F.one_hot(x, model.cfg.vocab_size).to(model.W_hq.dtype)  # (N, V)
+        x = cell.stream_in(inp)
         for i in range(cell.num_layers):
             W_x, W_h, b_x, b_h = cell.step_weights(i)
-            xW, hW = inp @ W_x + b_x, self.h[i] @ W_h + b_h
+            xW, hW = cell.layer_input(i, x) @ W_x + b_x, self.h[i] @ W_h + b_h
             self.h[i], self.c[i] = cell.step(xW, hW, self.h[i], self.c[i])
-            inp = self.h[i]
-        return (inp @ model.W_hq + model.b_q) * self.scale
+            x = cell.between(i, x, self.h[i])
+        return (cell.stream_out(x) @ model.W_hq + model.b_q) * self.scale

@@ -24,7 +24,7 @@ import numpy as np
 
 from charlm.corpus import Corpus
 from charlm.dynamic import RMS_CHARS, rms_dynamic
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.evaluate import Score, check_scorable, score, score_text, surprisal
 from charlm.inputs import Reading, read
 from charlm.model import CharLM
@@ -161,7 +161,7 @@ def adaptation(
     try:
         _, train_ids = read_scored_text((path,), vocab, reading, True, model_name)
     except CharLMError as e:
-        raise CharLMError(f"--dynamic-rms {path}: {e}") from None
+        raise CharLMError(f"{flag('dynamic_rms', path)}: {e}") from None
     chars = min(len(train_ids), RMS_CHARS)
     say(f"--dynamic-rms: gradient statistics from {chars:,} characters of {path}")
     return rms_dynamic(model, train_ids, scoring.seq_len, adapt.lr, adapt.decay)
@@ -176,19 +176,25 @@ def read_scored_text(
     if corpus.vocab.is_bytes != vocab.is_bytes:
         raise CharLMError(
             f"{' '.join(inputs)} is counted in bytes (its manifest's unit), but the model in "
-            f"{model_name} reads characters: train one with --byte-level to compare"
+            f"{model_name} reads characters: train one with {flag('byte_level', True)} to "
+            f"compare"
         )
     try:
         ids = recode(corpus.ids, corpus.vocab, vocab, skip_unknown)
     except CharLMError as e:
-        raise CharLMError(f"{e}; to score the text without them, add --skip-unknown") from None
+        raise CharLMError(
+            f"{e}; to score the text without them, add {flag('skip_unknown', True)}"
+        ) from None
     check_scorable(len(ids))
     return corpus, ids
 
 
 def _check_page(vocab: Vocab, scoring: Scoring) -> None:
     if scoring.html_max_chars is not None and vocab.is_bytes:
-        raise CharLMError("--html shows characters: it needs a character-level model")
+        raise CharLMError(
+            f"{flag('html', python='html_max_chars')} shows characters: it needs a "
+            f"character-level model"
+        )
 
 
 def _report(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.limits import memory_left
 
 if TYPE_CHECKING:
@@ -103,15 +103,15 @@ def check_figure(width_in: float, height_in: float, dpi: Any) -> None:
     """Refuse a figure of `width_in` x `height_in` inches at `dpi` that the renderer cannot
     draw (a side past FIGURE_SIDE_MAX pixels) or memory cannot hold, naming --dpi."""
     if isinstance(dpi, bool) or not isinstance(dpi, int | float) or not 0 < dpi < 1e6:
-        raise CharLMError(f"--dpi must be a number of dots per inch > 0, got {dpi!r}")
+        raise CharLMError(f"{flag('dpi')} must be a number of dots per inch > 0, got {dpi!r}")
     wide, high = round(width_in * dpi), round(height_in * dpi)
     if max(wide, high) > FIGURE_SIDE_MAX:
         most = int(FIGURE_SIDE_MAX / max(width_in, height_in))
         raise CharLMError(
-            f"--dpi {dpi:g} makes an image of {wide:,} x {high:,} pixels, and one side can "
-            f"have at most {FIGURE_SIDE_MAX:,}: use --dpi {most} or less"
+            f"{flag('dpi', f'{dpi:g}')} makes an image of {wide:,} x {high:,} pixels, and one "
+            f"side can have at most {FIGURE_SIDE_MAX:,}: use {flag('dpi', most)} or less"
         )
-    check_fits(PIXEL_BYTES * wide * high, f"a figure at --dpi {dpi:g}", None)
+    check_fits(PIXEL_BYTES * wide * high, f"a figure at {flag('dpi', f'{dpi:g}')}", None)
 
 
 def parameters(cfg: object) -> int:

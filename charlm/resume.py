@@ -26,11 +26,11 @@ from charlm import checkpoint
 from charlm.budget import Plan
 from charlm.config import TrainConfig, saved_config
 from charlm.corpus import IDENTITY
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.learner import Learner
 from charlm.meter import Progress
 from charlm.run import RunFolder
-from charlm.samplers import LAYOUT
+from charlm.samplers import LAYOUTS
 from charlm.schema import Bool, Int, Record, Seq, Str, check
 from charlm.storage import shown
 
@@ -76,17 +76,19 @@ def continues(ckpt: dict[str, Any], folder: RunFolder) -> None:
     dropout = config.get("dropout") if isinstance(config, dict) else None
     if dropout and not ckpt.get("output_dropout"):
         raise CharLMError(
-            f"cannot resume the run in {out}: it was trained with --dropout between layers "
-            f"only, and this charlm applies it before the output layer too, so the rest of "
-            f"the run would train another model. Start a new run with --overwrite or another "
-            f"--out, or finish this one with the charlm that started it"
+            f"cannot resume the run in {out}: it was trained with {flag('dropout')} between "
+            f"layers only, and this charlm applies it before the output layer too, so the rest "
+            f"of the run would train another model. Start a new run with "
+            f"{flag('overwrite', True)} or another {flag('out', ...)}, or finish this one with "
+            f"the charlm that started it"
         )
-    if ckpt.get("sampler_layout", 1) != LAYOUT:  # written before the textbook's samplers
+    if ckpt.get("sampler_layout", 1) not in LAYOUTS:  # before the textbook's samplers
         raise CharLMError(
             f"cannot resume the run in {out}: it was trained with charlm 0.1's batch "
             f"order, which this charlm no longer has (its samplers follow the textbook), so "
-            f"the rest of the run would see other batches. Start a new run with --overwrite "
-            f"or another --out, or finish this one with charlm 0.1"
+            f"the rest of the run would see other batches. Start a new run with "
+            f"{flag('overwrite', True)} or another {flag('out', ...)}, or finish this one with "
+            f"charlm 0.1"
         )
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.storage import FOLDER, check_target, shown, write_failed, write_text
 
 try:
@@ -68,8 +68,8 @@ class RunFolder:
         to a repeated command)."""
         if not overwrite and self.latest.exists():
             raise CharLMError(
-                f"{self.path} already holds a run: continue it with --resume, start over with "
-                f"--overwrite, or choose another --out"
+                f"{self.path} already holds a run: continue it with {flag('resume', True)}, "
+                f"start over with {flag('overwrite', True)}, or choose another {flag('out', ...)}"
             )
 
     def open(self, fresh: bool, step: int) -> None:
@@ -82,7 +82,9 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
             self._take_lock()  # creating the lock file proves the folder writable, now
         except OSError as e:
-            raise CharLMError(f"cannot write to --out {shown(self.path)}: {e.strerror}") from None
+            raise CharLMError(
+                f"cannot write to {flag('out', shown(self.path))}: {e.strerror}"
+            ) from None
         for stale in self.path.glob(".*.tmp"):  # left by a killed process: the lock is ours
             stale.unlink(missing_ok=True)
         if fresh:  # nothing of an earlier run may be picked up as this one's
@@ -131,7 +133,7 @@ class RunFolder:
             os.close(fd)
             raise CharLMError(
                 f"{self.path} is in use by another charlm process (pid {holder}): wait for it "
-                f"to finish, or choose another --out"
+                f"to finish, or choose another {flag('out', ...)}"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

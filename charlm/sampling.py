@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from charlm.errors import CharLMError, brief, check_types
+from charlm.errors import CharLMError, brief, check_types, flag
 
 
 @dataclass(frozen=True)
@@ -32,23 +32,25 @@ class Sampling:
     def __post_init__(self) -> None:
         check_types(self)  # "0.8" for a temperature, "no" for greedy: one line, not below
         if self.seed is not None and not -(2**63) <= self.seed < 2**64:
-            raise CharLMError(f"--seed must be in [-2**63, 2**64), got {brief(self.seed)}")
+            raise CharLMError(f"{flag('seed')} must be in [-2**63, 2**64), got {brief(self.seed)}")
         if self.amp and self.int8:
             raise CharLMError(
-                "--amp and --int8 are two precisions for the same matmuls: choose one"
+                f"{flag('amp')} and {flag('int8')} are two precisions for the same matmuls: "
+                f"choose one"
             )
         if self.length < 0:
-            raise CharLMError(f"--length must be >= 0, got {brief(self.length)}")
+            raise CharLMError(f"{flag('length')} must be >= 0, got {brief(self.length)}")
         if not self.temperature > 0:
             raise CharLMError(
-                f"--temperature must be > 0, got {brief(self.temperature)} (use --greedy for 0)"
+                f"{flag('temperature')} must be > 0, got {brief(self.temperature)} (use "
+                f"{flag('greedy', True)} for 0)"
             )
         if self.top_k is not None and self.top_k <= 0:
-            raise CharLMError(f"--top-k must be > 0, got {brief(self.top_k)}")
+            raise CharLMError(f"{flag('top_k')} must be > 0, got {brief(self.top_k)}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise CharLMError(f"--top-p must be in (0, 1], got {brief(self.top_p)}")
+            raise CharLMError(f"{flag('top_p')} must be in (0, 1], got {brief(self.top_p)}")
         if self.num_samples <= 0:
-            raise CharLMError(f"--num-samples must be > 0, got {brief(self.num_samples)}")
+            raise CharLMError(f"{flag('num_samples')} must be > 0, got {brief(self.num_samples)}")
         if self.beam_width is not None:
             self._check_beam(self.beam_width)
 
@@ -56,29 +58,31 @@ class Sampling:
         """Refuse to stream a beam: it knows its best continuation only at the end."""
         if self.beam_width is not None:
             raise CharLMError(
-                "--stream prints characters as they are chosen, but a beam (--beam-width) "
-                "knows its best continuation only at the end: drop --stream"
+                f"{flag('stream')} prints characters as they are chosen, but a beam "
+                f"({flag('beam_width')}) knows its best continuation only at the end: drop "
+                f"{flag('stream')}"
             )
 
     def _check_beam(self, width: int) -> None:
         """A beam is deterministic: what would shape or seed a random draw is refused."""
         if width <= 0:
-            raise CharLMError(f"--beam-width must be > 0, got {brief(width)}")
+            raise CharLMError(f"{flag('beam_width')} must be > 0, got {brief(width)}")
         given = {
-            "--temperature": self.temperature != 1.0,
-            "--top-k": self.top_k is not None,
-            "--top-p": self.top_p is not None,
-            "--greedy": self.greedy,
-            "--seed": self.seed is not None,
+            "temperature": self.temperature != 1.0,
+            "top_k": self.top_k is not None,
+            "top_p": self.top_p is not None,
+            "greedy": self.greedy,
+            "seed": self.seed is not None,
         }
-        for flag, set_ in given.items():
+        for name, set_ in given.items():
             if set_:
                 raise CharLMError(
-                    f"{flag} does not apply to --beam-width: a beam is deterministic, it keeps "
-                    "the likeliest continuations (drop one of the two)"
+                    f"{flag(name)} does not apply to {flag('beam_width')}: a beam is "
+                    f"deterministic, it keeps the likeliest continuations (drop one of the two)"
                 )
         if self.num_samples > width:
             raise CharLMError(
-                f"--num-samples {self.num_samples} must be <= --beam-width {width}: "
+                f"{flag('num_samples', self.num_samples)} must be <= "
+                f"{flag('beam_width', width)}: "
                 "a beam returns the best of the continuations it holds"
             )

@@ -36,11 +36,11 @@ class Dynamic:
     def __post_init__(self) -> None:
         for name, value in (("lr", self.lr), ("decay", self.decay)):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise CharLMError(f"--dynamic-{name} must be a number, got {value!r}")
+                raise CharLMError(f"{flag('dynamic_' + name)} must be a number, got {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise CharLMError(f"--dynamic-lr must be > 0, got {brief(self.lr)}")
+            raise CharLMError(f"{flag('dynamic_lr')} must be > 0, got {brief(self.lr)}")
         if not 0 <= self.decay < 1:
-            raise CharLMError(f"--dynamic-decay must be in [0, 1), got {brief(self.decay)}")
+            raise CharLMError(f"{flag('dynamic_decay')} must be in [0, 1), got {brief(self.decay)}")
 
     @property
     def update(self) -> str:
@@ -78,13 +78,15 @@ class Scoring:
         if not self.dynamic:
             if (self.dynamic_lr, self.dynamic_decay, self.dynamic_rms) != (None, None, None):
                 raise CharLMError(
-                    "--dynamic-lr, --dynamic-decay and --dynamic-rms only apply with --dynamic"
+                    f"{flag('dynamic_lr')}, {flag('dynamic_decay')} and {flag('dynamic_rms')} "
+                    f"only apply with {flag('dynamic', True)}"
                 )
             return
         if self.adapt is not None and self.streams != 1:  # made here: bad values fail first
             raise CharLMError(
-                f"--dynamic learns from the text in order, as one stream: it cannot score it as "
-                f"--streams {self.streams} pieces at once (drop --streams)"
+                f"{flag('dynamic')} learns from the text in order, as one stream: it cannot "
+                f"score it as {flag('streams', self.streams)} pieces at once (drop "
+                f"{flag('streams')})"
             )
 
     @property

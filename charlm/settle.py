@@ -50,6 +50,28 @@ MANY_EPOCHS = 12
 AUTO_SHORT = {"hidden_size": 384, "seq_len": 64, "lr": 1e-2, "dropout": 0.25}
 AUTO_LONG = {"hidden_size": 448, "seq_len": 128, "lr": 5e-3, "dropout": 0.25}
 AUTO_MANY_EPOCHS = {"hidden_size": 640, "dropout": 0.5}  # on top of AUTO_LONG
+# The min cells' own auto values, for a run that names one with --model ("short": a budget under
+# SHORT_BUDGET_S, "long": the rest): starting points from short runs on a shared 2-core CPU
+# (lr 3e-3 learned more than 1e-2 in 183 steps of 2 x 192 units; docs/models.md), for
+# benchmarks/tune_cells.py to replace with measured ones
+CELL_AUTO = {
+    "mingru": {
+        "short": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.1},
+        "long": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.2},
+    },
+    "minlstm": {
+        "short": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.1},
+        "long": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.2},
+    },
+}
+# The cell, and its --num-layers, that a budget's auto values choose instead of the LSTM, for a
+# run that leaves --model, --num-layers and every auto value at their defaults; its plan's
+# replay then names --model and --num-layers. OFF (empty) until measurements show the cell
+# learning more than the LSTM in that budget (benchmarks/tune_cells.py). To switch on, e.g.:
+#     AUTO_CELL = {"short": ("mingru", 2)}
+# (then a run that asks for `--model lstm` with nothing else gets the cell too: name any other
+# model setting, e.g. --num-layers 1 --hidden-size 384, to keep the LSTM)
+AUTO_CELL: dict[str, tuple[str, int]] = {}
 # settings a resumed run must keep, or it would not continue the same run: the model, the
 # batch order, and every setting that makes the training text (what is read, how it is decoded
 # and joined, where validation is cut)
@@ -112,7 +134,8 @@ def settle(asked: TrainConfig, facts: Facts = Facts()) -> Settled:
         first = plan.steps if plan else steps  # the first plan fixes the model
         chosen = resolve_auto(cfg, epochs_for(first, E))
         remodelled, settled = chosen != settled, chosen
-        chose = {n: getattr(chosen, n) for n in AUTO_FIELDS}
+        names = AUTO_FIELDS if chosen.model == cfg.model else ("model", "num_layers", *AUTO_FIELDS)
+        chose = {n: getattr(chosen, n) for n in names}
         plan = Plan.made(steps, set_by, facts.costs, chose, limit=span(cfg, E))
     if not settled.epochs and E and (plan or not cfg.time_budget):  # a budget's: by its plan
         settled = replace(settled, epochs=epochs_for(plan.total if plan else cfg.max_steps, E))
@@ -125,8 +148,13 @@ def settle(asked: TrainConfig, facts: Facts = Facts()) -> Settled:
 
 def resolve_auto(cfg: TrainConfig, planned_epochs: int = 0) -> TrainConfig:
     """`cfg` with the settings left at auto (AUTO) chosen by the run's budget and, once the
-    budget has been planned, by the epochs the plan holds."""
-    if 0 < cfg.time_budget < SHORT_BUDGET_S:
+    budget has been planned, by the epochs the plan holds; a min cell's by CELL_AUTO, and the
+    cell itself by AUTO_CELL where it is switched on."""
+    span = "short" if 0 < cfg.time_budget < SHORT_BUDGET_S else "long"
+    cfg = choose_cell(cfg, span)
+    if cfg.model in CELL_AUTO:
+        recipe = CELL_AUTO[cfg.model][span]
+    elif span == "short":
         recipe = AUTO_SHORT
     elif cfg.time_budget and planned_epochs > MANY_EPOCHS:
         recipe = {**AUTO_LONG, **AUTO_MANY_EPOCHS}
@@ -135,6 +163,20 @@ def resolve_auto(cfg: TrainConfig, planned_epochs: int = 0) -> TrainConfig:
     return replace(
         cfg, **{name: value for name, value in recipe.items() if getattr(cfg, name) == AUTO[name]}
     )
+
+
+def choose_cell(cfg: TrainConfig, span: str) -> TrainConfig:
+    """`cfg` with the cell AUTO_CELL names for the budget's span, where it names one and the
+    run left the model to the budget (--model, --num-layers and every auto value at default)."""
+    if not cfg.time_budget or span not in AUTO_CELL:
+        return cfg
+    default = TrainConfig()
+    if (cfg.model, cfg.num_layers) != (default.model, default.num_layers) or any(
+        getattr(cfg, name) != AUTO[name] for name in AUTO_FIELDS
+    ):
+        return cfg
+    model, layers = AUTO_CELL[span]
+    return replace(cfg, model=model, num_layers=layers)
 
 
 def fit(cfg: TrainConfig, facts: Facts) -> tuple[int, str]:
@@ -195,8 +237,9 @@ def keep_resumed(asked: TrainConfig, ran: TrainConfig) -> TrainConfig:
         value, was = _same(getattr(cfg, name)), _same(getattr(ran, name))
         if value != was:
             raise CharLMError(
-                f"cannot resume with {flag(name)} {_said(value)}: the run in {cfg.out} was "
-                f"trained with {flag(name)} {_said(was)} (start a new run with another --out)"
+                f"cannot resume with {flag(name, _said(value))}: the run in {cfg.out} was "
+                f"trained with {flag(name, _said(was))} (start a new run with another "
+                f"{flag('out', ...)})"
             )
     return cfg
 

@@ -11,8 +11,11 @@ its own recurrent term R_l for the next step and, at once, the input term of the
     h_l = cell(A_l + R_l)          R_l = h_l W_h + r, from the step before
     [R_l | A_{l+1}] = h_l [W_h | W_next] + [r | b_next]        the last layer: A_L = logits
 
-The cell decides the gate layout of W_x, W_h, b, r (`Cell.fused_weights`) and the in-place
-update (`Cell.fast_step`); this module decides where buffers live and how the matmuls run.
+The cell decides the gate layout of W_x, W_h, b, r (`Cell.fused_weights`), the in-place
+update (`Cell.fast_step`) and how a whole step is laid out (`Cell.fast_plan`: a list of
+stages, each an in-place update then one matmul; the layout above by default, four stages a
+layer for the min cells' residual blocks); this module decides where buffers live and how the
+matmuls run.
 Tuned for CPU, where these choices measured fastest (benchmarks/RESULTS.md):
 - one stream: each matmul's columns are split into one block per thread and done as one
   batched matmul (a lone matrix-vector product runs on one thread);
@@ -33,13 +36,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from charlm.cells import State
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.model import CharLM
 
 WIDE = 16  # from this many streams on (CPU; not int8), buffers keep the streams as fastest axis
@@ -92,8 +95,8 @@ class Layout:
         int8 = int8 and N > 1
         if int8 and not model.rnn.bounded_state:
             raise CharLMError(
-                f"--int8 quantizes hidden states as round(127 h), but the {model.rnn.name} cell "
-                "does not declare |h| <= 1: use --amp"
+                f"{flag('int8')} quantizes hidden states as round(127 h), but the "
+                f"{model.rnn.name} cell does not declare |h| <= 1: use {flag('amp')}"
             )
         # the matmuls' dtype: one stream is a matrix-vector product, which gains nothing from it
         mm = torch.int8 if int8 else torch.bfloat16 if amp and N > 1 else p.dtype
@@ -135,16 +138,6 @@ class Layout:
         return Affine(bias[cols], x, W, out, out_m, out[:, cols], scale)
 
 
-@dataclass(frozen=True, slots=True)
-class LayerBuffers:
-    """One layer's buffers: the cell's views of A_l, R_l, h_l (c_l), and its matmul."""
-
-    views: Any  # the cell's named views (`Cell.fast_views`), updated by `Cell.fast_step`
-    h: torch.Tensor  # h_l, in the model's dtype
-    h_m: torch.Tensor | None  # h_l in the matmuls' dtype; None: h itself
-    gemm: Affine  # [R_l | A_{l+1}] = h_m [W_h | W_next] + [r | b_next]
-
-
 class Stepper:
     """N streams of a CharLM advanced one character per `step`, on the model's own weights.
 
@@ -167,42 +160,26 @@ class Stepper:
     ) -> None:
         cell = self.cell = model.rnn
         lay = self.layout = Layout.choose(model, num_samples, amp, int8)
-        H, L, N = cell.hidden_size, cell.num_layers, num_samples
-        G = cell.gates * H
+        S, L, N = cell.state_size, cell.num_layers, num_samples
         self.int8 = lay.int8
         self.tanh = _tanh if lay.device.type == "cpu" and N >= WIDE else torch.tanh
         self.addmm = torch.baddbmm if lay.blocks > 1 else torch.addmm
-        weights = [cell.fused_weights(i) for i in range(L)]
-        self.h, self.c, self.tmp = lay.new(L, N, H), lay.new(L, N, H), lay.new(N, H)
-        self.h_m = self.h if lay.mm == lay.dtype else lay.new(L, N, H, dtype=lay.mm)
-        A = lay.new(N, G)  # A_0
+        self.h, self.c, self.tmp = lay.new(L, N, S), lay.new(L, N, S), lay.new(N, S)
+        self.h_m = self.h if lay.mm == lay.dtype else lay.new(L, N, S, dtype=lay.mm)
         emb = model.embedding.weight if model.embedding is not None else None
-        table = (emb @ weights[0].W_x if emb is not None else weights[0].W_x) + weights[0].b
-        # A_0 = Table[x]; when wide, gathered as columns of the (G, V) transpose
-        self.table = table.t().contiguous() if lay.wide else table.contiguous()
-        self.lookup = (self.table, 1, A.t()) if lay.wide else (self.table, 0, A)
-        self.layers: list[LayerBuffers] = []
-        for i, w in enumerate(weights):
-            if i + 1 < L:
-                W_next, b_next = weights[i + 1].W_x, weights[i + 1].b
-            else:
-                # divided by 1 / scale, as sampling at temperature T always divided by T: in
-                # float32, 1 / (1 / T) rounds to T, so seeded texts stay what they were (and an
-                # infinite temperature, scale 0, divides by infinity: uniform, as it did)
-                T = 1 / scale if scale else math.inf
-                W_next, b_next = model.W_hq / T, model.b_q / T
-            gemm = lay.affine(torch.cat([w.r, b_next]), self.h_m[i], torch.cat([w.W_h, W_next], 1))
-            out = gemm.out.view(N, -1)
-            R, A_next = out[:, :G], out[:, G : G + W_next.shape[1]]
-            h_m = None if self.h_m is self.h else self.h_m[i]
-            views = cell.fast_views(A, R, self.h[i], self.c[i])
-            self.layers.append(LayerBuffers(views, self.h[i], h_m, gemm))
-            A = A_next
-        self.logits = A  # (N, V) logits * scale
-        # what a step carries to the next, streams first: the states, and R_l (beside the
-        # layer's other columns) in every layer's matmul output
-        outs = [layer.gemm.out for layer in self.layers]
-        self.carried = [self.h.transpose(0, 1), self.c.transpose(0, 1), *outs]
+        # divided by 1 / scale, as sampling at temperature T always divided by T: in float32,
+        # 1 / (1 / T) rounds to T, so seeded texts stay what they were (and an infinite
+        # temperature, scale 0, divides by infinity: uniform, as it did)
+        T = 1 / scale if scale else math.inf
+        plan = cell.fast_plan(lay, (self.h, self.c, self.h_m), emb, model.W_hq / T, model.b_q / T)
+        # A_0 = Table[x]; when wide, gathered as columns of the (width, V) transpose
+        self.table = plan.table.t().contiguous() if lay.wide else plan.table.contiguous()
+        self.lookup = (self.table, 1, plan.A.t()) if lay.wide else (self.table, 0, plan.A)
+        self.stages = plan.stages
+        self.logits = plan.logits  # (N, V) logits * scale
+        # what a step carries to the next, streams first: the states, and what the plan says
+        # (the default: R_l, beside the layer's other columns in every layer's matmul output)
+        self.carried = [self.h.transpose(0, 1), self.c.transpose(0, 1), *plan.carried]
         self._project()
 
     def _affine(self, gemm: Affine) -> None:
@@ -226,9 +203,11 @@ class Stepper:
             h_m.copy_(h)
 
     def _project(self) -> None:
-        """Every layer's matmul on the current states: R_l for the next step, and the logits."""
-        for layer in self.layers:
-            self._affine(layer.gemm)
+        """The matmuls that read the states only (by default every layer's: R_l for the next
+        step, and the logits)."""
+        for stage in self.stages:
+            if stage.on_load:
+                self._affine(stage.gemm)
 
     @torch.inference_mode()
     def load_state(self, state: State) -> None:
@@ -278,12 +257,12 @@ class Stepper:
         Call it under `torch.inference_mode()` (the buffers are inference tensors): entering the
         mode once per call would cost a few percent of a one-stream step.
         """
-        tmp, tanh, fast_step = self.tmp, self.tanh, self.cell.fast_step
+        tmp, tanh = self.tmp, self.tanh
         table, axis, A_0 = self.lookup
         torch.index_select(table, axis, x, out=A_0)
-        for layer in self.layers:
-            fast_step(layer.views, tmp, tanh)
-            if layer.h_m is not None:
-                self._quantize(layer.h, layer.h_m, tmp)
-            self._affine(layer.gemm)
+        for op, views, inp, inp_m, gemm, _ in self.stages:
+            op(views, tmp, tanh)
+            if inp_m is not None:
+                self._quantize(inp, inp_m, tmp)
+            self._affine(gemm)
         return self.logits

@@ -33,7 +33,10 @@ NEEDED = RECORDS[:2]
 
 
 def holds(path: str | os.PathLike[str]) -> bool:
-    """Whether `path` names a .safetensors file (by its suffix, as --checkpoint is read)."""
+    """Whether `path` names a .safetensors file (by its suffix, as --checkpoint is read); what
+    is not a path at all is left to the checkpoint reader, which says so."""
+    if not isinstance(path, str | os.PathLike):
+        return False
     path = Path(path)
     return path.suffix.lower() == SUFFIX and not path.is_dir()
 

@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 
-from charlm.errors import CharLMError, brief
+from charlm.errors import CharLMError, brief, flag
 from charlm.limits import address_space_left, thread_bytes
 
 MAX_THREADS = 1024
@@ -62,7 +62,9 @@ def choose_wait_policy() -> None:
 
 def check_threads(n: int) -> None:
     if not 0 <= n <= MAX_THREADS:
-        raise CharLMError(f"--threads must be between 0 (auto) and {MAX_THREADS}, got {brief(n)}")
+        raise CharLMError(
+            f"{flag('threads')} must be between 0 (auto) and {MAX_THREADS}, got {brief(n)}"
+        )
 
 
 def use_threads(n: int) -> int:
@@ -83,7 +85,7 @@ def check_thread_space(n: int, running: int) -> None:
     need, left = thread_bytes(n) - thread_bytes(running), address_space_left()
     if left is not None and need > left:
         raise CharLMError(
-            f"--threads {n} would reserve about {need / 2**30:.1f} GB of address space for its "
-            f"threads, and the address-space limit (ulimit -v) leaves {left / 2**30:.1f} GB: "
+            f"{flag('threads', n)} would reserve about {need / 2**30:.1f} GB of address space for "
+            f"its threads, and the address-space limit (ulimit -v) leaves {left / 2**30:.1f} GB: "
             f"use fewer threads (0: one per core)"
         )

@@ -41,7 +41,7 @@ from charlm import checkpoint, distributed
 from charlm.budget import Costs, Plan
 from charlm.config import TrainConfig, check_config, read_run_config
 from charlm.corpus import Corpus
-from charlm.errors import CharLMError, expect
+from charlm.errors import CharLMError, expect, flag
 from charlm.evaluate import validate
 from charlm.inputs import Reading, changes, read
 from charlm.learner import Learner
@@ -199,7 +199,7 @@ def read_corpus(cfg: TrainConfig, quiet: bool) -> Corpus:
     try:
         own = (str(Path(cfg.out).resolve()),)
     except (OSError, RuntimeError) as e:  # a symlink loop
-        raise CharLMError(f"cannot use --out {cfg.out}: {e}") from None
+        raise CharLMError(f"cannot use {flag('out', cfg.out)}: {e}") from None
     corpus = read(cfg.corpus, Reading.of(cfg), byte_level=cfg.byte_level, away=own)
     if corpus.note and not quiet:
         tqdm.write(corpus.note, file=sys.stderr)
@@ -220,19 +220,24 @@ def open_data(
     return corpus, ckpt
 
 
-def make_sampler(cfg: TrainConfig, ids: Any, ctx: distributed.Context) -> Any:
-    """--sampler's batches of the training ids: this rank's rows of every global batch."""
-    return SAMPLERS[cfg.sampler](
-        ids, cfg.seq_len, cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size, cfg.random_offset
-    )
+def make_sampler(cfg: TrainConfig, ids: Any, ctx: distributed.Context, layout: int = LAYOUT) -> Any:
+    """--sampler's batches of the training ids: this rank's rows of every global batch, in
+    the order of `layout` (a resumed run's own: `sampler_layout`)."""
+    return SAMPLERS[cfg.sampler](ids, cfg.seq_len, cfg.batch_size, cfg.seed, ctx.rank,
+                                 ctx.world_size, cfg.random_offset, layout)  # fmt: skip
+
+
+def sampler_layout(ckpt: dict[str, Any] | None) -> int:
+    """The batch order a run takes: a resumed run keeps the one it began with (samplers.py)."""
+    return LAYOUT if ckpt is None else ckpt["sampler_layout"]
 
 
 def check_validation(val_fraction: float, val_ids: Any) -> None:
     """The validation part, if any, must be scorable."""
     if val_fraction > 0 and len(val_ids) < 2:
         raise CharLMError(
-            f"--val-fraction {val_fraction} leaves {len(val_ids)} characters for validation; "
-            f"raise it, or use 0 to skip validation"
+            f"{flag('val_fraction', val_fraction)} leaves {len(val_ids)} characters for "
+            f"validation; raise it, or use 0 to skip validation"
         )
 
 
@@ -243,7 +248,7 @@ def check_same_data(ckpt: dict[str, Any], corpus: Corpus, cfg: TrainConfig) -> N
     if changed:
         raise CharLMError(
             f"cannot resume: the inputs differ from those the run in {cfg.out} began with: "
-            f"{changed} (start a new run with another --out)"
+            f"{changed} (start a new run with another {flag('out', ...)})"
         )
     if ckpt["vocab"] != corpus.vocab.chars:
         raise CharLMError(
@@ -320,14 +325,15 @@ class Run:
         self.amp, self.amp_reason = resolve_amp(cfg.amp, self.device)
         self.folder, self.resumed = RunFolder(cfg.out, writes=self.dist.is_main), resume
         corpus, ckpt = open_data(cfg, self.folder, resume, overwrite, not self.progress_bar)
-        self.vocab, self.inputs = corpus.vocab, corpus.inputs
+        self.vocab, self.inputs, self.corpus_line = corpus.vocab, corpus.inputs, corpus.line()
         self.record = dict(  # config.json's facts beside the settings
             vocab_size=len(self.vocab), corpus_source=corpus.source, torch_threads=self.threads
         )
         self.facts = Facts(amp=self.amp, **{"plan": replay, **resumed_facts(ckpt, self.folder)})
         data = settle(cfg, self.facts).cfg  # how the text is cut sets an epoch's steps
         self.train_ids, self.val_ids = corpus.split(data.val_fraction)
-        self.sampler = make_sampler(data, self.train_ids, self.dist)
+        self.sampler = make_sampler(data, self.train_ids, self.dist, sampler_layout(ckpt))
+        self.record["sampler_layout"] = self.sampler.layout  # the batch order (samplers.py)
         check_validation(data.val_fraction, self.val_ids)
         self.facts, self.p = replace(self.facts, steps_per_epoch=len(self.sampler)), Progress()
         self._build(settle(cfg, self.facts))
@@ -372,7 +378,7 @@ class Run:
             **self.learner.state_dict(),
             "progress": asdict(self.p),
             "plan": self.plan.record() if self.plan else None,
-            "sampler_layout": LAYOUT,
+            "sampler_layout": self.sampler.layout,
             "output_dropout": True,  # --dropout covers the last layer's output (model.py)
         }
 
@@ -454,6 +460,7 @@ class Trainer(Run):
         """Train until --epochs, --max-steps, the time budget or a signal stops the run."""
         p, row = self.p, None
         with self.folder.session(fresh=not self.resumed, step=p.step), Interrupts() as signals:
+            self._say(self.corpus_line)  # first what it reads, then (describe) how
             self._write_config()
             if self.settled.needs_costs:
                 self.fit_budget()
@@ -554,9 +561,9 @@ def train(cfg: TrainConfig, resume: bool = False, **options: Any) -> TrainResult
         result = Trainer(cfg, resume, **options).run()
     if result.stopped_by == StopReason.TIME_BUDGET and not result.progress.step:
         raise CharLMError(
-            f"--time-budget {cfg.time_budget:g} s is too short for one step here: measuring "
-            f"what a step costs took {result.progress.elapsed_s:.2g} s of it; nothing was "
-            f"trained or saved (give a longer budget)"
+            f"{flag('time_budget', f'{cfg.time_budget:g}')} s is too short for one step here: "
+            f"measuring what a step costs took {result.progress.elapsed_s:.2g} s of it; nothing "
+            f"was trained or saved (give a longer budget)"
         )
     return result
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 from charlm.documents import READ_ERRORS, Document, Opener, decoder, stamp
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.storage import ANY, FILE, look, open_read
 
 SNIFF_BYTES = 8192  # the head of a found file looked at to tell text from binary
@@ -172,8 +172,8 @@ class Walk:
         st = look(path, ANY, special=TWICE)
         if self.away(path, st):
             raise CharLMError(
-                f"{path} is the run's own --out, or inside it: a run never reads its own "
-                f"folder (its files change as it goes on); choose another --out"
+                f"{path} is the run's own {flag('out')}, or inside it: a run never reads its own "
+                f"folder (its files change as it goes on); choose another {flag('out')}"
             )
         self.path(path, st, explicit=True)
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -65,6 +66,17 @@ def tiny_config(corpus: Path, tmp_path: Path) -> TrainConfig:
         device="cpu",
         amp="off",  # float32 everywhere: the tests mean the same on every CPU
     )
+
+
+@pytest.fixture
+def torch_one_thread() -> Iterator[None]:
+    """torch's thread count 1 for a test whose runs take torch's default (--threads 0): the
+    machine that runs the tests is shared, and 2 spinning threads beside other work cost up
+    to 10x (charlm/threads.py). Put back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def epoch_rows(out: str | os.PathLike[str]) -> list[dict]:

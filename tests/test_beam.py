@@ -16,7 +16,7 @@ import torch
 
 from charlm import resources
 from charlm.decode import Beam
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.generate import generate, stream
 from charlm.model import CharLM, ModelConfig
 from charlm.reference import ReferenceStepper
@@ -143,7 +143,12 @@ def test_the_beam_starts_with_one_live_hypothesis() -> None:
     model = make_model("gru", 1, 3, 4)
     ids, _ = run_beam(Stepper(model, 8), model, 1, 8, 4)
     assert sorted(ids[:, 0].tolist()) == [0, 1, 2, 3]
-    with pytest.raises(CharLMError, match="--num-samples 5 asks for more continuations"):
+    with pytest.raises(CharLMError, match="num_samples=5 asks for more continuations"):
+        run_beam(Stepper(model, 8), model, 1, 8, 5)
+    with (
+        command_line(),
+        pytest.raises(CharLMError, match="--num-samples 5 asks for more continuations"),
+    ):
         run_beam(Stepper(model, 8), model, 1, 8, 5)
 
 
@@ -214,27 +219,34 @@ def test_a_byte_level_model_beams_over_bytes_and_decodes_as_generate_does() -> N
 
 
 @pytest.mark.parametrize(
-    ("options", "flag"),
+    ("options", "flag", "parameter"),
     [
-        ({"temperature": 0.5}, "--temperature"),
-        ({"top_k": 2}, "--top-k"),
-        ({"top_p": 0.9}, "--top-p"),
-        ({"greedy": True}, "--greedy"),
-        ({"seed": 1}, "--seed"),
-        ({"num_samples": 3}, "--num-samples 3 must be <= --beam-width 2"),
-        ({"beam_width": 0}, "--beam-width must be > 0"),
-        ({"beam_width": 2.0}, "--beam-width must be a whole number"),
+        ({"temperature": 0.5}, "--temperature", "temperature does not apply to beam_width"),
+        ({"top_k": 2}, "--top-k", "top_k does not apply"),
+        ({"top_p": 0.9}, "--top-p", "top_p does not apply"),
+        ({"greedy": True}, "--greedy", "greedy does not apply"),
+        ({"seed": 1}, "--seed", "seed does not apply"),
+        ({"num_samples": 3}, "--num-samples 3 must be <= --beam-width 2",
+         "num_samples=3 must be <= beam_width=2"),
+        ({"beam_width": 0}, "--beam-width must be > 0", "beam_width must be > 0"),
+        ({"beam_width": 2.0}, "--beam-width must be a whole number", "beam_width must be a whole"),
     ],
-)
-def test_what_a_beam_cannot_take_is_refused_with_the_flag(options: dict, flag: str) -> None:
-    with pytest.raises(CharLMError, match=flag) as e:
+)  # fmt: skip
+def test_what_a_beam_cannot_take_is_refused_with_the_flag(
+    options: dict, flag: str, parameter: str
+) -> None:
+    with pytest.raises(CharLMError, match=parameter):  # a Python caller: the parameter
+        Sampling(**{"beam_width": 2, **options})
+    with command_line(), pytest.raises(CharLMError, match=flag) as e:
         Sampling(**{"beam_width": 2, **options})
     assert "\n" not in str(e.value)
 
 
 def test_a_beam_is_neither_streamed_nor_a_refusal_of_amp_or_int8() -> None:
     model = make_model("gru", 1, 3, len(VOCAB), torch.float32)
-    with pytest.raises(CharLMError, match="--stream"):
+    with pytest.raises(CharLMError, match=r"^stream prints"):
+        next(stream(model, VOCAB, "ab", length=3, beam_width=2))
+    with command_line(), pytest.raises(CharLMError, match="--stream"):
         next(stream(model, VOCAB, "ab", length=3, beam_width=2))
     Sampling(beam_width=2, amp=True)
     Sampling(beam_width=2, int8=True, num_samples=2)
@@ -247,7 +259,12 @@ def test_its_memory_is_estimated_before_it_is_spent(monkeypatch: pytest.MonkeyPa
     model = make_model("lstm", 1, 3, len(VOCAB), torch.float32)
     need = beam_bytes(64, len(VOCAB), 6 * 12, 10**5)
     monkeypatch.setattr(resources, "available_bytes", lambda device: int(need) - 1)
-    with pytest.raises(CharLMError, match="beam search --beam-width 64 x --length 100000 needs"):
+    with pytest.raises(CharLMError, match="beam search beam_width=64 x length=100000 needs"):
+        generate(model, VOCAB, "ab", 10**5, beam_width=64)
+    with (
+        command_line(),
+        pytest.raises(CharLMError, match="beam search --beam-width 64 x --length 100000 needs"),
+    ):
         generate(model, VOCAB, "ab", 10**5, beam_width=64)
     monkeypatch.setattr(resources, "available_bytes", lambda device: int(need) + 1)
     monkeypatch.setattr(Stepper, "__init__", lambda *a, **k: pytest.fail("got past the check"))

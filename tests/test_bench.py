@@ -14,7 +14,7 @@ import sys
 import pytest
 
 import charlm
-from benchmarks import bench, harness, learning, load, loadtime, rows
+from benchmarks import bench, harness, learning, load, loadtime, rows, tune_cells
 from charlm.meter import Progress
 from tests.conftest import ROOT, epoch_rows
 
@@ -80,6 +80,8 @@ def test_quick_mode_prints_the_table_and_writes_json(tmp_path):
         "rnn emb 64 H=256 vs nn.RNN",
         "lstm emb 64",
         "gru emb 64",
+        "mingru 2x192 vs lstm 1x448",
+        "minlstm 2x184 vs lstm 1x448",
         "generate 1 stream",
         "generate 32 streams (aggregate)",
         "generate 32 streams --int8",
@@ -124,6 +126,44 @@ def test_the_learning_curve_is_every_validation_row_of_the_run(tmp_path, corpus)
     assert all(0 < r["val_loss"] < 10 and r["partial"] is False for r in rows)
 
 
+def test_learning_runs_each_model_side_by_side():
+    """--models NAME[:LAYERS]: each a run at every budget, the auto values left to its cell."""
+    assert learning.model_specs("lstm,mingru:2,minlstm") == [
+        ("lstm", {"model": "lstm"}),
+        ("mingru:2", {"model": "mingru", "num_layers": 2}),
+        ("minlstm", {"model": "minlstm"}),
+    ]
+    assert bench.parse_args([]).models == "lstm"  # the LSTM defaults alone, as before
+
+
+def test_tuning_searches_each_cell_then_runs_its_best_two_at_the_final_budgets(
+    monkeypatch, tmp_path
+):
+    """The search's bookkeeping, on a stand-in for the training runs: every recipe of each cell
+    at the search budget, the two lowest losses again at each final budget, the LSTM defaults
+    at every budget; the table lists them by budget, best first."""
+    calls = []
+
+    def fake_run(args, work, budget, spec, model, **recipe):
+        calls.append((budget, spec, recipe))
+        loss = 1.5 + recipe.get("lr", 0.0) + (0.1 if spec == "lstm" else 0.0)
+        settings = {**model, **recipe}
+        return {"model": spec, "settings": settings, "budget_s": budget, "val_loss": loss,
+                "steps": 10, "planned_steps": 10}  # fmt: skip
+
+    monkeypatch.setattr(tune_cells, "learning_run", fake_run)
+    args = tune_cells.parse_args(["--corpus", str(ROOT / "README.md"), "--recipes", "8"])
+    runs = tune_cells.tune(args, tmp_path)
+    searched = [c for c in calls if c[0] == 60.0 and c[1] == "mingru"]
+    assert [c[2] for c in searched] == tune_cells.recipes()[:8]
+    finals = [c[2]["lr"] for c in calls if c[0] == 180.0 and c[1] == "mingru"]
+    assert finals == [2e-3, 3e-3]  # the two lowest learning rates, i.e. losses, best first
+    assert [c[0] for c in calls if c[1] == "lstm"] == [60.0, 30.0, 180.0]
+    table = tune_cells.markdown(runs).splitlines()
+    assert table[2].startswith("| 30 s | mingru | --num-layers 2 --hidden-size 192")
+    assert "| lstm (defaults) |" in "\n".join(table) and len(table) == 2 + len(runs)
+
+
 def test_a_failed_corpus_load_is_a_failed_row_not_a_failed_benchmark(tmp_path):
     report = loadtime.in_child("corpus", tmp_path / "missing.txt", tmp_path / "cache")
     assert report["seconds"] == report["peak_rss_mb"] == float("inf")
@@ -148,6 +188,8 @@ def test_a_corpus_load_in_a_child_reports_the_corpus(tmp_path):
         (["--budgets", "30,0"], "--budgets takes positive numbers, got '30,0'"),
         (["--budgets", "inf"], "--budgets takes positive numbers, got 'inf'"),
         (["--corpus", "no/such.txt"], "no corpus at no/such.txt"),
+        (["--models", "lstm,gpt"], "--models takes NAME[:LAYERS] with NAME in rnn, lstm, gru,"),
+        (["--models", "mingru:0"], "--models takes NAME[:LAYERS] with NAME in rnn, lstm, gru,"),
     ],
 )
 def test_a_bad_command_line_is_one_error_line_before_any_measuring(argv, message, capsys):

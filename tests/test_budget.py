@@ -16,7 +16,7 @@ import torch
 from charlm.budget import SAFETY, Costs, plan_steps
 from charlm.checkpoint import LATEST, load_model
 from charlm.config import DEFAULT_EPOCHS, TrainConfig
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.settle import AUTO_MANY_EPOCHS, MANY_EPOCHS, resolve_auto
 from charlm.train import Callback, Trainer
 from tests.conftest import SignalAt
@@ -306,7 +306,9 @@ def test_a_run_records_what_auto_chose_and_the_replay_names_it(tiny_config, tmp_
 
 
 def test_sgd_has_no_automatic_rate(tiny_config) -> None:
-    with pytest.raises(CharLMError, match="--optimizer sgd has no automatic --lr"):
+    with pytest.raises(CharLMError, match="optimizer='sgd' has no automatic lr:"):
+        Trainer(replace(tiny_config, optimizer="sgd", lr=0.0), progress_bar=False)
+    with command_line(), pytest.raises(CharLMError, match="--optimizer sgd has no automatic --lr"):
         Trainer(replace(tiny_config, optimizer="sgd", lr=0.0), progress_bar=False)
 
 

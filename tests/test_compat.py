@@ -111,3 +111,7 @@ def test_a_run_from_before_the_restructuring_resumes_as_it_would_have(before_run
     assert [r["step"] for r in rows] == [34, want["step"]]
     for key in ("train_loss", "val_loss", "grad_norm", "lr"):
         assert rows[1][key] == pytest.approx(want[key], rel=1e-6), key
+    # it goes on in the batch order it began with (layout 2), and says so
+    ckpt = __import__("torch").load(before_run / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["sampler_layout"] == 2
+    assert json.loads((before_run / "run" / "config.json").read_text())["sampler_layout"] == 2

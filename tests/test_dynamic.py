@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from charlm.dynamic import (
     gradient_rms,
     rms_dynamic,
 )
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.evaluate import windows
 from charlm.model import CharLM, ModelConfig
 from charlm.train import train
@@ -119,7 +120,10 @@ def test_deterministic_and_the_model_is_left_alone(model) -> None:
     ],
 )
 def test_bad_settings_are_refused_where_they_are_made(settings, message) -> None:
-    with pytest.raises(CharLMError, match=message.replace("[", r"\[").replace(")", r"\)")):
+    python = message.replace("--dynamic-", "dynamic_")  # a Python caller: the parameter
+    with pytest.raises(CharLMError, match="^" + re.escape(python)):
+        Dynamic(**settings)
+    with command_line(), pytest.raises(CharLMError, match=re.escape(message)):
         Dynamic(**settings)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.evaluate import score, score_text
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
@@ -100,5 +100,7 @@ def test_score_text_in_streams_and_its_progress_bar(model, monkeypatch):
     monkeypatch.setattr("sys.stderr", quiet)
     score_text(model, VOCAB, TEXT, seq_len=11)
     assert quiet.getvalue() == ""
-    with pytest.raises(CharLMError, match="--streams"):
+    with pytest.raises(CharLMError, match=r"^streams must be > 0"):
+        score_text(model, VOCAB, TEXT, streams=0)
+    with command_line(), pytest.raises(CharLMError, match="--streams"):
         score_text(model, VOCAB, TEXT, streams=0)

@@ -61,9 +61,13 @@ def test_top_k_and_top_p_keep_only_the_likeliest():
     assert torch.allclose(next_char_probs(logits, 1.0, None, None), logits.exp())
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+# every precision a cell allows: the min cells' unbounded states refuse int8
+PRECISIONS = [(k, p) for k in ("rnn", "lstm", "gru") for p in ({}, {"amp": True}, {"int8": True})]
+PRECISIONS += [(k, p) for k in ("mingru", "minlstm") for p in ({}, {"amp": True})]
+
+
+@pytest.mark.parametrize(("kind", "precision"), PRECISIONS)
 @pytest.mark.parametrize("temperature", [1e-30, 1e-45, 1e-300, 5e-324])
-@pytest.mark.parametrize("precision", [{}, {"amp": True}, {"int8": True}])
 def test_a_temperature_whose_logits_overflow_is_greedy(kind, temperature, precision):
     """T -> 0 is the argmax; it once overflowed inside the sampler's scaled weights and wrote
     only newlines."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from charlm.decode import next_char_probs
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.generate import generate, stream
 from charlm.model import CharLM, ModelConfig
 from charlm.stepper import WIDE, Stepper
@@ -27,8 +27,13 @@ def make_model(kind: str, layers: int = 1, embedding: int = 8, dropout: float = 
     model = CharLM(cfg).double()
     with torch.no_grad():
         for p in model.parameters():
-            p.mul_(4)
+            p.mul_(PEAK.get(kind, 4))
     return model.eval()
+
+
+# the min cells' residual blocks pass a scaled weight on through the stream, the feed-forward
+# block and the gains: 4x makes them deterministic, 1.5x about as peaked as the others at 4x
+PEAK = {"mingru": 1.5, "minlstm": 1.5}
 
 
 def forward_logits(model: CharLM, texts: list[str]) -> torch.Tensor:
@@ -40,10 +45,13 @@ def forward_logits(model: CharLM, texts: list[str]) -> torch.Tensor:
 
 ALL = [(k, n, e) for k in ("rnn", "lstm", "gru") for n in (1, 2) for e in (0, 8)]
 ALL += [("lstm", 3, 8), ("gru", 3, 0)]  # a middle layer: input from below, output to above
+ALL += [("mingru", 2, 8), ("minlstm", 2, 0), ("mingru", 1, 0), ("minlstm", 1, 8)]
 
 
 # the bfloat16 and int8 batches: a few streams, and WIDE (bfloat16 then stored transposed)
 LOW_PRECISION = [("rnn", 2, 3), ("lstm", 2, 3), ("gru", 2, 3), ("lstm", 1, WIDE), ("gru", 2, WIDE)]
+# the min cells' states are unbounded: bfloat16 only (int8 is refused, tests/test_stepper.py)
+AMP = [*LOW_PRECISION, ("mingru", 2, 3), ("minlstm", 1, WIDE)]
 
 
 @pytest.fixture
@@ -86,7 +94,7 @@ def test_one_stream_split_over_threads_equals_forward(
     model = make_model(kind, layers, embedding)
     texts = generate(model, VOCAB, PREFIX, 40, seed=5)
     stepper = assert_steps_follow_forward(model, texts, atol=1e-10)
-    weights = stepper.layers[0].gemm.W
+    weights = stepper.stages[0].gemm.W
     assert weights.shape[0] == 3  # the weights are held as 3 column blocks
 
 
@@ -101,7 +109,7 @@ def test_wide_batch_stored_transposed_equals_forward(
     assert stepper.h.stride(-1) == WIDE + 1 and stepper.logits.stride(0) == 1  # stored (H, N)
 
 
-@pytest.mark.parametrize(("kind", "layers", "n"), LOW_PRECISION)
+@pytest.mark.parametrize(("kind", "layers", "n"), AMP)
 def test_amp_streams_use_bfloat16_matmuls_and_stay_close(kind: str, layers: int, n: int) -> None:
     model = make_model(kind, layers).float()
     texts = generate(model, VOCAB, PREFIX, 40, num_samples=n, seed=5, amp=True)
@@ -125,9 +133,9 @@ def test_int8_streams_use_int8_matmuls_and_stay_close(kind: str, layers: int, n:
     assert stepper.h.dtype == stepper.c.dtype == stepper.logits.dtype == torch.float32
     assert stepper.h.stride(-1) == 1  # row-major even from WIDE streams on
     # each weight column is stored as integers in [-127, 127] times a scale: within half a step
-    W_q, scale = stepper.layers[-1].gemm.W, stepper.layers[-1].gemm.scale
+    W_q, scale = stepper.stages[-1].gemm.W, stepper.stages[-1].gemm.scale
     assert W_q.dtype == torch.int8 and int(W_q.abs().max()) == 127
-    W_h = Stepper(model, n).layers[-1].gemm.W  # the same matrix in float32
+    W_h = Stepper(model, n).stages[-1].gemm.W  # the same matrix in float32
     error = (W_q.float() * scale * 127 - W_h).abs()
     assert bool((error <= scale * 127 / 2 + 1e-6).all())
     # one stream stays in float32, as with --amp
@@ -136,13 +144,17 @@ def test_int8_streams_use_int8_matmuls_and_stay_close(kind: str, layers: int, n:
 
 def test_int8_needs_cpu_and_excludes_amp() -> None:
     model = make_model("lstm").float()
-    with pytest.raises(CharLMError, match="--amp and --int8"):
+    with pytest.raises(CharLMError, match=r"^amp and int8 are two"):
         generate(model, VOCAB, PREFIX, 5, num_samples=2, amp=True, int8=True)
-    with pytest.raises(CharLMError, match="--int8 runs on CPU, not meta"):
+    with command_line(), pytest.raises(CharLMError, match="--amp and --int8"):
+        generate(model, VOCAB, PREFIX, 5, num_samples=2, amp=True, int8=True)
+    with pytest.raises(CharLMError, match=r"^int8 runs on CPU, not meta: use amp there"):
+        generate(model.to("meta"), VOCAB, PREFIX, 5, num_samples=2, int8=True)
+    with command_line(), pytest.raises(CharLMError, match="--int8 runs on CPU, not meta"):
         generate(model.to("meta"), VOCAB, PREFIX, 5, num_samples=2, int8=True)
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "mingru", "minlstm"])
 def test_greedy_is_argmax_of_forward(kind: str) -> None:
     model = make_model(kind, layers=2)
     text = generate(model, VOCAB, PREFIX, 30, greedy=True)[0]
@@ -230,7 +242,9 @@ def test_edges() -> None:
     assert len(text) == 20
     (one,) = generate(model, VOCAB, "h", 5, greedy=True)
     assert len(one) == 6
-    with pytest.raises(CharLMError, match="--top-k"):
+    with pytest.raises(CharLMError, match=r"^top_k must be > 0"):
+        generate(model, VOCAB, PREFIX, 5, top_k=0)
+    with command_line(), pytest.raises(CharLMError, match="--top-k"):
         generate(model, VOCAB, PREFIX, 5, top_k=0)
     with pytest.raises(CharLMError, match="not in the model's vocabulary"):
         generate(model, VOCAB, "HELLO", 5)

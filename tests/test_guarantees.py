@@ -426,7 +426,9 @@ def test_settings_objects_refuse_a_value_of_another_type_naming_it(made, data, v
         assert "\n" not in str(e)
         assert field.replace("_", "-") in str(e) or field in str(e), (field, e)
         return
-    assert isinstance(value, int | float | bool | str | type(None))  # a value of its type
+    # a value of its type: a scalar, or (for the patterns of include/exclude) strings in a list
+    strings = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    assert isinstance(value, int | float | bool | str | type(None)) or strings, (field, value)
 
 
 def test_public_functions_check_their_arguments(small):

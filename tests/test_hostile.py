@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from charlm import checkpoint
 from charlm.cli import main
+from charlm.errors import command_line
 from charlm.train import train
 from tests.conftest import one_line_error, tiny
 
@@ -147,7 +148,9 @@ def test_the_api_scores_with_the_cli_ranges(trained):
 
     model, vocab, _ = load_model(trained, "cpu")
     for seq_len in (0, -1):
-        with pytest.raises(CharLMError, match="--seq-len must be > 0"):
+        with pytest.raises(CharLMError, match=r"^seq_len must be > 0"):
+            score_text(model, vocab, "First First", seq_len=seq_len)
+        with command_line(), pytest.raises(CharLMError, match="--seq-len must be > 0"):
             score_text(model, vocab, "First First", seq_len=seq_len)
     assert checkpoint.load(trained / "checkpoint.pt")["progress"]["step"] == 3
 

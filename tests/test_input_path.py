@@ -37,10 +37,12 @@ TOY8 = ("naïve 日本 bytes. " * 10).encode()  # ... and one counted in bytes: 
 
 
 def builtin() -> str:
-    """Python's help topics, as the built-in corpus is defined (catalog.py)."""
+    """Python's help topics, as the built-in corpus is defined (builtin.py): joined, cleaned."""
     from pydoc_data.topics import topics
 
-    return "\n\n".join(topics[key] for key in sorted(topics))
+    from charlm.builtin import clean
+
+    return clean("\n\n".join(topics[key] for key in sorted(topics)))
 
 
 def manifest(name: str, size: int, unit: str, split: tuple[int, int, int] | None) -> dict:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from charlm.config import TrainConfig
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.meter import LossMeter, Progress
 from charlm.metrics import DIVERGED
 
@@ -35,6 +35,11 @@ def test_a_huge_finite_loss_is_a_divergence() -> None:
 @pytest.mark.parametrize("bad", [math.inf, math.nan, 1e308 * 10])
 def test_non_finite_losses_stop_the_run(bad: float) -> None:
     m = meter()
+    feed(m, [1.0, bad])
+    with pytest.raises(CharLMError, match=r"training diverged\. Lower lr \(now"):
+        m.check()
+    with command_line():  # a meter made by the command names the flags
+        m = meter()
     feed(m, [1.0, bad])
     with pytest.raises(CharLMError, match=r"training diverged\. Lower --lr"):
         m.check()

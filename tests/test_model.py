@@ -90,7 +90,7 @@ def test_textbook_init_is_small_normal_and_zero_bias():
     assert other.rnn.layers[0].W_hh.abs().max() > 0.05
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "mingru", "minlstm"])
 @pytest.mark.parametrize("emb", [0, 8])
 def test_state_carrying_equals_one_long_forward(kind, emb):
     """Splitting a sequence in two and carrying the state gives the same logits."""
@@ -158,7 +158,7 @@ def test_dropout_drops_the_last_layers_output_in_training_only(kind: str) -> Non
     assert torch.equal(*states)  # the recurrence itself is untouched
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "mingru", "minlstm"])
 def test_dropout_false_equals_eval_mode_without_switching_modes(kind: str) -> None:
     """`model(X, dropout=False)` in training mode is the eval-mode forward (no dropout between
     layers nor before the output layer), and the model stays in training mode: generation and

@@ -75,7 +75,9 @@ def test_bare_amp_still_means_on(corpus: Path, tmp_path: Path, flags, expected) 
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["amp"] == expected
-    assert ("bfloat16 autocast" if expected == "on" else "float32") in result.output.splitlines()[0]
+    corpus_line, settings = result.output.splitlines()[:2]  # what it reads, then how
+    assert corpus_line.startswith(f"corpus: {corpus}, ")
+    assert ("bfloat16 autocast" if expected == "on" else "float32") in settings
 
 
 def test_a_bad_amp_value_is_one_line(corpus: Path, tmp_path: Path) -> None:

@@ -62,11 +62,15 @@ def test_a_log_file_gets_plain_lines_and_no_carriage_returns(corpus: Path, tmp_p
     steps = [(e - 1) * per_epoch + b for e, b in batches]
     assert steps == list(range(5, 2 * per_epoch + 1, 5))
     out_lines = (tmp_path / "out.log").read_text().splitlines()
+    assert re.fullmatch(
+        rf"corpus: {corpus}, [\d.]+ KB, [\d,]+ characters, \d+ distinct", out_lines[0]
+    )
     assert re.search(
-        r"\| cpu float32 \(--amp off\), \d+ threads?, seed 1337$", out_lines[0]
-    )  # the start line
-    assert [line.split(":")[0] for line in out_lines[1:3]] == ["epoch 1", "epoch 2"]
-    assert out_lines[-1] == f"done (epochs); saved in {tmp_path / 'run'}"
+        r"\| cpu float32 \(--amp off\), \d+ threads?, seed 1337$", out_lines[1]
+    )  # the start lines: what the run reads, then how
+    assert [line.split(":")[0] for line in out_lines[2:4]] == ["epoch 1", "epoch 2"]
+    done = out_lines.index(f"done (epochs); saved in {tmp_path / 'run'}")
+    assert out_lines[done + 1 :][0] == "next:" and len(out_lines) == done + 5  # then what next
 
 
 def test_plain_lines_wait_their_interval() -> None:

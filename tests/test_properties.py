@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from charlm.cli import main
 from charlm.config import TrainConfig, check_config
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from tests.conftest import TEXT
 
 # a tiny, fast run; the drawn option is added on top
@@ -114,8 +114,11 @@ def test_the_python_api_checks_as_the_cli_does(name, value):
     cfg = TrainConfig(**{name: value})
     try:
         check_config(cfg)
-    except CharLMError as e:
-        assert "\n" not in str(e) and ("--" + name.replace("_", "-")) in str(e)
+    except CharLMError as e:  # to a Python caller the parameter, to the command's user the flag
+        assert "\n" not in str(e) and str(e).startswith(f"{name} ") and "--" not in str(e)
+        with command_line(), pytest.raises(CharLMError) as cli:
+            check_config(cfg)
+        assert "\n" not in str(cli.value) and ("--" + name.replace("_", "-")) in str(cli.value)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from charlm import checkpoint
 from charlm.cli import main
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.train import Callback, resume_config, train
 from charlm.vocab import Vocab
 from tests.conftest import ROOT, epoch_rows, tiny
@@ -116,13 +116,17 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(tiny_conf
     train(tiny(tiny_config, epochs=1, optimizer="sgd", lr=0.5), progress_bar=False)
     good = (tmp_path / "run" / checkpoint.LATEST).read_bytes()
     cfg = resume_config(tmp_path / "run", {"epochs": 3, "lr": 1e38, "clip": 0.0})
-    with pytest.raises(CharLMError, match="--lr"):
+    with pytest.raises(CharLMError, match=r"^lr must be a finite number up to 1e30"):
+        train(cfg, resume=True, progress_bar=False)
+    with command_line(), pytest.raises(CharLMError, match="--lr"):
         train(cfg, resume=True, progress_bar=False)
     assert (tmp_path / "run" / checkpoint.LATEST).read_bytes() == good
 
 
 def test_resume_refuses_changed_model_flags(trained, tmp_path):
-    with pytest.raises(CharLMError, match="--hidden-size"):
+    with pytest.raises(CharLMError, match=r"cannot resume with hidden_size=64: .* hidden_size=32"):
+        resume_config(tmp_path / "run", {"hidden_size": 64})
+    with command_line(), pytest.raises(CharLMError, match="--hidden-size"):
         resume_config(tmp_path / "run", {"hidden_size": 64})
     result = CliRunner().invoke(
         main,

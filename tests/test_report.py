@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from charlm.checkpoint import load_model
 from charlm.cli import main
 from charlm.config import READING, TrainConfig
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.evaluate import Score, score, score_text, surprisal
 from charlm.inputs import Reading
 from charlm.model import CharLM, ModelConfig
@@ -32,25 +32,36 @@ CKPT = str(FIXTURE / "run" / "checkpoint.pt")
 
 
 @pytest.mark.parametrize(
-    ("settings", "message"),
+    ("settings", "message", "python"),
     [
-        ({"seq_len": 0}, "--seq-len must be > 0, got 0"),
-        ({"streams": -1}, "--streams must be > 0, got -1"),
-        ({"html_max_chars": 1}, "--html-max-chars must be >= 2, got 1"),
-        ({"seq_len": 2.5}, "--seq-len must be a whole number, got 2.5"),
-        ({"streams": True}, "--streams must be a whole number, got True"),
-        ({"dynamic_lr": 0.1}, "only apply with --dynamic"),
-        ({"dynamic_decay": 0.0}, "only apply with --dynamic"),
-        ({"dynamic_rms": "train.txt"}, "only apply with --dynamic"),
-        ({"dynamic": True, "streams": 4}, "cannot score it as --streams 4 pieces"),
-        ({"dynamic": True, "dynamic_lr": -1.0}, "--dynamic-lr must be > 0, got -1.0"),
-        ({"dynamic": True, "dynamic_lr": math.inf}, "--dynamic-lr must be > 0, got inf"),
-        ({"dynamic": True, "dynamic_decay": 1.0}, "--dynamic-decay must be in [0, 1), got 1.0"),
-        ({"dynamic": True, "dynamic_rms": "x", "dynamic_decay": -0.5}, "--dynamic-decay must be"),
+        ({"seq_len": 0}, "--seq-len must be > 0, got 0", "seq_len must be > 0, got 0"),
+        ({"streams": -1}, "--streams must be > 0, got -1", "streams must be > 0, got -1"),
+        ({"html_max_chars": 1}, "--html-max-chars must be >= 2, got 1",
+         "html_max_chars must be >= 2, got 1"),
+        ({"seq_len": 2.5}, "--seq-len must be a whole number, got 2.5",
+         "seq_len must be a whole number, got 2.5"),
+        ({"streams": True}, "--streams must be a whole number, got True",
+         "streams must be a whole number, got True"),
+        ({"dynamic_lr": 0.1}, "only apply with --dynamic", "only apply with dynamic=True"),
+        ({"dynamic_decay": 0.0}, "only apply with --dynamic", "only apply with dynamic=True"),
+        ({"dynamic_rms": "train.txt"}, "only apply with --dynamic", "only apply with dynamic=True"),
+        ({"dynamic": True, "streams": 4}, "cannot score it as --streams 4 pieces",
+         "cannot score it as streams=4 pieces"),
+        ({"dynamic": True, "dynamic_lr": -1.0}, "--dynamic-lr must be > 0, got -1.0",
+         "dynamic_lr must be > 0, got -1.0"),
+        ({"dynamic": True, "dynamic_lr": math.inf}, "--dynamic-lr must be > 0, got inf",
+         "dynamic_lr must be > 0, got inf"),
+        ({"dynamic": True, "dynamic_decay": 1.0}, "--dynamic-decay must be in [0, 1), got 1.0",
+         "dynamic_decay must be in [0, 1), got 1.0"),
+        ({"dynamic": True, "dynamic_rms": "x", "dynamic_decay": -0.5}, "--dynamic-decay must be",
+         "dynamic_decay must be"),
     ],
-)
-def test_scoring_refuses_what_cannot_run_naming_the_flag(settings, message) -> None:
-    with pytest.raises(CharLMError) as caught:
+)  # fmt: skip
+def test_scoring_refuses_what_cannot_run_naming_the_flag(settings, message, python) -> None:
+    with pytest.raises(CharLMError) as caught:  # a Python caller: the parameter
+        Scoring(**settings)
+    assert python in str(caught.value) and "--" not in str(caught.value)
+    with command_line(), pytest.raises(CharLMError) as caught:
         Scoring(**settings)
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
@@ -73,11 +84,16 @@ def test_the_settings_are_made_and_checked_without_torch() -> None:
         "assert Scoring(dynamic=True, dynamic_rms='t.txt').adapt.lr > 0\n"
         "assert Reading().hidden is False\n"
         "try:\n    Scoring(dynamic=True, streams=2)\nexcept CharLMError as e:\n    print(e)\n"
+        "from charlm.errors import command_line\n"
+        "with command_line():\n"
+        "    try:\n        Scoring(dynamic=True, streams=2)\n"
+        "    except CharLMError as e:\n        print(e)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "--streams 2" in proc.stdout
+    python, command = proc.stdout.splitlines()
+    assert "streams=2" in python and "--streams 2" in command
 
 
 def test_reading_is_trainconfigs_declaration_and_eval_takes_the_same_flags() -> None:
@@ -194,5 +210,7 @@ def test_a_byte_level_model_reports_bytes_and_draws_no_page() -> None:
     assert report.unit == "byte" and report.score.chars == len(text.encode()) - 1
     assert report.score.skipped == 0  # every byte is known: none left out
     assert "bytes scored   15" in report.text() and "bits per byte " in report.text()
-    with pytest.raises(CharLMError, match="--html shows characters"):
+    with pytest.raises(CharLMError, match=r"^html_max_chars shows characters"):
+        evaluate_text(model, vocab, text, Scoring(html_max_chars=100))
+    with command_line(), pytest.raises(CharLMError, match="--html shows characters"):
         evaluate_text(model, vocab, text, Scoring(html_max_chars=100))

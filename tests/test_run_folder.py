@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.run import METRICS, SAMPLES, RunFolder
 from tests.conftest import ROOT, run_cli, tiny
 
@@ -125,7 +125,9 @@ def test_temporaries_of_a_killed_process_are_removed_by_the_next_run(tmp_path: P
 def test_an_unwritable_folder_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(CharLMError, match="cannot write to --out"):
+    with pytest.raises(CharLMError, match="cannot write to out='"):
+        RunFolder(blocker / "run").open(fresh=True, step=0)
+    with command_line(), pytest.raises(CharLMError, match="cannot write to --out"):
         RunFolder(blocker / "run").open(fresh=True, step=0)
 
 

@@ -71,3 +71,77 @@ def test_too_short_text_says_how_long_it_must_be(cls):
     with pytest.raises(CharLMError, match=f"at least {need}"):
         cls(np.arange(need - 1), 35, 32)
     assert len(cls(np.arange(need), 35, 32)) == 1
+
+
+# --- the random order, drawn batch by batch (layout 3), and the one older runs keep (2) -----
+
+
+def epoch_windows(sampler, epoch):
+    return np.concatenate([X[0].numpy() for X, _ in sampler.batches(epoch)]) // sampler.T
+
+
+@pytest.mark.parametrize("n", [1000, 1001, 4 * 10 * 64 + 1, 20_000])
+def test_an_epoch_takes_each_window_at_most_once_from_a_shuffle_of_all(n):
+    s = RandomSampler(np.arange(n), seq_len=10, batch_size=4, seed=3)
+    num_windows = (n - 1) // 10
+    seen = set()
+    for epoch in range(3):
+        windows = epoch_windows(s, epoch)
+        assert len(windows) == len(s) * 4 == num_windows // 4 * 4
+        assert len(set(windows)) == len(windows) and windows.max() < num_windows
+        # the front of the epoch's order of all windows: the order itself is a permutation
+        order = s.starts(epoch, 0, len(s)).ravel() // 10
+        np.testing.assert_array_equal(order, windows)
+        seen.update(windows.tolist())
+    assert len(seen) > len(s) * 4 or len(s) * 4 == num_windows  # other windows, other epochs
+
+
+def test_the_order_is_computed_a_chunk_at_a_time_and_seeks(monkeypatch):
+    """The first batch of a 10^9-character text costs one chunk, not the whole epoch; batch k
+    is reached without computing batches 0..k-1."""
+    from charlm import permutation, samplers
+
+    asked = []
+    real = permutation.Permutation.__getitem__
+
+    def counting(self, positions):
+        asked.append(np.asarray(positions).size)
+        return real(self, positions)
+
+    monkeypatch.setattr(permutation.Permutation, "__getitem__", counting)
+    huge = np.broadcast_to(np.zeros(1, dtype=np.uint8), (10**9,))  # 10^9 characters, no memory
+    s = RandomSampler(huge, seq_len=64, batch_size=32, seed=0)
+    assert len(s) == (10**9 - 1) // 64 // 32
+    X, _ = next(s.batches(0))
+    assert X.shape == (64, 32) and asked == [samplers.CHUNK_WINDOWS]
+    asked.clear()
+    next(s.batches(0, start=len(s) - 1))  # the last batch: one batch's windows
+    assert asked == [32]
+
+
+def test_mid_epoch_batches_are_those_of_the_whole_epoch_across_chunks(monkeypatch):
+    from charlm import samplers
+
+    monkeypatch.setattr(samplers, "CHUNK_WINDOWS", 12)  # 3 batches of 4 per chunk
+    s = RandomSampler(DATA, seq_len=5, batch_size=4, seed=2)
+    whole = s.starts(1)
+    for start in (0, 2, 3, 7, len(s) - 1):
+        got = [X[0].numpy() for X, _ in s.batches(1, start)]
+        np.testing.assert_array_equal(np.stack(got), whole[start:])
+
+
+@pytest.mark.parametrize("random_offset", [False, True])
+def test_layout_2_is_the_order_older_runs_were_trained_with(random_offset):
+    """charlm's layout 2, as it was written: rng.permutation of all windows, up front."""
+    s = RandomSampler(DATA, 7, 4, seed=11, random_offset=random_offset, layout=2)
+    for epoch in range(3):
+        rng = np.random.default_rng([11, epoch])
+        offset = int(rng.integers(0, 7)) if random_offset else 0
+        order = rng.permutation(s._num_windows())[: len(s) * 4]
+        want = (offset + 7 * order).reshape(len(s), 4)
+        got = np.stack([X[0].numpy() for X, _ in s.batches(epoch)])
+        np.testing.assert_array_equal(got, want)
+        new = RandomSampler(DATA, 7, 4, seed=11, random_offset=random_offset)
+        assert new.layout == 3 and not np.array_equal(new.starts(epoch), want)
+    with pytest.raises(ValueError, match="layout 1"):
+        RandomSampler(DATA, 7, 4, layout=1)

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from charlm.cli import main
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.generate import generate, stream
 from charlm.model import CharLM, ModelConfig
 from charlm.sampling import Sampling
@@ -40,12 +40,16 @@ VOCAB = Vocab(sorted(set("abcdefgh \n")))
     ],
 )
 def test_bad_values_are_refused_with_the_flag(field: str, value: object, flag: str) -> None:
-    with pytest.raises(CharLMError, match=flag):
+    with pytest.raises(CharLMError, match=f"^{field} must"):
+        Sampling(**{field: value})
+    with command_line(), pytest.raises(CharLMError, match=flag):
         Sampling(**{field: value})
 
 
 def test_amp_and_int8_exclude_each_other_and_settings_are_frozen() -> None:
-    with pytest.raises(CharLMError, match="--amp and --int8"):
+    with pytest.raises(CharLMError, match=r"^amp and int8 are two"):
+        Sampling(amp=True, int8=True)
+    with command_line(), pytest.raises(CharLMError, match="--amp and --int8"):
         Sampling(amp=True, int8=True)
     s = Sampling()
     with pytest.raises(dataclasses.FrozenInstanceError):

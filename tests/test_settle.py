@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from charlm.budget import Costs, Plan, plan_steps
 from charlm.cli import main
 from charlm.config import DEFAULT_EPOCHS, TrainConfig
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.settle import AUTO_MANY_EPOCHS, MANY_EPOCHS, Facts, keep_resumed, settle
 from charlm.train import StopReason, Trainer, dry_run, train
 from tests.conftest import ROOT, tiny
@@ -89,7 +89,15 @@ def test_a_resumed_run_keeps_its_settings_and_its_plan() -> None:
     assert settled.plan == plan and not settled.needs_costs  # nothing measured again
     assert (settled.cfg.hidden_size, settled.cfg.seq_len, settled.cfg.dropout) == (448, 128, 0.25)
     assert (settled.cfg.lr, settled.cfg.epochs) == (1e-3, 5)  # given: not fixed on resume
-    with pytest.raises(CharLMError, match=r"cannot resume with --seq-len 32: .* --seq-len 128"):
+    with pytest.raises(
+        CharLMError,
+        match=r"cannot resume with seq_len=32: .* seq_len=128 \(.* another out=\.\.\.\)",
+    ):
+        keep_resumed(replace(asked, seq_len=32), ran)
+    with (
+        command_line(),
+        pytest.raises(CharLMError, match=r"cannot resume with --seq-len 32: .* --seq-len 128"),
+    ):
         keep_resumed(replace(asked, seq_len=32), ran)
 
 

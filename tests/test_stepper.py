@@ -20,7 +20,15 @@ from charlm.reference import ReferenceStepper
 from charlm.stepper import WIDE, Stepper
 
 V, STEPS = 30, 30
-MODELS = [(kind, n, e) for kind in CELLS for n in (1, 2, 3) for e in (0, 8)]
+AMP_BOUND = {"mingru": 3e-2, "minlstm": 3e-2}  # see test_low_precision_steps_stay_close...
+# 1-3 layers; the min cells' layers are all alike after the first (their residual blocks) and
+# cost more to step (four matmuls a layer), so 1-2 of them
+MODELS = [
+    (kind, n, e)
+    for kind in CELLS
+    for n in ((1, 2) if kind.startswith("min") else (1, 2, 3))
+    for e in (0, 8)
+]
 
 
 def make_model(kind: str, layers: int, embedding: int, dtype: torch.dtype) -> CharLM:
@@ -100,7 +108,7 @@ def test_one_stream_in_column_blocks_equals_reference(
     torch.set_num_threads(3)
     try:
         model = make_model(kind, layers, embedding, torch.float64)
-        assert Stepper(model, 1).layers[0].gemm.W.shape[0] == 3
+        assert Stepper(model, 1).stages[0].gemm.W.shape[0] == 3
         assert max_prob_error(model, 1) < 1e-13
     finally:
         torch.set_num_threads(before)
@@ -121,10 +129,18 @@ def test_low_precision_steps_stay_close_to_reference(
     about twice bfloat16's step. Measured over these models: <= 2.5e-3 (bfloat16) and
     <= 4e-3 (int8), so the bounds leave a margin of 4-5 for other seeds and thread counts.
     Sizes: sync=True measures one step, not two trajectories drifting apart over 30 steps.
+    A cell whose state is unbounded (the min cells) refuses int8 (`Cell.bounded_state`). The
+    min cells' test models spread their logits 4x as wide (std 2.3 against 0.6: the doubled
+    weights act again through the residual stream, the feed-forward block and the gains), and
+    a logit's rounding error grows with it: measured <= 1.3e-2, bound AMP_BOUND[kind].
     """
     model = make_model(kind, layers, embedding, torch.float32)
-    assert max_prob_error(model, n, sync=True, amp=True) < 1e-2
-    assert max_prob_error(model, n, sync=True, int8=True) < 2e-2
+    assert max_prob_error(model, n, sync=True, amp=True) < AMP_BOUND.get(kind, 1e-2)
+    if model.rnn.bounded_state:
+        assert max_prob_error(model, n, sync=True, int8=True) < 2e-2
+    else:
+        with pytest.raises(CharLMError, match=re.escape("does not declare |h| <= 1")):
+            max_prob_error(model, n, sync=True, int8=True)
 
 
 def test_low_precision_is_used_and_state_stays_in_model_precision() -> None:
@@ -202,8 +218,9 @@ def test_fast_reorder_equals_reference(kind: str, layers: int, embedding: int, n
     assert max_reorder_error(make_model(kind, layers, embedding, torch.float64), n) < 1e-13
     model = make_model(kind, layers, embedding, torch.float32)
     assert max_reorder_error(model, n) < 2e-6
-    assert max_reorder_error(model, n, sync=True, amp=True) < 1e-2
-    assert max_reorder_error(model, n, sync=True, int8=True) < 2e-2
+    assert max_reorder_error(model, n, sync=True, amp=True) < AMP_BOUND.get(kind, 1e-2)
+    if model.rnn.bounded_state:  # else int8 is refused (above)
+        assert max_reorder_error(model, n, sync=True, int8=True) < 2e-2
 
 
 def test_one_stream_reorder_is_the_identity() -> None:
@@ -230,5 +247,5 @@ def test_output_scale_is_folded_into_the_output_weights() -> None:
     model = model.float()
     G = model.rnn.gates * model.rnn.hidden_size
     for T in (0.7, 0.8, 1.3, 2.9):
-        W = Stepper(model, 3, scale=1 / T).layers[-1].gemm.W[:, G : G + V]
+        W = Stepper(model, 3, scale=1 / T).stages[-1].gemm.W[:, G : G + V]
         assert torch.equal(W, model.W_hq / T)

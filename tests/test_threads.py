@@ -37,7 +37,9 @@ def test_train_prints_and_records_the_thread_count(corpus: Path, tmp_path: Path)
         main, ["train", str(corpus), "--out", str(out), "--threads", "1", "--amp", "off", *SMALL]
     )
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0].endswith("| cpu float32 (--amp off), 1 thread, seed 1337")
+    corpus_line, settings = result.output.splitlines()[:2]  # what it reads, then how
+    assert corpus_line.startswith(f"corpus: {corpus}, ")
+    assert settings.endswith("| cpu float32 (--amp off), 1 thread, seed 1337")
     config = json.loads((out / "config.json").read_text())
     assert config["threads"] == 1 and config["torch_threads"] == 1
     assert torch.get_num_threads() == 1

@@ -248,7 +248,7 @@ def test_resume_at_its_limit_trains_nothing_and_writes_no_row(tiny_config, tmp_p
 def test_a_run_from_before_output_dropout_is_refused_on_resume(tiny_config, tmp_path):
     """Its --dropout acted between layers only: resumed now, the rest would train another
     model, so --resume says so (runs without dropout resume as before)."""
-    from charlm.errors import CharLMError
+    from charlm.errors import CharLMError, command_line
 
     cfg = tiny(tiny_config, epochs=1, num_layers=2, dropout=0.2)
     train(cfg, progress_bar=False)
@@ -256,7 +256,12 @@ def test_a_run_from_before_output_dropout_is_refused_on_resume(tiny_config, tmp_
     old = torch.load(path, weights_only=True)
     del old["output_dropout"]
     torch.save(old, path)
-    with pytest.raises(CharLMError, match="--dropout between layers only"):
+    with pytest.raises(
+        CharLMError,
+        match=r"with dropout between layers only.* overwrite=True or another out=\.\.\.",
+    ):
+        train(tiny(cfg, epochs=2), resume=True, progress_bar=False)
+    with command_line(), pytest.raises(CharLMError, match="--dropout between layers only"):
         train(tiny(cfg, epochs=2), resume=True, progress_bar=False)
     old["config"]["dropout"] = 0.0
     torch.save(old, path)
