@@ -6,12 +6,13 @@ Run from the repository root, so that it measures this checkout's charlm:
     python -m benchmarks.bench --quick         # small sizes, well under a minute (CI)
     python -m benchmarks.bench --json out.json --corpus tinyshakespeare.txt
     python -m benchmarks.bench --learning      # validation loss of --time-budget 30, 60, 180
+    python -m benchmarks.bench --load          # budgets of 120 and 600 s, slowed half-way
     python -m benchmarks.bench --learning --models lstm,mingru:2,minlstm:2   # cells side by side
     python -m benchmarks.bench --only parallel,amp   # min cells vs the LSTM: training chars/s
     python -m benchmarks.bench --dynamic runs/charlm   # bits/char with and without --dynamic
 
 How a row is measured: harness.py. The reference loops: references.py. The rows: rows.py. The
-learning curve and dynamic evaluation: learning.py.
+learning curve and dynamic evaluation: learning.py. Budgets under load: load.py.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from benchmarks.harness import (
     table,
 )
 from benchmarks.learning import dynamic_gain, learning
+from benchmarks.load import under_load
 from benchmarks.rows import (
     corpus_rows,
     cuda_rows,
@@ -74,7 +76,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     ap.add_argument("--sizes", default="", help="corpus rows in MB (default 10,100,1000; quick 10)")
     ap.add_argument("--learning", action="store_true", help="run the learning curve instead")
-    ap.add_argument("--budgets", default="30,60,180", help="--learning: seconds, comma-separated")
+    ap.add_argument(
+        "--load", action="store_true", help="budgets slowed half-way by competing processes"
+    )
+    ap.add_argument(
+        "--budgets",
+        default="",
+        help="--learning, --load: seconds, comma-separated (default 30,60,180; --load: 120,600, "
+        "with --quick 20)",
+    )
+    ap.add_argument("--competitors", type=int, default=1, help="--load: CPU-bound processes")
     ap.add_argument("--amp", default="auto", choices=("auto", "on", "off"), help="--learning")
     ap.add_argument(
         "--models",
@@ -90,6 +101,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if problem:
         ap.error(problem)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    load = "20" if args.quick else "120,600"
+    args.budgets = args.budgets or (load if args.load else "30,60,180")
     return args
 
 
@@ -99,6 +112,10 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"no corpus at {args.corpus}"
     if args.rounds < 0:
         return f"--rounds must be >= 1 (0: the default), got {args.rounds}"
+    if args.load and (args.learning or args.dynamic):
+        return "--load runs alone: not with --learning or --dynamic"
+    if args.competitors < 1:
+        return f"--competitors must be >= 1, got {args.competitors}"
     unknown = set(filter(None, args.only.split(","))) - set(JOBS)
     if unknown:
         return f"--only: unknown {', '.join(sorted(unknown))} (choose from {', '.join(JOBS)})"
@@ -166,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corpus: {args.corpus}", flush=True)
         if args.learning:
             result = {"machine": info, "learning": learning(args, work)}
+        elif args.load:
+            result = {"machine": info, "load": under_load(args, work)}
         elif args.dynamic:
             result = {"machine": info, "dynamic": dynamic_gain(args)}
         else:

@@ -178,6 +178,12 @@ def _training_flags() -> tuple[str, ...]:
     help="print every setting as the run would settle it (a --time-budget's measured costs "
     "and plan too), and write nothing",
 )
+@click.option(
+    "--replay",
+    "replay_run",
+    help="train the run in this folder again, step for step: its settings and its plan with "
+    "the plan's revisions, without a budget (into --out, else FOLDER-replay)",
+)
 @click.pass_context
 @_user_errors
 def train(
@@ -188,6 +194,7 @@ def train(
     quiet: bool,
     config_file: str | None,
     dry: bool,
+    replay_run: str | None,
     **settings: Any,
 ) -> None:
     """Train a model on CORPUS: UTF-8 text files, folders, globs or a corpus name (none: the
@@ -208,26 +215,22 @@ def train(
       charlm train corpus.txt --resume               # continue an interrupted run
       charlm train --config run.toml --epochs 2      # settings from a file, flags win
       charlm train corpus.txt --time-budget 600 --dry-run   # what it would train
+      charlm train --replay runs/charlm              # a budget's run again, step for step
     """
     from charlm import distributed
-    from charlm.config import TrainConfig, read_settings
-    from charlm.train import dry_run, resume_config
+    from charlm.train import dry_run
     from charlm.train import train as run_training
 
-    typed = click.core.ParameterSource.COMMANDLINE
-    given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == typed}
-    if corpus:
-        given["corpus"] = corpus[0] if len(corpus) == 1 else corpus
-    # precedence: defaults < the config file < flags on the command line
-    given = {**(read_settings(config_file) if config_file else {}), **given}
-    out = given.get("out", settings["out"])
-    cfg = resume_config(out, given) if resume else TrainConfig(**{**settings, **given})
+    given = _given(ctx, corpus, config_file, settings)
+    cfg, plan = _run_config(settings, given, resume, replay_run)
     if dry:
-        for line in dry_run(cfg, resume=resume, overwrite=overwrite, quiet=quiet):
+        for line in dry_run(cfg, resume=resume, overwrite=overwrite, quiet=quiet, replay=plan):
             click.echo(line)  # under torchrun, rank 0 reports for all
         return
     forgive_output()  # training only reports progress: a lost terminal or pipe must not end it
-    result = run_training(cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite)
+    result = run_training(
+        cfg, resume=resume, progress_bar=not quiet, overwrite=overwrite, replay=plan
+    )
     if not distributed.detect().is_main:
         sys.exit(result.exit_code)  # under torchrun, rank 0 reports for all
     _say_end(cfg, result, quiet)
@@ -280,6 +283,35 @@ def _scored_inputs(cfg: TrainConfig) -> str:
         else:
             args += [a for v in ([value] if isinstance(value, str) else value) for a in (flag, v)]
     return " ".join(map(shlex.quote, args))
+
+
+def _given(
+    ctx: click.Context, corpus: tuple[str, ...], config_file: str | None, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """The settings a `charlm train` was given: in its --config file, then its flags."""
+    from charlm.config import read_settings
+
+    typed = click.core.ParameterSource.COMMANDLINE
+    given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == typed}
+    if corpus:
+        given["corpus"] = corpus[0] if len(corpus) == 1 else corpus
+    # precedence: defaults < the config file < flags on the command line
+    return {**(read_settings(config_file) if config_file else {}), **given}
+
+
+def _run_config(
+    settings: dict[str, Any], given: dict[str, Any], resume: bool, replay: str | None
+) -> tuple[Any, Any]:
+    """The TrainConfig a `charlm train` runs, and the plan it replays (--replay), if any."""
+    from charlm.config import TrainConfig
+    from charlm.train import replay_config, resume_config
+
+    if replay is not None and resume:
+        raise CharLMError("--replay starts a new run and --resume continues one: give one")
+    if replay is not None:
+        return replay_config(replay, given)
+    out = given.get("out", settings["out"])
+    return resume_config(out, given) if resume else TrainConfig(**{**settings, **given}), None
 
 
 _checkpoint_option = click.option(
@@ -707,19 +739,29 @@ def corpora_command() -> None:
     "-o", "--out", default="curves.png", show_default=True, help="image file (.png, .svg, .pdf)"
 )
 @click.option("--dpi", default=120, show_default=True, help="resolution of raster images")
+@click.option(
+    "--x-axis",
+    "axes",
+    multiple=True,
+    type=click.Choice(["epoch", "step", "time"]),
+    help="x axis of a column of panels: fractional epochs, steps or wall time (repeatable; "
+    "default: epoch and time)",
+)
 @_user_errors
-def plot(runs: tuple[str, ...], out: str, dpi: int) -> None:
-    """Plot perplexity and BPC against epoch and wall time for one or more RUNS.
+def plot(runs: tuple[str, ...], out: str, dpi: int, axes: tuple[str, ...]) -> None:
+    """Plot perplexity and BPC of one or more RUNS: training (dashed), validation at epoch
+    ends (solid) and the evaluations between them (points).
 
     \b
-    Example:
+    Examples:
       charlm plot runs/lstm runs/rnn -o curves.png   # needs matplotlib: pip install matplotlib
+      charlm plot runs/charlm --x-axis step          # against steps only
     """
-    from charlm.plot import plot_runs
+    from charlm.plot import DEFAULT_AXES, plot_runs
     from charlm.storage import check_target
 
     check_target(out, role="-o")  # before any run is read or drawn
-    click.echo(f"wrote {plot_runs(runs, out, dpi)}")
+    click.echo(f"wrote {plot_runs(runs, out, dpi, axes or DEFAULT_AXES)}")
 
 
 @main.command(short_help="Show a run's model, corpus, progress and best score.")

@@ -124,16 +124,36 @@ class TrainConfig:
     time_budget: float = _opt(
         0.0,
         "seconds for the whole run, validation included: the steps that fit are measured and "
-        "planned once at the start, and the LR schedule spans them (0: no limit)",
+        "planned at the start, revised as the run goes, and the LR schedule spans them "
+        "(0: no limit)",
+    )
+    revise_every: float = _opt(
+        3.0,
+        "a --time-budget's plan is fitted again to the recent step rate every N seconds of "
+        "steps (0: planned once, at the start)",
     )
     # bookkeeping
     seed: int = _opt(1337, "random seed: same seed, same data, same result")
     device: str = _opt("auto", DEVICE_HELP)
     threads: int = _opt(0, "CPU threads for torch (0: auto, one per core; see README)")
-    sample_every: int = _opt(1, "print a sample every N epochs (0: never)")
+    eval_every: int = _opt(
+        250,
+        "validate on the first --eval-chars characters of the validation text every N steps "
+        "(0: only the full validation, at epoch ends)",
+    )
+    eval_chars: int = _opt(8192, "characters of the validation text each --eval-every scores")
+    sample_every: int = _opt(1, "print a sample every N epochs (0: no samples at all)")
+    sample_steps: int = _opt(
+        500, "also print a sample every N steps into an epoch (0: at epoch ends only)"
+    )
     sample_length: int = _opt(200, "characters per training sample")
     save_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)")
-    log_every: int = _opt(20, "steps between progress-bar updates and NaN checks")
+    log_every: int = _opt(
+        20, "steps between training rows in metrics.jsonl, progress-bar updates and NaN checks"
+    )
+    tensorboard: str = _opt(
+        "", "also log to TensorBoard in this folder (pip install tensorboard; '': no)"
+    )
     amp: str = _opt(
         "auto",
         "bfloat16 autocast; auto: on where the hardware computes bfloat16 (CUDA GPUs that "
@@ -166,10 +186,11 @@ MODEL_FIELDS = (
 # inputs (inputs.Reading), and both commands take the same flags for them
 READING = ("encoding", "errors", "include", "exclude", "hidden", "separator")
 
-POSITIVE = ("num_layers", "batch_size", "sample_length", "log_every", "lr_step_size")
+POSITIVE = ("num_layers", "batch_size", "sample_length", "log_every", "lr_step_size",
+            "eval_chars")  # fmt: skip
 NON_NEGATIVE = ("epochs", "hidden_size", "embedding_dim", "max_steps", "time_budget",
                 "sample_every", "save_every", "warmup_steps", "clip", "weight_decay", "seq_len",
-                "lr")  # fmt: skip
+                "lr", "eval_every", "sample_steps", "revise_every")  # fmt: skip
 # sizes torch can index, and a depth that can be built in seconds; any float beyond FLOAT_MAX
 # overflows once it meets float32 (an lr of 1e308 is a torch traceback, not a setting)
 SIZE_MAX, LAYERS_MAX, FLOAT_MAX = 2**31 - 1, 1024, 1e30

@@ -1,7 +1,9 @@
 """What a run is: its model, size, data, progress and settings, read from its checkpoint.
 
 `charlm info RUN` prints this for a person, or (--json) for a script. A run folder is read
-from its latest checkpoint, so the progress shown is where training stands now.
+from its latest checkpoint, so the progress shown is where training stands now; its
+metrics.jsonl adds how many rows of each kind it holds and the latest validation (a line that
+is not a row is left out: the checkpoint is what `info` reports).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from charlm import checkpoint
+from charlm.budget import Plan
 from charlm.checkpoint import load_model
 from charlm.config import read_run_config, saved_config
+from charlm.errors import CharLMError
 from charlm.meter import Progress
 from charlm.metrics import bits, perplexity
-from charlm.run import CONFIG
+from charlm.run import CONFIG, KINDS, METRICS, read_rows
 from charlm.storage import ANY, look, shown
 
 
@@ -54,8 +58,36 @@ def run_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "elapsed_s": progress["elapsed_s"],
         "best_val_ppl": perplexity(best) if math.isfinite(best) else None,
         "best_val_bpc": bits(best) if math.isfinite(best) else None,
+        "plan": _plan(ckpt.get("plan"), f"{shown(file)}: plan"),
+        "metrics": _metrics(folder),
         "settings": settings,
     }
+
+
+def _plan(record: Any, source: str) -> dict[str, Any] | None:
+    """A budget's plan as the checkpoint holds it (None: none), checked as budget.PLAN."""
+    if record is None:
+        return None
+    plan = Plan.from_record(record, source)
+    return {"steps": plan.total, "set_by": plan.set_by, "revisions": len(plan.revisions)}
+
+
+def _metrics(folder: Path) -> dict[str, Any]:
+    """The rows of each kind in the folder's metrics.jsonl and its latest validation (a line
+    that is not a row is left out)."""
+    try:
+        rows = read_rows(folder / METRICS, strict=False)
+    except CharLMError:  # unreadable: the checkpoint says the rest
+        rows = []
+    validated = [r for r in rows if r["kind"] != "train" and r["val_loss"] is not None]
+    last = validated[-1] if validated else None
+    return {
+        "rows": {kind: sum(r["kind"] == kind for r in rows) for kind in KINDS},
+        "last_val": last and {
+            "kind": last["kind"], "step": last["step"],
+            "val_ppl": perplexity(last["val_loss"]), "val_bpc": bits(last["val_loss"]),
+        },
+    }  # fmt: skip
 
 
 def _duration(seconds: float) -> str:
@@ -94,8 +126,23 @@ def format_info(info: dict[str, Any]) -> str:
             f"{info['steps']:,} steps, {_duration(info['elapsed_s'])}",
         ),
         ("best val", best),
+        ("metrics", _metrics_line(info["metrics"])),
     ]
+    if info["plan"]:
+        plan = info["plan"]
+        revised = f", revised {plan['revisions']} times" if plan["revisions"] else ""
+        lines.append(("plan", f"{plan['steps']:,} steps (set by {plan['set_by']}){revised}"))
     width = max(len(k) for k in s) + 2
     out = [f"{k:<14} {v}" for k, v in lines] + ["settings"]
     out += [f"  {k:<{width}} {v}" for k, v in s.items()]
     return "\n".join(out)
+
+
+def _metrics_line(metrics: dict[str, Any]) -> str:
+    n = metrics["rows"]
+    line = f"{n['epoch']} epoch rows, {n['eval']} evaluations, {n['train']} training rows"
+    last = metrics["last_val"]
+    if last:
+        where = "evaluation" if last["kind"] == "eval" else "full validation"
+        line += f"; last validation at step {last['step']:,} ({where}): ppl {last['val_ppl']:.4f}"
+    return line

@@ -21,6 +21,7 @@ from charlm.errors import flag
 from charlm.model import CharLM, ModelConfig, State, detach_state
 from charlm.optim import (
     OptimSettings,
+    Revisions,
     make_optimizer,
     make_scheduler,
     reschedule,
@@ -81,8 +82,9 @@ class Learner:
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
-    def reschedule(self, total_steps: int) -> None:
-        reschedule(self.opt, self.scheduler, total_steps)
+    def reschedule(self, total_steps: int, revisions: Revisions = ()) -> None:
+        """The schedule over `total_steps` (a budget's plan, and its `revisions`)."""
+        reschedule(self.opt, self.scheduler, total_steps, revisions)
 
     def to_device(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch on the device; to a CUDA GPU through pinned memory, without waiting for it."""

@@ -1,9 +1,20 @@
 """Where a run stands, and its loss bookkeeping.
 
 `Progress` is saved in every checkpoint, so --resume continues exactly. `LossMeter` keeps the
-epoch's loss and gradient-norm sums on the device, so a training step never waits for the
-host; they are read (and checked for NaN) every --log-every steps, and folded into Progress
-(as global means over all ranks) whenever a checkpoint is written and at the end of an epoch.
+loss and gradient-norm sums on the device, so a training step never waits for the host; they
+are folded into Progress (as global means over all ranks, and checked for NaN) every
+--log-every steps, whenever a checkpoint is written and at the end of an epoch.
+
+A run's rows in metrics.jsonl (run.py reads them back):
+
+    kind "train"  every --log-every steps: the mean loss and gradient norm since the last one
+    kind "eval"   every --eval-every steps: the loss on the first --eval-chars characters of
+                  the validation text
+    kind "epoch"  at every epoch end, and where a run stops mid-epoch (`partial`): the epoch's
+                  mean training loss and the loss on the whole validation text
+
+Every row has its step, `epoch` (the epoch it falls in, from 1), `epochs` (passes over the
+training text done, a fraction), `elapsed_s` and the learning rate `lr`.
 """
 
 from __future__ import annotations
@@ -35,8 +46,13 @@ class Progress:
     epoch_grad_norm: float = 0.0
     epoch_batches: int = 0
     epoch_time_s: float = 0.0
-    # the steps the LR schedule spans, fixed once when a --time-budget run starts (0: none yet)
+    # the steps the LR schedule spans: a --time-budget's plan, and its revisions (0: none yet)
     planned_steps: int = 0
+    # sums over the steps since the last training row (kind "train" in metrics.jsonl)
+    window_loss: float = 0.0
+    window_grad_norm: float = 0.0
+    window_batches: int = 0
+    window_time_s: float = 0.0
 
     @classmethod
     def from_record(cls, record: object, source: str) -> Progress:
@@ -54,8 +70,14 @@ class Progress:
             self.step + 1,
             self.epoch_batches + 1,
         )
+        self.window_batches += 1
         self.epoch_time_s += seconds
+        self.window_time_s += seconds
         self.elapsed_s += seconds
+
+    def epochs(self, steps_per_epoch: int) -> float:
+        """Passes over the training text done: 2.5 is half-way through the third."""
+        return self.epoch + self.batch / max(1, steps_per_epoch)
 
     def chars_per_s(self, chars_per_batch: int) -> float:
         """Training speed over the epoch so far."""
@@ -132,29 +154,77 @@ class LossMeter:
             return
         distributed.average_(self.loss, self.grad_norm)
         self.check()
-        self.p.epoch_loss += float(self.loss)
-        self.p.epoch_grad_norm += float(self.grad_norm)
+        loss, grad_norm = float(self.loss), float(self.grad_norm)
+        self.p.epoch_loss += loss
+        self.p.epoch_grad_norm += grad_norm
+        self.p.window_loss += loss
+        self.p.window_grad_norm += grad_norm
         self.loss.zero_()
         self.grad_norm.zero_()
         self.batches = 0
 
 
+def _at(p: Progress, kind: str, steps_per_epoch: int, lr: float) -> dict[str, Any]:
+    """What every row begins with: its kind and where the run stands."""
+    return {
+        "kind": kind,
+        "epoch": p.epoch + 1,
+        "epochs": p.epochs(steps_per_epoch),
+        "step": p.step,
+        "elapsed_s": p.elapsed_s,
+        "lr": lr,
+    }
+
+
 def epoch_row(
-    p: Progress, val_loss: float | None, lr: float, chars_per_batch: int, partial: bool
+    p: Progress,
+    val_loss: float | None,
+    lr: float,
+    chars_per_batch: int,
+    partial: bool,
+    steps_per_epoch: int,
 ) -> dict[str, Any]:
     """The metrics.jsonl row of the epoch that `p` has just finished (or stopped in)."""
     train_loss = p.epoch_loss / max(1, p.epoch_batches)
     return {
-        "epoch": p.epoch + 1,
-        "step": p.step,
+        **_at(p, "epoch", steps_per_epoch, lr),
         "train_loss": train_loss,
         "train_ppl": perplexity(train_loss),
         "val_loss": val_loss,
         "val_ppl": None if val_loss is None else perplexity(val_loss),
         "val_bpc": None if val_loss is None else bits(val_loss),
-        "lr": lr,
         "grad_norm": p.epoch_grad_norm / max(1, p.epoch_batches),
         "chars_per_sec": p.chars_per_s(chars_per_batch),
-        "elapsed_s": p.elapsed_s,
         "partial": partial,
+    }
+
+
+def train_row(p: Progress, lr: float, chars_per_batch: int, steps_per_epoch: int) -> dict[str, Any]:
+    """The row of the steps since the last one (the meter folded into `p` first); the window
+    starts afresh."""
+    n = max(1, p.window_batches)
+    loss = p.window_loss / n
+    row = {
+        **_at(p, "train", steps_per_epoch, lr),
+        "train_loss": loss,
+        "train_ppl": perplexity(loss),
+        "train_bpc": bits(loss),
+        "grad_norm": p.window_grad_norm / n,
+        "chars_per_sec": p.window_batches * chars_per_batch / max(p.window_time_s, 1e-9),
+    }
+    p.window_loss = p.window_grad_norm = p.window_time_s = 0.0
+    p.window_batches = 0
+    return row
+
+
+def eval_row(
+    p: Progress, val_loss: float, lr: float, chars: int, steps_per_epoch: int
+) -> dict[str, Any]:
+    """The row of an evaluation on the first `chars` characters of the validation text."""
+    return {
+        **_at(p, "eval", steps_per_epoch, lr),
+        "val_loss": val_loss,
+        "val_ppl": perplexity(val_loss),
+        "val_bpc": bits(val_loss),
+        "chars": chars,
     }

@@ -5,6 +5,14 @@ The schedule is a multiplier of --lr at each step (LambdaLR): a linear warm-up o
 by --lr-gamma every --lr-step-size steps. The planned steps are --epochs or --max-steps, or
 what fits in --time-budget (budget.py), whichever is fewest; a resumed run may change --lr, and
 the schedule goes on from the step it is at.
+
+A time budget's plan is revised as the run goes (budget.py): a revision (s, N) at step s
+spreads what was left of the cosine at s over the steps up to N, so the rate goes on from its
+value at s without a jump and still reaches lr/20 at the last planned step:
+
+    progress(t) = p_s + (1 - p_s) * (t - s) / (N - s)        for t >= s, p_s = progress(s)
+
+The constant and step schedules do not depend on the plan's length.
 """
 
 from __future__ import annotations
@@ -46,21 +54,44 @@ def make_optimizer(opt: OptimSettings, model: torch.nn.Module) -> torch.optim.Op
     return cls(params, lr=opt.lr, weight_decay=opt.weight_decay, fused=fused or None)
 
 
-def lr_factor(opt: OptimSettings, total_steps: int) -> Callable[[int], float]:
+# a revision of the plan: (at step, the new total of steps)
+Revisions = Sequence[tuple[int, int]]
+
+
+def lr_factor(
+    opt: OptimSettings, total_steps: int, revisions: Revisions = ()
+) -> Callable[[int], float]:
     """The schedule as a multiplier of --lr at a given step (for LambdaLR)."""
 
     def factor(step: int) -> float:
         if step < opt.warmup_steps:
             return (step + 1) / opt.warmup_steps
         if opt.schedule == "cosine":
-            span = max(1, total_steps - opt.warmup_steps)
-            progress = min(1.0, (step - opt.warmup_steps) / span)
+            progress = cosine_progress(step, opt.warmup_steps, total_steps, revisions)
             return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))  # down to lr/20
         if opt.schedule == "step":
             return opt.gamma ** ((step - opt.warmup_steps) // opt.step_size)
         return 1.0
 
     return factor
+
+
+def cosine_progress(step: int, start: int, total: int, revisions: Revisions = ()) -> float:
+    """How far along the cosine `step` is (0 to 1): from `start` (the warm-up's end) to
+    `total`, each revision (s, N) spreading what was left at s over the steps up to N."""
+    begin, done, end = start, 0.0, total
+    for at, steps in revisions:
+        at = max(at, start)
+        if step < at:
+            break
+        begin, done, end = at, _along(at, begin, done, end), steps
+    return _along(step, begin, done, end)
+
+
+def _along(step: int, begin: int, done: float, end: int) -> float:
+    if step >= end:
+        return 1.0
+    return min(1.0, done + (1 - done) * (step - begin) / max(1, end - begin))
 
 
 def make_scheduler(
@@ -70,11 +101,15 @@ def make_scheduler(
 
 
 def reschedule(
-    opt: OptimSettings, scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int
+    opt: OptimSettings,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    total_steps: int,
+    revisions: Revisions = (),
 ) -> None:
-    """Point the schedule at `total_steps` and --lr, from the step the run is at."""
+    """Point the schedule at `total_steps` (and the plan's `revisions`) and --lr, from the step
+    the run is at."""
     groups = scheduler.optimizer.param_groups
-    scheduler.lr_lambdas = [lr_factor(opt, total_steps)] * len(groups)
+    scheduler.lr_lambdas = [lr_factor(opt, total_steps, revisions)] * len(groups)
     scheduler.base_lrs = [opt.lr] * len(groups)
     factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
     for group in groups:

@@ -1,12 +1,19 @@
 """Learning curves: perplexity and bits per character of one or more runs, from metrics.jsonl.
 
-One figure, four panels, every run in its own colour (training dashed, validation solid):
+One figure, a column per x axis (fractional epochs, steps or wall time; by default epochs and
+wall time), every run in its own colour:
 
-    perplexity vs epoch  | perplexity vs wall time
-    BPC vs epoch         | BPC vs wall time
+    perplexity vs epochs   | perplexity vs wall time
+    BPC vs epochs          | BPC vs wall time
 
-matplotlib is an optional extra (from a clone: `pip install -e ".[plot]"`), imported only when
-plotting.
+    dashed   training: the training rows (every --log-every steps), else the epochs' means
+    solid    validation: the whole validation text, at epoch ends (a partial epoch at its
+             fraction)
+    points   evaluations: the first --eval-chars characters of the validation text, every
+             --eval-every steps, between the epoch ends
+
+Old run folders (epoch rows only) draw as before. matplotlib is an optional extra (from a
+clone: `pip install -e ".[plot]"`), imported only when plotting.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ def read_metrics(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(run)
     rows = read_rows(path / METRICS if path.is_dir() or not path.exists() else path)
     if not rows:
-        raise CharLMError(f"{path} has no rows yet (train at least one epoch first)")
+        raise CharLMError(f"{path} has no rows yet (train at least --log-every steps first)")
     return rows
 
 
@@ -65,50 +72,48 @@ def _import_pyplot() -> Any:
     return plt
 
 
+# what each x axis draws: the field of a row, and its label
+AXES = {"epoch": ("epochs", "epochs"), "step": ("step", "step"), "time": ("elapsed_s", "")}
+DEFAULT_AXES = ("epoch", "time")
+
+
 def plot_runs(
-    runs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], dpi: int = 120
+    runs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    dpi: int = 120,
+    axes: Sequence[str] = DEFAULT_AXES,
 ) -> Path:
-    """Draw the learning curves of `runs` into the image file `out` (format from its suffix)."""
+    """Draw the learning curves of `runs` into the image file `out` (format from its suffix),
+    a column for each of `axes` (AXES: epoch, step, time)."""
     if not runs:
         raise CharLMError("name at least one run folder to plot")
-    check_figure(12, 8, dpi)  # the figure's size in inches, below: its pixels fit in memory
+    unknown = [a for a in axes if a not in AXES]
+    if unknown or not axes:
+        raise CharLMError(f"--x-axis must be one of {', '.join(AXES)}, got {unknown or 'none'}")
+    check_figure(6 * len(axes), 8, dpi)  # the figure's size in inches, below: its pixels fit
     data = [read_metrics(r) for r in runs]
     plt = _import_pyplot()
-    data = [[r for r in rows if _shown(r["epoch"]) == r["epoch"]] for rows in data]
-    scale, unit = _time_axis(
-        max((_shown(r["elapsed_s"]) for rows in data for r in rows), default=0)
-    )
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex="col", constrained_layout=True)
+    seconds = max((r["elapsed_s"] for rows in data for r in rows), default=0)
+    scale, unit = _time_axis(seconds)
+    fig, grid = plt.subplots(
+        2, len(axes), figsize=(6 * len(axes), 8), sharex="col", squeeze=False,
+        constrained_layout=True,
+    )  # fmt: skip
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, rows) in enumerate(zip(run_labels(runs), data, strict=True)):
-        colour = colours[i % len(colours)]
-        x_by_col = ([r["epoch"] for r in rows], [_shown(r["elapsed_s"]) / scale for r in rows])
-        train_nll = [r["train_loss"] for r in rows]
-        val = [(j, r["val_loss"]) for j, r in enumerate(rows) if r.get("val_loss") is not None]
-        for col, xs in enumerate(x_by_col):
-            for row, to_y in enumerate((perplexity, bits)):
-                ax = axes[row][col]
-                style = {"color": colour, "marker": "o", "markersize": 3}
-                ys = [_shown(to_y(v)) for v in train_nll]
-                ax.plot(xs, ys, "--", label=f"{label} train", **style)
-                if val:
-                    ax.plot(
-                        [xs[j] for j, _ in val],
-                        [_shown(to_y(v)) for _, v in val],
-                        "-",
-                        label=f"{label} val",
-                        **style,
-                    )
-    for col, xlabel in enumerate(("epoch", f"wall time ({unit})")):
-        axes[1][col].set_xlabel(xlabel)
+        for col, axis in enumerate(axes):
+            x = (AXES[axis][0], scale if axis == "time" else 1.0)
+            _draw_run(grid[:, col], rows, x, label, colours[i % len(colours)])
+    for col, axis in enumerate(axes):
+        grid[1][col].set_xlabel(f"wall time ({unit})" if axis == "time" else AXES[axis][1])
         for row, ylabel in enumerate(("perplexity", "bits per character")):
-            axes[row][col].set_ylabel(ylabel)
-            axes[row][col].grid(True, alpha=0.3)
-    from matplotlib.ticker import MaxNLocator
-
-    axes[1][0].xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
-    axes[0][0].legend(fontsize="small")
-    fig.suptitle("charlm learning curves (dashed: training, solid: validation)")
+            grid[row][col].set_ylabel(ylabel)
+            grid[row][col].grid(True, alpha=0.3)
+    grid[0][0].legend(fontsize="small")
+    fig.suptitle(
+        "charlm learning curves (dashed: training, solid: validation, points: evaluations on "
+        "part of the validation text)"
+    )
     kind = Path(out).suffix[1:].lower() or None  # the format, from the file name
     try:  # through the one writer: a failed plot never leaves a torn image behind
         atomic_write(out, lambda f: fig.savefig(f, dpi=dpi, format=kind), durable=False)
@@ -117,6 +122,31 @@ def plot_runs(
     finally:
         plt.close(fig)
     return Path(out)
+
+
+def _draw_run(
+    column: Any, rows: list[dict[str, Any]], x: tuple[str, float], label: str, colour: str
+) -> None:
+    """One run's curves in a column of panels (perplexity above, bits below), against the
+    rows' field `x[0]` divided by `x[1]`."""
+    field_x, scale = x
+    kinds = {k: [r for r in rows if r["kind"] == k] for k in ("train", "eval", "epoch")}
+    epochs = kinds["epoch"]
+    trained = kinds["train"] or epochs  # the training rows, else the epochs' means
+    validated = [r for r in epochs if r["val_loss"] is not None]
+    curves = [
+        (trained, "train_loss", "--", "" if kinds["train"] else "o", "train"),
+        (validated, "val_loss", "-", "o", "val"),
+        (kinds["eval"], "val_loss", "none", "x", "eval"),
+    ]
+    for ax, to_y in zip(column, (perplexity, bits), strict=True):
+        for points, field, line, marker, what in curves:
+            if not points:
+                continue
+            xs = [_shown(r[field_x] / scale) for r in points]
+            ys = [_shown(to_y(r[field])) if r[field] is not None else math.nan for r in points]
+            ax.plot(xs, ys, color=colour, linestyle=line, marker=marker, markersize=3,
+                    label=f"{label} {what}")  # fmt: skip
 
 
 def _shown(value: float) -> float:

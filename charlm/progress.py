@@ -95,3 +95,11 @@ def epoch_summary(row: dict[str, Any]) -> str:
         f"train ppl {row['train_ppl']:.3f}{val}, {row['chars_per_sec']:,.0f} chars/s, "
         f"{row['elapsed_s']:.0f} s"
     )
+
+
+def eval_summary(row: dict[str, Any]) -> str:
+    """One line per evaluation (on a fixed part of the validation text) for the terminal."""
+    return (
+        f"step {row['step']}: {row['epochs']:.2f} epochs, val ppl {row['val_ppl']:.3f}, val bpc "
+        f"{row['val_bpc']:.3f} (its first {row['chars']:,} characters), {row['elapsed_s']:.0f} s"
+    )

@@ -4,8 +4,9 @@
         checkpoint.pt   the latest state; --resume continues from it (see checkpoint.py)
         best.pt         the state at the best validation score so far
         config.json     every effective setting, the corpus, a --time-budget run's plan
-        metrics.jsonl   one JSON row per epoch (and one for a run stopped mid-epoch)
-        samples.txt     a sample after every --sample-every epochs
+        metrics.jsonl   one JSON row per line: training (every --log-every steps), evaluation
+                        (every --eval-every steps) and epoch rows (meter.py), read by `read_rows`
+        samples.txt     a sample after every --sample-every epochs and --sample-steps steps
         .lock           held by the one process that trains in the folder
 
 A fresh run refuses a folder that holds a run unless told to overwrite it, then removes every
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,8 +92,10 @@ class RunFolder:
                 self._remove(name)
             write_text(self.file(METRICS), "")
             return
-        kept = [row for row in self.rows(strict=False) if row.get("step", 0) <= step]
-        write_text(self.file(METRICS), "".join(json.dumps(r) + "\n" for r in kept))
+        kept = [
+            line for line, row, bad in _parsed(self.file(METRICS)) if _kept(line, row, bad, step)
+        ]
+        write_text(self.file(METRICS), "".join(line + "\n" for line in kept))
 
     def _remove(self, name: str) -> None:
         """Remove one of the run's files (an older run's), a failure as one line."""
@@ -158,8 +162,9 @@ class RunFolder:
     def append_row(self, row: dict[str, Any]) -> None:
         self._append(METRICS, json.dumps(row) + "\n")
 
-    def append_sample(self, epoch: int, text: str) -> None:
-        self._append(SAMPLES, f"=== epoch {epoch}\n{text.strip()}\n\n")
+    def append_sample(self, heading: str, text: str) -> None:
+        """A sample under its heading (`epoch 3`, `step 500 (epoch 2.04)`)."""
+        self._append(SAMPLES, f"=== {heading}\n{text.strip()}\n\n")
 
     def _append(self, name: str, text: str) -> None:
         """One write of a whole entry: a reader never sees half a line."""
@@ -177,24 +182,130 @@ class RunFolder:
         return read_rows(self.file(METRICS), strict)
 
 
-def read_rows(path: Path, strict: bool = True) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl; `strict`: a line that is not a row is an error, else it is
-    skipped (a torn last line after a crash: the checkpoint decides what stays)."""
+# What each kind of metrics row holds (meter.py writes them): every field's kind of value and
+# whether the row must have it. A row without a `kind` is an epoch row (charlm before the
+# other kinds); a row of a kind this charlm does not know is left out.
+#   "count"     an int in [0, 2**63)
+#   "position"  a finite number >= 0 (where a row is drawn: its step, epoch, seconds)
+#   "value"     a number >= 0, or null; one that is not finite, or beyond 1e30, reads as None
+#   "flag"      true or false
+_WHERE = {"step": ("count", True), "epoch": ("count", True), "elapsed_s": ("position", True)}
+_LOSS = {"val_loss": ("value", False), "val_ppl": ("value", False), "val_bpc": ("value", False)}
+SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
+    "epoch": {
+        **_WHERE, "epochs": ("position", False), "lr": ("value", False),
+        "train_loss": ("value", True), "train_ppl": ("value", False), **_LOSS,
+        "grad_norm": ("value", False), "chars_per_sec": ("value", False),
+        "partial": ("flag", False),
+    },
+    "train": {
+        **_WHERE, "epochs": ("position", True), "lr": ("value", True),
+        "train_loss": ("value", True), "train_ppl": ("value", False),
+        "train_bpc": ("value", False), "grad_norm": ("value", False),
+        "chars_per_sec": ("value", False),
+    },
+    "eval": {
+        **_WHERE, "epochs": ("position", True), "lr": ("value", True),
+        **_LOSS, "val_loss": ("value", True), "chars": ("count", False),
+    },
+}  # fmt: skip
+KINDS = tuple(SCHEMA)
+VALUE_MAX = 1e30  # beyond it a value is drawn as a gap, as an infinite one
+
+
+def read_rows(
+    path: Path, strict: bool = True, kinds: tuple[str, ...] = KINDS
+) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl of the `kinds` asked for, each checked against its kind's
+    SCHEMA and holding every field of it (None where absent or not a finite number).
+
+    `strict`: a line that is not a row is an error naming it, else it is skipped. A torn last
+    line (no newline at its end: the run was writing it, or died writing it) is skipped."""
     if not path.is_file():
         if strict:
             raise CharLMError(f"no {METRICS} in {path.parent} (is it a charlm run folder?)")
         return []
     rows = []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            float(row["epoch"]), float(row["train_loss"]), float(row["elapsed_s"])
-        except (ValueError, KeyError, TypeError):
-            if strict:
-                raise CharLMError(f"{path}, line {n}: not a charlm metrics row") from None
-            continue
-        rows.append(row)
+    for n, (_, row, problem) in enumerate(_parsed(path), start=1):
+        if problem and strict:
+            raise CharLMError(f"{path}, line {n}: not a charlm metrics row ({problem})")
+        if row and row["kind"] in kinds:
+            rows.append(row)
     return rows
+
+
+def _parsed(path: Path) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+    """(line, row, what is wrong with it) for every line of a metrics.jsonl: no row for a
+    blank line or a kind this charlm does not know; a torn last line is left out."""
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise CharLMError(f"cannot read {path}: {e.strerror}") from None
+    lines = text.split("\n")
+    parsed = [(line, *check_row(line)) if line.strip() else (line, None, None) for line in lines]
+    *whole, last = parsed  # the text after the last newline: a whole row, or torn, or nothing
+    return whole + ([last] if last[1] is not None else [])
+
+
+def _kept(line: str, row: dict[str, Any] | None, problem: str | None, step: int) -> bool:
+    """Whether a resumed run keeps a line: a row up to its checkpoint's step (a row of a kind
+    this charlm does not know, by the step it names); not a line that is not a row."""
+    if row is not None:
+        return row["step"] <= step
+    if problem is not None or not line.strip():
+        return False
+    named = json.loads(line).get("step")  # a later charlm's row: valid JSON, a kind unknown here
+    return isinstance(named, int) and not isinstance(named, bool) and 0 <= named <= step
+
+
+def check_row(line: str) -> tuple[dict[str, Any] | None, str | None]:
+    """One line of metrics.jsonl as a checked row (None for a kind this charlm does not
+    know), or what is wrong with it."""
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError):
+        return None, "not JSON"
+    if not isinstance(raw, dict):
+        return None, "not a JSON object"
+    kind = raw.get("kind", "epoch")
+    if not isinstance(kind, str):
+        return None, f"kind {kind!r}"
+    if kind not in SCHEMA:
+        return None, None  # written by a later charlm: not ours to read
+    row: dict[str, Any] = {"kind": kind}
+    for name, (what, required) in SCHEMA[kind].items():
+        if name not in raw:
+            if required:
+                return None, f"no {name}"
+            row[name] = None
+            continue
+        value, ok = _checked(raw[name], what)
+        if not ok:
+            return None, f"{name} {str(raw[name])[:40]!r}"
+        row[name] = value
+    if row["epochs"] is None:  # an epoch row of an older charlm: drawn at its epoch
+        row["epochs"] = float(row["epoch"])
+    return row, None
+
+
+def _checked(value: Any, what: str) -> tuple[Any, bool]:
+    """`value` as a field of this kind holds it, and whether it is one."""
+    if what == "flag":
+        return value, isinstance(value, bool)
+    if isinstance(value, bool) or not (value is None or isinstance(value, int | float)):
+        return None, False
+    if what == "count":
+        return value, isinstance(value, int) and 0 <= value < 2**63
+    if value is None:
+        return None, what == "value"
+    try:
+        number = float(value)
+    except OverflowError:  # an int of 400 digits
+        number = math.inf
+    if what == "position":
+        return number, math.isfinite(number) and 0 <= number <= VALUE_MAX
+    if math.isnan(number) or abs(number) > VALUE_MAX:
+        return None, True  # a diverged run's NaN or infinity: a gap where it is drawn
+    return number, number >= 0

@@ -13,7 +13,8 @@ after), and `charlm train --dry-run` prints its answer.
                  MANY_EPOCHS epochs, a larger model with more dropout (AUTO_MANY_EPOCHS). The
                  first plan fixes the model: the run measures that model and plans again
     the plan     the steps that fit in what is left of the budget (budget.plan_steps), or
-                 --epochs / --max-steps where they allow fewer
+                 --epochs / --max-steps where they allow fewer; a revised plan (budget.py)
+                 is settled again: it changes the epochs, never the model
     the epochs   0: those that hold the plan, else those --max-steps needs, else DEFAULT_EPOCHS
     resuming     the settings FIXED_ON_RESUME stay the run's (a change is refused), auto given
                  again means what the run chose, and the run's plan is kept
@@ -25,7 +26,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from charlm.budget import Costs, Plan, plan_steps
+from charlm.budget import Costs, Plan, Work, plan_steps
 from charlm.config import (
     AUTO,
     AUTO_FIELDS,
@@ -134,9 +135,12 @@ def settle(asked: TrainConfig, facts: Facts = Facts()) -> Settled:
         chosen = resolve_auto(cfg, epochs_for(first, E))
         remodelled, settled = chosen != settled, chosen
         names = AUTO_FIELDS if chosen.model == cfg.model else ("model", "num_layers", *AUTO_FIELDS)
-        plan = Plan.made(steps, set_by, facts.costs, {n: getattr(chosen, n) for n in names})
+        chose = {n: getattr(chosen, n) for n in names}
+        plan = Plan.made(steps, set_by, facts.costs, chose, limit=span(cfg, E))
     if not settled.epochs and E and (plan or not cfg.time_budget):  # a budget's: by its plan
-        settled = replace(settled, epochs=epochs_for(plan.steps if plan else cfg.max_steps, E))
+        settled = replace(settled, epochs=epochs_for(plan.total if plan else cfg.max_steps, E))
+    if plan and plan.revisions and not plan.limit and E:  # revised: the epochs that hold it
+        settled = replace(settled, epochs=max(settled.epochs, epochs_for(plan.total, E)))
     check_config(settled)
     needs_costs = bool(cfg.time_budget) and (plan is None or remodelled)
     return Settled(settled, plan, E, needs_costs)
@@ -181,9 +185,24 @@ def fit(cfg: TrainConfig, facts: Facts) -> tuple[int, str]:
     assert facts.costs is not None
     limit = span(cfg, facts.steps_per_epoch) or math.inf
     left = cfg.time_budget - facts.spent_s
-    fits = plan_steps(left, facts.costs, facts.steps_per_epoch, cfg.save_every)
+    work = work_of(cfg, facts.steps_per_epoch)
+    fits = plan_steps(left, facts.costs, work.steps_per_epoch, work.save_every,
+                      eval_every=work.eval_every, sample_every=work.sample_every,
+                      sample_steps=work.sample_steps)  # fmt: skip
     steps = min(limit, facts.step + fits)
     return int(steps), "time_budget" if steps < limit else "epochs/max_steps"
+
+
+def work_of(cfg: TrainConfig, steps_per_epoch: int) -> Work:
+    """What a run does besides its steps: a plan pays for it (its measured costs: nothing
+    for evaluations without a validation text)."""
+    return Work(
+        steps_per_epoch,
+        save_every=cfg.save_every,
+        eval_every=cfg.eval_every,
+        sample_every=cfg.sample_every,
+        sample_steps=cfg.sample_steps,
+    )
 
 
 def span(cfg: TrainConfig, steps_per_epoch: int) -> int:

@@ -5,14 +5,19 @@
     for each epoch:                       (one pass over the training text)
         for each batch (X, Y) of the sampler:
             one optimizer step            (learner.py)
-        validate, append a row to metrics.jsonl, write checkpoint.pt (and best.pt)
+            every --log-every steps: a training row; every --eval-every steps: an evaluation
+            on part of the validation text; every --sample-steps: a sample (watch.py)
+            with a time budget, every --revise-every seconds: the plan fitted again to the
+            recent step rate, the schedule stretched or shrunk to it (budget.py)
+        validate, append an epoch row to metrics.jsonl, write checkpoint.pt (and best.pt)
 
 A run stops after --epochs, --max-steps or --time-budget, whichever comes first (StopReason); a
 stop in the middle of an epoch still validates and writes a final row and checkpoint. With a
-time budget the number of steps that fit is planned once, early, and the LR schedule spans it
-(see budget.py). SIGINT / SIGTERM / SIGHUP finish the current step and save a checkpoint that
---resume continues exactly. Tools built on the loop (the benchmark's learning curve, tests)
-hook in through `Callback`s; `dry_run` settles a run and writes nothing.
+time budget the number of steps that fit is planned early, revised as the run goes, and the LR
+schedule spans it (see budget.py); `--replay RUN` trains a budget's run again from its record.
+SIGINT / SIGTERM / SIGHUP finish the current step and save a checkpoint that --resume
+continues exactly. Tools built on the loop (the benchmark's learning curve, tests) hook in
+through `Callback`s; `dry_run` settles a run and writes nothing.
 """
 
 from __future__ import annotations
@@ -30,25 +35,23 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from charlm import checkpoint, distributed
-from charlm.budget import Costs
-from charlm.config import TrainConfig, check_config
+from charlm.budget import Costs, Plan
+from charlm.config import TrainConfig, check_config, read_run_config
 from charlm.corpus import Corpus
 from charlm.errors import CharLMError, expect, flag
 from charlm.evaluate import validate
-from charlm.generate import generate
 from charlm.inputs import Reading, changes, read
 from charlm.learner import Learner
-from charlm.measure import agree, measure
+from charlm.measure import Replanning, agree, measure
 from charlm.meter import LossMeter, Progress, epoch_row
 from charlm.metrics import perplexity
 from charlm.precision import resolve_amp, resolve_device
 from charlm.progress import EpochProgress, epoch_summary
 from charlm.resume import check_state, config_of, plan_of, read_resumed
-from charlm.run import RunFolder
+from charlm.run import CONFIG, RunFolder
 from charlm.samplers import LAYOUT, SAMPLERS
 from charlm.settle import (
     Facts,
@@ -58,9 +61,11 @@ from charlm.settle import (
     settle,
     settled_lines,
     span,
+    work_of,
 )
+from charlm.storage import shown
 from charlm.threads import use_threads
-from charlm.vocab import Vocab
+from charlm.watch import Watch
 
 
 def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any]) -> TrainConfig:
@@ -70,6 +75,37 @@ def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any]) -> Tra
     folder = RunFolder(out, writes=False)
     ran = config_of(read_resumed(folder), folder)
     return resumed(ran, {**overrides, "out": os.fspath(out)})
+
+
+def replay_config(
+    run: str | os.PathLike[str], given: dict[str, Any]
+) -> tuple[TrainConfig, Plan | None]:
+    """What trains the run in `run` again, step for step, and the plan its schedule followed
+    (a budget's, revisions and all): the settings of its config.json without a budget, for the
+    steps it trained, on as many threads; `given` settings on top (--out: RUN-replay)."""
+    folder = RunFolder(run, writes=False)
+    if not os.path.lexists(folder.file(CONFIG)):
+        raise CharLMError(f"--replay {run}: no config.json there (is it a charlm run folder?)")
+    if given.get("time_budget"):
+        raise CharLMError("--replay trains the steps the run trained, without a --time-budget")
+    settings, record = read_run_config(folder.file(CONFIG))
+    source = f"--replay {run}: the plan in its config.json"
+    plan = Plan.from_record(record["plan"], source) if record.get("plan") else None
+    steps = trained_steps(folder) or (plan.total if plan else settings.get("max_steps", 0))
+    out = Path(given.get("out") or f"{os.fspath(run).rstrip('/')}-replay")
+    if out.resolve() == Path(run).resolve():
+        raise CharLMError(f"--replay reads the run in {run}: give the replay another --out")
+    threads = {"threads": record["torch_threads"]} if "torch_threads" in record else {}
+    replayed = {"time_budget": 0.0, "max_steps": steps, **threads, **given, "out": str(out)}
+    return TrainConfig(**{**settings, **replayed}), plan
+
+
+def trained_steps(folder: RunFolder) -> int:
+    """The steps the run in `folder` has trained, by its latest checkpoint (0: none)."""
+    if not os.path.lexists(folder.latest):
+        return 0
+    ckpt = checkpoint.load(folder.latest)
+    return Progress.from_record(ckpt.get("progress"), f"{shown(folder.latest)}: progress").step
 
 
 def resumed_facts(ckpt: dict[str, Any] | None, folder: RunFolder) -> dict[str, Any]:
@@ -236,12 +272,17 @@ def stop_reason(
     return StopReason.TIME_BUDGET if planned_end or out_of_time else None
 
 
-def epoch_sample(model: torch.nn.Module, vocab: Vocab, cfg: TrainConfig, epoch: int) -> str:
-    """A sample of --sample-length characters at temperature 0.8, seeded by seed + epoch."""
-    prefix = "\n" if "\n" in vocab.chars else ""
-    return generate(
-        model, vocab, prefix, cfg.sample_length, temperature=0.8, seed=cfg.seed + epoch
-    )[0]
+def end_line(step: int, planned: int, stopped_by: StopReason, plan: Plan | None) -> str:
+    """How far a run went against its plan, and how the plan changed: its last line before
+    `done` ("stopped at 637 of 917 planned steps")."""
+    if step >= planned:
+        line = f"trained {step:,} of {planned:,} planned steps"
+    else:
+        why = "the clock ran out first" if stopped_by == StopReason.TIME_BUDGET else stopped_by
+        line = f"stopped at {step:,} of {planned:,} planned steps ({why})"
+    if plan and plan.revisions:
+        line += f"; {plan.revisions_line()}; replay exactly with {plan.replay}"
+    return line
 
 
 def describe(cfg: TrainConfig, learner: Learner, steps: int, amp_reason: str, threads: int) -> str:
@@ -262,8 +303,9 @@ def describe(cfg: TrainConfig, learner: Learner, steps: int, amp_reason: str, th
     )
 
 
-class Trainer:
-    """One run: its settled settings, data, learner, folder and progress. `run()` is the loop."""
+class Run:
+    """One run as the loop trains it: its settled settings, data, learner, folder, progress and
+    plan, and how they are saved, restored and revised. `Trainer` adds the loop."""
 
     def __init__(
         self,
@@ -272,6 +314,7 @@ class Trainer:
         progress_bar: bool = True,
         overwrite: bool = False,
         callbacks: Sequence[Callback] = (),
+        replay: Plan | None = None,
     ) -> None:
         check_config(cfg)
         self.asked = cfg  # auto left in: settled again as facts arrive (settle.py)
@@ -286,7 +329,7 @@ class Trainer:
         self.record = dict(  # config.json's facts beside the settings
             vocab_size=len(self.vocab), corpus_source=corpus.source, torch_threads=self.threads
         )
-        self.facts = Facts(amp=self.amp, **resumed_facts(ckpt, self.folder))
+        self.facts = Facts(amp=self.amp, **{"plan": replay, **resumed_facts(ckpt, self.folder)})
         data = settle(cfg, self.facts).cfg  # how the text is cut sets an epoch's steps
         self.train_ids, self.val_ids = corpus.split(data.val_fraction)
         self.sampler = make_sampler(data, self.train_ids, self.dist, sampler_layout(ckpt))
@@ -296,100 +339,22 @@ class Trainer:
         self._build(settle(cfg, self.facts))
         if ckpt is not None:
             self.restore(ckpt)
+        elif self.plan is not None:  # a replay: the recorded plan, revisions and all
+            self.p.planned_steps = self.plan.total
+        self._reschedule()
         self.meter = LossMeter(self.p, self.device, self.cfg, len(self.vocab))
+        self.watch = Watch(self.cfg, self.folder, self.vocab, self.val_ids, len(self.sampler),
+                           self.dist, self._say)  # fmt: skip
+        self.replanning = Replanning(cfg.revise_every, cfg.log_every, self.dist, self.device)
+        self.work = work_of(self.cfg, len(self.sampler))  # what a revised plan pays for
 
     def _build(self, settled: Settled) -> None:
         """Run as `settled` says: its model, optimizer and schedule, the model from the seed."""
         self.settled, self.cfg, self.plan = settled, settled.cfg, settled.plan
         carries = self.sampler.carries_state
         self.learner = Learner(self.cfg, len(self.vocab), self.device, self.amp, carries)
-        self.learner.reschedule(self.schedule_steps())
+        self._reschedule()
         self.model = self.learner.model  # the plain module (not DDP, not compiled)
-
-    def run(self) -> TrainResult:
-        """Train until --epochs, --max-steps, the time budget or a signal stops the run."""
-        p, row = self.p, None
-        with self.folder.session(fresh=not self.resumed, step=p.step), Interrupts() as signals:
-            self._say(self.corpus_line)  # first what it reads, then (describe) how
-            self._write_config()
-            if self.settled.needs_costs:
-                self.fit_budget()
-                self._write_config()
-            steps = self.schedule_steps()
-            self._say(describe(self.cfg, self.learner, steps, self.amp_reason, self.threads))
-            self._say(self.plan.line() if self.plan else "")
-            # a resumed run may already be at its limit: then it trains no step, writes no row
-            stopped_by = self._stop_reason(signals)
-            if stopped_by and stopped_by.is_signal and not p.step:
-                self.save()  # stopped while measuring: --resume keeps the plan and trains it
-            while p.epoch < self.cfg.epochs and stopped_by is None:
-                stopped_by = self._train_epoch(signals)
-                finished = p.batch == len(self.sampler)
-                if stopped_by and stopped_by.is_signal and not finished:
-                    self.save()  # no metrics row: the epoch goes on when resumed
-                    break
-                # an epoch whose last batch was trained is finished, whatever stopped the run
-                row = self._end_epoch(partial=not finished)
-                if stopped_by is None and p.epoch < self.cfg.epochs:  # its end may spend the budget
-                    stopped_by = self._stop_reason(signals)
-        return TrainResult(self.folder.path, p, stopped_by or StopReason.EPOCHS, row)
-
-    def _train_epoch(self, signals: Interrupts) -> StopReason | None:
-        """Train the epoch's remaining batches; why the run stops, if it does."""
-        cfg, p, stopped_by = self.cfg, self.p, None
-        bar = EpochProgress(p.epoch + 1, cfg.epochs, len(self.sampler), p.batch,
-                            enabled=self.progress_bar, budget_s=cfg.time_budget)  # fmt: skip
-        tick = time.perf_counter()
-        for X, Y in self.sampler.batches(p.epoch, p.batch):
-            self.meter.add(*self.learner.step(*self.learner.to_device(X, Y)))
-            now = time.perf_counter()
-            p.count_step(now - tick)
-            tick = now
-            bar.step()
-            for callback in self.callbacks:
-                callback.on_step(self)
-            if p.step % cfg.log_every == 0:  # the only host syncs: every log_every steps
-                self.meter.check()
-                mean, left = self.meter.mean(), p.seconds_left(cfg.time_budget, len(self.sampler))
-                bar.report(
-                    mean, perplexity(mean), p.chars_per_s(cfg.seq_len * cfg.batch_size), left
-                )
-            if cfg.save_every and p.step % cfg.save_every == 0:
-                self.save()
-            stopped_by = self._stop_reason(signals)
-            if stopped_by:
-                break
-        bar.close()
-        return stopped_by
-
-    def _end_epoch(self, partial: bool) -> dict[str, Any]:
-        """Validate, then write the epoch's metrics row, checkpoints and sample."""
-        start = time.perf_counter()  # epoch-end work is part of the time budget
-        self.meter.fold()
-        cfg, p = self.cfg, self.p
-        val_loss = validate(self.model, self.val_ids, cfg.seq_len, cfg.batch_size, self.dist)
-        p.elapsed_s += time.perf_counter() - start
-        start = time.perf_counter()
-        row = epoch_row(p, val_loss, self.learner.lr, cfg.seq_len * cfg.batch_size, partial)
-        self.folder.append_row(row)
-        best = p.keep_best(val_loss)
-        if not partial:
-            p.next_epoch()
-            self.learner.state = None  # the consecutive sampler starts its streams afresh
-        self.save(best=best)
-        self._say(epoch_summary(row))
-        every = self.cfg.sample_every
-        if every and (row["epoch"] % every == 0 or partial) and self.dist.is_main:
-            text = epoch_sample(self.model, self.vocab, self.cfg, row["epoch"])
-            self.folder.append_sample(row["epoch"], text)
-            self._say(f"--- sample after epoch {row['epoch']} ---\n{text.strip()}\n---")
-        for callback in self.callbacks:
-            callback.on_epoch_end(self, row)
-        p.elapsed_s += time.perf_counter() - start  # saving and sampling (after the checkpoint)
-        return row
-
-    def _stop_reason(self, signals: Interrupts) -> StopReason | None:
-        return stop_reason(self.cfg, self.p, len(self.sampler), signals.signum)
 
     def _say(self, line: str) -> None:
         if self.progress_bar and line:
@@ -434,20 +399,31 @@ class Trainer:
         """The steps the schedule spans: the budget's plan, else --epochs or --max-steps."""
         return self.p.planned_steps or span(self.cfg, len(self.sampler))  # 0: a budget will plan
 
+    def _reschedule(self) -> None:
+        """The schedule over `schedule_steps()`: a plan's first steps, then its revisions."""
+        plan = self.plan
+        if plan is None:
+            self.learner.reschedule(self.schedule_steps())
+        else:
+            self.learner.reschedule(plan.steps, plan.schedule())
+
     def measure_costs(self) -> Costs:
-        """What a step, a validation and a checkpoint cost here (measure.py); a public hook
-        for known costs (the tests' plans do not depend on the machine's load)."""
+        """What a step, a validation, an evaluation, a sample and a checkpoint cost here
+        (measure.py); a public hook for known costs (the tests' plans do not depend on the
+        machine's load)."""
         budget_s, val_chars = self.cfg.time_budget, len(self.val_ids)
 
         def probe() -> None:  # built on every rank (it gathers the state), written on rank 0
             self.folder.probe(partial(checkpoint.save, self.payload()))
 
-        return measure(self.learner, self.sampler, probe, self.p.epoch, budget_s, val_chars)
+        watched = self.watch.costs(self.model)
+        return measure(self.learner, self.sampler, probe, self.p.epoch, budget_s, val_chars,
+                       *watched)  # fmt: skip
 
     def fit_budget(self) -> None:
-        """Measure and settle again with the costs (the steps the budget allows, fixed once),
-        until the plan is made from the costs of the model it trains: a first plan of many
-        epochs may change the model, built from the seed as a replay builds it."""
+        """Measure and settle again with the costs (the steps the budget allows), until the
+        plan is made from the costs of the model it trains: a first plan of many epochs may
+        change the model, built from the seed as a replay builds it."""
         while self.settled.needs_costs:
             costs, spent_s = agree(self.measure_costs(), self.p.elapsed_s, self.dist, self.device)
             facts = replace(self.facts, costs=costs, spent_s=spent_s, step=self.p.step)
@@ -457,8 +433,120 @@ class Trainer:
                 self._say(many_epochs_line(settled))
                 self._build(settled)
             self.settled, self.cfg, self.plan = settled, settled.cfg, settled.plan
-        self.p.planned_steps = self.plan.steps
-        self.learner.reschedule(self.schedule_steps())
+        self.p.planned_steps = self.plan.total
+        self._reschedule()
+
+    def _revise(self) -> None:
+        """A budget's plan fitted again to the recent step rate, when due: the schedule
+        stretches or shrinks, config.json records the revision."""
+        plan, cfg = self.plan, self.cfg
+        if not (cfg.time_budget and plan and plan.measured):
+            return
+        p = self.p
+        revised = self.replanning.revise(
+            plan, p.step, p.elapsed_s, cfg.time_budget, self.work, cfg.out
+        )
+        if revised is not None:
+            self.settled = settle(self.asked, replace(self.facts, plan=revised))
+            self.cfg, self.plan, p.planned_steps = self.settled.cfg, revised, revised.total
+            self._reschedule()
+            self._write_config()
+
+
+class Trainer(Run):
+    """One run: `run()` is the loop."""
+
+    def run(self) -> TrainResult:
+        """Train until --epochs, --max-steps, the time budget or a signal stops the run."""
+        p, row = self.p, None
+        with self.folder.session(fresh=not self.resumed, step=p.step), Interrupts() as signals:
+            self._say(self.corpus_line)  # first what it reads, then (describe) how
+            self._write_config()
+            if self.settled.needs_costs:
+                self.fit_budget()
+                self._write_config()
+            steps = self.schedule_steps()
+            self._say(describe(self.cfg, self.learner, steps, self.amp_reason, self.threads))
+            self._say(self.plan.line() if self.plan else "")
+            self.watch.start({**asdict(self.cfg), **self.record})
+            # a resumed run may already be at its limit: then it trains no step, writes no row
+            stopped_by = self._stop_reason(signals)
+            if stopped_by and stopped_by.is_signal and not p.step:
+                self.save()  # stopped while measuring: --resume keeps the plan and trains it
+            while p.epoch < self.cfg.epochs and stopped_by is None:
+                stopped_by = self._train_epoch(signals)
+                finished = p.batch == len(self.sampler)
+                if stopped_by and stopped_by.is_signal and not finished:
+                    self.save()  # no metrics row: the epoch goes on when resumed
+                    break
+                # an epoch whose last batch was trained is finished, whatever stopped the run
+                row = self._end_epoch(partial=not finished)
+                if stopped_by is None and p.epoch < self.cfg.epochs:  # its end may spend the budget
+                    stopped_by = self._stop_reason(signals)
+            self.watch.close()
+        stopped_by = stopped_by or StopReason.EPOCHS
+        self._say(end_line(p.step, self.schedule_steps(), stopped_by, self.plan))
+        return TrainResult(self.folder.path, p, stopped_by, row)
+
+    def _train_epoch(self, signals: Interrupts) -> StopReason | None:
+        """Train the epoch's remaining batches; why the run stops, if it does."""
+        cfg, p, stopped_by = self.cfg, self.p, None
+        bar = EpochProgress(p.epoch + 1, cfg.epochs, len(self.sampler), p.batch,
+                            enabled=self.progress_bar, budget_s=cfg.time_budget)  # fmt: skip
+        tick = time.perf_counter()
+        for X, Y in self.sampler.batches(p.epoch, p.batch):
+            self.meter.add(*self.learner.step(*self.learner.to_device(X, Y)))
+            now = time.perf_counter()
+            p.count_step(now - tick)
+            self.replanning.add(now - tick)
+            tick = now
+            bar.step()
+            for callback in self.callbacks:
+                callback.on_step(self)
+            if p.step % cfg.log_every == 0:  # the only host syncs: every log_every steps
+                self.meter.fold()  # the sums read, checked for NaN, kept in p
+                self.watch.train_row(p, self.learner.lr)
+                mean, left = self.meter.mean(), p.seconds_left(cfg.time_budget, len(self.sampler))
+                bar.report(
+                    mean, perplexity(mean), p.chars_per_s(cfg.seq_len * cfg.batch_size), left
+                )
+            if cfg.save_every and p.step % cfg.save_every == 0:
+                self.save()
+            stopped_by = self._stop_reason(signals)
+            if stopped_by:
+                break
+            if self.watch.due(p):  # its time is the budget's, not the step's
+                self.watch.between(self.model, p, self.learner.lr)
+                tick = time.perf_counter()
+                p.elapsed_s += tick - now
+            self._revise()
+        bar.close()
+        return stopped_by
+
+    def _end_epoch(self, partial: bool) -> dict[str, Any]:
+        """Validate, then write the epoch's metrics row, checkpoints and sample."""
+        start = time.perf_counter()  # epoch-end work is part of the time budget
+        self.meter.fold()
+        cfg, p, E = self.cfg, self.p, len(self.sampler)
+        val_loss = validate(self.model, self.val_ids, cfg.seq_len, cfg.batch_size, self.dist)
+        p.elapsed_s += time.perf_counter() - start
+        start = time.perf_counter()
+        row = epoch_row(p, val_loss, self.learner.lr, cfg.seq_len * cfg.batch_size, partial, E)
+        self.watch.row(row)
+        best = p.keep_best(val_loss)  # the full validation's: never an evaluation's part
+        if not partial:
+            p.next_epoch()
+            self.learner.state = None  # the consecutive sampler starts its streams afresh
+        self.save(best=best)
+        self._say(epoch_summary(row))
+        self.watch.epoch_end(self.model, row)
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, row)
+        p.elapsed_s += time.perf_counter() - start  # saving and sampling (after the checkpoint)
+        return row
+
+    def _stop_reason(self, signals: Interrupts) -> StopReason | None:
+        return stop_reason(self.cfg, self.p, len(self.sampler), signals.signum)
 
 
 def train(cfg: TrainConfig, resume: bool = False, **options: Any) -> TrainResult:
@@ -481,14 +569,18 @@ def train(cfg: TrainConfig, resume: bool = False, **options: Any) -> TrainResult
 
 
 def dry_run(
-    cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False
+    cfg: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    replay: Plan | None = None,
 ) -> list[str]:
     """What `train(cfg, resume)` would train, as lines to print: every setting as settled, and
     under a time budget the measured costs and the plan (under torchrun, rank 0's: the other
     ranks return none). Nothing is written (no run folder, no lock): a checkpoint's cost is
     measured in a temporary folder."""
     with distributed.session():
-        trainer = Trainer(cfg, resume, progress_bar=not quiet, overwrite=overwrite)
+        trainer = Trainer(cfg, resume, progress_bar=not quiet, overwrite=overwrite, replay=replay)
         with tempfile.TemporaryDirectory(prefix="charlm-dry-run-") as tmp:
             trainer.folder = RunFolder(tmp, writes=trainer.folder.writes)
             if trainer.settled.needs_costs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -76,6 +77,13 @@ def torch_one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def epoch_rows(out: str | os.PathLike[str]) -> list[dict]:
+    """The epoch rows of a run's metrics.jsonl, read as plain JSON (a row without a `kind`, as
+    charlm wrote them before the training and evaluation rows, is an epoch row)."""
+    lines = (Path(out) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("kind", "epoch") == "epoch"]
 
 
 def tiny(cfg: TrainConfig, **changes) -> TrainConfig:

@@ -14,8 +14,9 @@ import sys
 import pytest
 
 import charlm
-from benchmarks import bench, harness, learning, loadtime, rows, tune_cells
-from tests.conftest import ROOT
+from benchmarks import bench, harness, learning, load, loadtime, rows, tune_cells
+from charlm.meter import Progress
+from tests.conftest import ROOT, epoch_rows
 
 
 def test_zipf_corpus_has_exactly_the_asked_vocabulary(tmp_path):
@@ -118,8 +119,8 @@ def test_the_learning_curve_is_every_validation_row_of_the_run(tmp_path, corpus)
     result = charlm.train(cfg, progress_bar=False, callbacks=[seen])
     rows = seen.rows
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    written = (result.out / "metrics.jsonl").read_text().splitlines()
-    assert [r["val_loss"] for r in rows] == [json.loads(line)["val_loss"] for line in written]
+    written = epoch_rows(result.out)
+    assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in written]
     assert rows[-1]["val_loss"] == result.last_row["val_loss"]
     assert rows[-1]["step"] == result.progress.step
     assert all(0 < r["val_loss"] < 10 and r["partial"] is False for r in rows)
@@ -197,6 +198,50 @@ def test_a_bad_command_line_is_one_error_line_before_any_measuring(argv, message
     assert exit_info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"python -m benchmarks.bench: error: {message}")
+
+
+def test_the_load_benchmark_takes_its_own_budgets_and_competitors(capsys):
+    assert bench.parse_args(["--load"]).budgets == "120,600"
+    assert bench.parse_args(["--load", "--quick"]).budgets == "20"
+    assert bench.parse_args(["--learning"]).budgets == "30,60,180"
+    assert bench.parse_args(["--load", "--budgets", "300", "--competitors", "2"]).competitors == 2
+    for argv, message in (
+        (["--load", "--learning"], "--load runs alone: not with --learning or --dynamic"),
+        (["--load", "--competitors", "0"], "--competitors must be >= 1, got 0"),
+        (["--load", "--budgets", "-5"], "--budgets takes positive numbers, got '-5'"),
+    ):
+        with pytest.raises(SystemExit):
+            bench.parse_args(argv)
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
+
+
+def test_a_load_row_says_where_the_run_ended(tmp_path):
+    """The row of a run that ended 6 s early with its rate at lr/20, and of one the clock cut."""
+    (tmp_path / "config.json").write_text(json.dumps({
+        "lr": 0.01, "lr_schedule": "cosine",
+        "plan": {"steps": 900, "revisions": [{"step": 400, "steps": 640, "step_s": 0.1}]},
+    }))  # fmt: skip
+    progress = Progress(step=640, elapsed_s=114.0, planned_steps=640)
+    result = charlm.TrainResult(tmp_path, progress, "time_budget", {"lr": 0.01 * 0.05})
+    row = load.row(120.0, result, None, 60.0)
+    assert (row["within"], row["lr_at_end"], row["end_s_early"]) == (True, True, 6.0)
+    assert row["first_plan"] == 900 and len(row["revisions"]) == 1
+    cut = charlm.TrainResult(tmp_path, progress, "time_budget", {"lr": 0.003})
+    late = load.row(100.0, cut, None, 50.0)
+    assert (late["within"], late["lr_at_end"]) == (False, False)  # 14 s past a 100 s budget
+
+
+def test_a_competitor_is_started_and_ended(tmp_path):
+    rival = load.Competition(1, at_s=1.0)
+    trainer = type("T", (), {"p": Progress(elapsed_s=0.5)})()
+    rival.on_step(trainer)
+    assert rival.procs == []
+    trainer.p.elapsed_s = 1.5
+    rival.on_step(trainer)
+    (proc,) = rival.procs
+    assert proc.poll() is None and rival.started_s == 1.5
+    rival.stop()
+    assert proc.poll() is not None and rival.procs == []
 
 
 def test_the_default_rounds_are_3_or_1_with_quick():

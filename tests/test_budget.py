@@ -65,7 +65,9 @@ def test_plan_counts_measuring_and_periodic_checkpoints() -> None:
 
 
 def rows(out: Path) -> list[dict]:
-    return [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    """The epoch rows of a run's metrics.jsonl."""
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("kind", "epoch") == "epoch"]
 
 
 @pytest.fixture
@@ -80,8 +82,11 @@ def one_thread():
 
 @pytest.fixture
 def budget_config(tiny_config):
-    # 2 layers and dropout: the throwaway steps draw random numbers that must be given back
-    return replace(tiny_config, epochs=1000, time_budget=60.0, num_layers=2, dropout=0.2)
+    # 2 layers and dropout: the throwaway steps draw random numbers that must be given back;
+    # the plan is made once from the known costs (revisions: tests/test_revise.py)
+    return replace(
+        tiny_config, epochs=1000, time_budget=60.0, num_layers=2, dropout=0.2, revise_every=0.0
+    )
 
 
 def test_budget_plans_records_and_anneals(budget_config, tmp_path: Path) -> None:
@@ -244,7 +249,9 @@ def many_epochs(tiny_config, monkeypatch):
     down to a test's size (its values are resolve_auto's, tested above)."""
     monkeypatch.setitem(AUTO_MANY_EPOCHS, "hidden_size", 24)
     monkeypatch.setattr(CountsMeasures, "measured", 0)
-    return replace(tiny_config, hidden_size=0, dropout=-1.0, epochs=0, time_budget=130.0)
+    return replace(
+        tiny_config, hidden_size=0, dropout=-1.0, epochs=0, time_budget=130.0, revise_every=0.0
+    )
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -288,7 +295,7 @@ def test_given_settings_or_a_short_budget_keep_the_first_model(many_epochs, give
 
 
 def test_a_run_records_what_auto_chose_and_the_replay_names_it(tiny_config, tmp_path) -> None:
-    cfg = replace(tiny_config, seq_len=0, lr=0.0, epochs=1000, time_budget=60.0)
+    cfg = replace(tiny_config, seq_len=0, lr=0.0, epochs=1000, time_budget=60.0, revise_every=0.0)
     KnownCosts(cfg, progress_bar=False).run()
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (recorded["seq_len"], recorded["lr"]) == (64, 1e-2)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import epoch_rows, run_cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "charlm-0.1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text(encoding="utf-8"))
@@ -106,7 +106,7 @@ def test_a_run_from_before_the_restructuring_scores_the_same(before_run):
 def test_a_run_from_before_the_restructuring_resumes_as_it_would_have(before_run):
     result = cli("train", "corpus.txt", "--out", "run", "--resume", "--epochs", "2", "--quiet")
     assert result.returncode == 0, result.stderr
-    rows = [json.loads(r) for r in (before_run / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = epoch_rows(before_run / "run")
     want = BEFORE_EXPECTED["resume --epochs 2: row 2"]
     assert [r["step"] for r in rows] == [34, want["step"]]
     for key in ("train_loss", "val_loss", "grad_norm", "lr"):

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from charlm.cli import main
 from charlm.config import TrainConfig, read_settings
 from charlm.errors import CharLMError
+from tests.conftest import epoch_rows
 
 TINY = {"hidden_size": 24, "embedding_dim": 8, "seq_len": 16, "batch_size": 8, "device": "cpu"}
 
@@ -84,7 +85,7 @@ def test_resume_takes_out_from_the_file(corpus: Path, tmp_path: Path) -> None:
     assert train_cli("--config", str(config)).exit_code == 0
     result = train_cli("--config", str(config), "--resume", "--epochs", "2")
     assert result.exit_code == 0, result.output
-    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = epoch_rows(out)
     assert [r["epoch"] for r in rows] == [1, 2]
 
 

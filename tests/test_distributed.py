@@ -25,7 +25,7 @@ from charlm.checkpoint import load_model
 from charlm.errors import CharLMError
 from charlm.model import CharLM, ModelConfig
 from charlm.train import TrainConfig, resume_config, train
-from tests.conftest import char_nll
+from tests.conftest import char_nll, epoch_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-4
@@ -58,7 +58,7 @@ def torchrun(*args: str, nproc: int = 2, tag: str = "", wait: bool = True):
 
 
 def rows(out: str | Path) -> list[dict]:
-    return [json.loads(r) for r in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return epoch_rows(out)
 
 
 def weights(out: str | Path) -> dict[str, torch.Tensor]:

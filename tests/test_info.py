@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from charlm.checkpoint import load_model
 from charlm.cli import main
 from charlm.train import train
-from tests.conftest import tiny
+from tests.conftest import epoch_rows, tiny
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def test_json_facts_match_the_run(run: Path) -> None:
     assert facts["vocab_size"] == len(vocab)
     assert facts["checkpoint"] == str(run / "checkpoint.pt")
     assert facts["corpus"].endswith("corpus.txt")
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = epoch_rows(run)
     assert facts["epochs_done"] == facts["epochs_planned"] == len(rows) == 2
     assert facts["steps"] == rows[-1]["step"]
     assert facts["best_val_ppl"] == pytest.approx(min(r["val_ppl"] for r in rows))

@@ -25,7 +25,7 @@ from charlm.evaluate import score
 from charlm.inputs import load_inputs
 from charlm.train import train
 from charlm.vocab import Vocab
-from tests.conftest import ROOT, resolve, tiny
+from tests.conftest import ROOT, epoch_rows, resolve, tiny
 
 GOOD = {
     "name": "mini8",
@@ -198,7 +198,7 @@ def test_train_on_the_split_and_score_the_test_part(user: Path, tiny_config, tmp
     add(user, GOOD)
     cfg = tiny(tiny_config, corpus="mini8", max_steps=3, out=str(tmp_path / "run"))
     result = train(cfg, progress_bar=False)
-    rows = [json.loads(r) for r in (result.out / "metrics.jsonl").read_text().splitlines()]
+    rows = epoch_rows(result.out)
     model, vocab, _ = load_model(result.out, "cpu")
     assert vocab.is_bytes
     # validation scored the declared valid part: the same number as scoring it directly

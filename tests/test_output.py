@@ -3,7 +3,6 @@ training, which only reports progress, trains on."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, epoch_rows
 
 FIXTURE = Path(__file__).parent / "fixtures" / "charlm-0.1"
 CKPT = str(FIXTURE / "run" / "checkpoint.pt")
@@ -64,5 +63,5 @@ def test_training_outlives_its_output(corpus, tmp_path):
     err = proc.stderr.read()
     assert proc.wait(timeout=300) == 0, err
     assert "Traceback" not in err
-    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = epoch_rows(out)
     assert [r["epoch"] for r in rows] == [1, 2, 3]

@@ -20,7 +20,7 @@ from charlm.cli import main
 from charlm.errors import CharLMError, command_line
 from charlm.train import Callback, resume_config, train
 from charlm.vocab import Vocab
-from tests.conftest import ROOT, tiny
+from tests.conftest import ROOT, epoch_rows, tiny
 
 
 @given(st.text(alphabet=st.characters(codec="utf-8"), min_size=1))
@@ -154,7 +154,7 @@ def test_save_every_writes_checkpoints_mid_epoch(tiny_config, tmp_path):
 
 
 def metrics(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return epoch_rows(out)
 
 
 def train_args(corpus, out, sampler):

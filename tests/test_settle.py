@@ -148,7 +148,7 @@ def test_dry_run_prints_the_settled_run_and_writes_nothing(corpus: Path, tmp_pat
 def test_a_dry_run_settles_what_the_run_then_trains(tiny_config, monkeypatch) -> None:
     """The same plan, settings and replay line: the dry run is the run's own settling."""
     monkeypatch.setattr(Trainer, "measure_costs", lambda self: Costs(0.5, 0.1, 0.01))
-    cfg = tiny(tiny_config, lr=0.0, dropout=-1.0, epochs=0, time_budget=60.0)
+    cfg = tiny(tiny_config, lr=0.0, dropout=-1.0, epochs=0, time_budget=60.0, revise_every=0.0)
     lines = dry_run(cfg, quiet=True)
     assert not Path(cfg.out).exists()
     train(cfg, progress_bar=False)

@@ -7,7 +7,6 @@ samplers and textbook configuration are checked against them.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 
@@ -19,6 +18,7 @@ from charlm.builtin import BUILTIN
 from charlm.inputs import load_corpus
 from charlm.samplers import ConsecutiveSampler, RandomSampler
 from charlm.train import TrainConfig, train
+from tests.conftest import epoch_rows
 
 T, B = 35, 32  # the book's num_steps and batch_size
 
@@ -192,7 +192,7 @@ def charlm_curve(path, out, sampler: str, epochs: int) -> list[float]:
         dropout=0.0,  # the book's RNN has none
     )
     train(cfg, progress_bar=False)
-    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = epoch_rows(out)
     return [r["train_ppl"] for r in rows]
 
 
