@@ -163,6 +163,9 @@ def test_safetensors_is_the_run(run: Path, tmp_path: Path) -> None:
     assert facts.pop("checkpoint") == str(file) and want.pop("checkpoint").endswith("best.pt")
     assert facts.pop("corpus_source") is None  # the run folder's config.json is not in the file
     want.pop("corpus_source")
+    # nor its metrics.jsonl: the file records the run's settings and progress, not its rows
+    assert facts.pop("metrics")["rows"] == {"epoch": 0, "train": 0, "eval": 0}
+    assert want.pop("metrics")["rows"]["epoch"] > 0
     assert facts == want and facts["best_val_bpc"] is not None
     # a plain safetensors file: any reader gets the weights, and the record as JSON strings
     weights = safetensors.torch.load_file(file)
