@@ -57,8 +57,8 @@ def export(
     if quantize is not None and (quantize not in QUANTIZE or fmt != "html"):
         raise CharLMError(
             f"{flag('quantize', quantize)} is not available: {flag('format', 'html')} takes "
-            f"{flag('quantize')} {' or '.join(QUANTIZE)}, the other formats keep the weights "
-            f"as they are"
+            f"{' or '.join(flag('quantize', q) for q in QUANTIZE)}, the other formats keep "
+            f"the weights as they are"
         )
     from charlm import checkpoint
     from charlm.storage import atomic_write

@@ -26,7 +26,7 @@ from charlm import cells, checkpoint, tensorfile
 from charlm.cells import CELLS
 from charlm.checkpoint import load_model
 from charlm.cli import main
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, command_line
 from charlm.model import CharLM, ModelConfig
 from charlm.train import TrainConfig, train
 from tests.conftest import ROOT, TEXT, one_line_error
@@ -361,9 +361,14 @@ def test_a_failed_write_keeps_the_old_file(run: Path, tmp_path: Path, monkeypatc
 def test_library_refusals() -> None:
     from charlm.export import export
 
-    with pytest.raises(CharLMError, match="--format must be one of onnx, safetensors, html"):
+    # a Python caller reads its parameters' names, the command's user the flags
+    with pytest.raises(CharLMError, match=r"^format must be one of onnx, safetensors, html"):
         export("runs/none", "tflite")
-    with pytest.raises(CharLMError, match="--quantize int4 is not available"):
+    with pytest.raises(CharLMError, match=r"^quantize='int4' is not available: .*quantize='int8'"):
+        export("runs/none", "html", quantize="int4")
+    with command_line(), pytest.raises(CharLMError, match=r"^--format must be one of onnx"):
+        export("runs/none", "tflite")
+    with command_line(), pytest.raises(CharLMError, match=r"^--quantize int4 .*--quantize int8"):
         export("runs/none", "html", quantize="int4")
     assert tensorfile.holds("a/b.SafeTensors") and not tensorfile.holds("a/b.pt")
 
