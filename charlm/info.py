@@ -130,7 +130,8 @@ def format_info(info: dict[str, Any]) -> str:
     ]
     if info["plan"]:
         plan = info["plan"]
-        revised = f", revised {plan['revisions']} times" if plan["revisions"] else ""
+        n = plan["revisions"]
+        revised = f", revised {'once' if n == 1 else f'{n} times'}" if n else ""
         lines.append(("plan", f"{plan['steps']:,} steps (set by {plan['set_by']}){revised}"))
     width = max(len(k) for k in s) + 2
     out = [f"{k:<14} {v}" for k, v in lines] + ["settings"]

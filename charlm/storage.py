@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from charlm.errors import CharLMError, brief
+from charlm.errors import CharLMError, brief, flag
 
 CACHE_KINDS = ("corpora", "encoded")
 FILE, FOLDER, ANY = "file", "folder", "file or folder"  # what a named path is meant to be
@@ -74,6 +74,10 @@ def as_path(path: Any, role: str = "") -> str:
 
 
 def _seen(role: str, name: str) -> str:
+    """A path as a message names it: after its role, where a role that is a setting (`--out`)
+    reads as the caller wrote it: `--out runs/x` on the command line, `out='runs/x'` in Python."""
+    if role.startswith("--"):
+        return flag(role[2:].replace("-", "_"), shown(name))
     return f"{role} {shown(name)}" if role else shown(name)
 
 
