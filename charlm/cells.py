@@ -13,8 +13,9 @@ stay `rnn.layers.0.W_xh` or `rnn.weight_ih_l0`). Each kind says:
 
 - what happens around and between its layers, where it is more than "the layer above takes h":
   `stream_in`, `layer_input`, `between`, `stream_out` (identities for the RNN, LSTM and GRU;
-  the residual blocks of the min cells), and how the fast sampler lays out a whole step
-  (`fast_plan`: by default the fused layout above, one matmul per layer).
+  the residual blocks of the min cells), their name and parameters for an exporter that runs
+  them in another language (`hooks`, `hook_weights`), and how the fast sampler lays out a whole
+  step (`fast_plan`: by default the fused layout above, one matmul per layer).
 
 `CELLS` is the one place that maps a model name to its class; `charlm.config.MODELS` lists the
 same names without importing torch, for the command line's choices.
@@ -128,6 +129,9 @@ class Cell(nn.Module):
     gates: ClassVar[int]  # pre-activation columns per state unit: G = gates * state_size
     textbook_init: ClassVar[bool]  # init "auto": textbook N(0, std^2) if True, else pytorch
     bounded_state: ClassVar[bool]  # every |h| <= 1: int8 may quantize h as round(127 h)
+    # the hooks below by name, for an exporter that runs them in another language (the page:
+    # charlm/templates/hooks/<name>.js): "stack", the identities, or a subclass's own
+    hooks: ClassVar[str] = "stack"
     num_layers: int
     hidden_size: int
 
@@ -190,6 +194,11 @@ class Cell(nn.Module):
 
     def stream_out(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+    def hook_weights(self) -> dict[str, torch.Tensor]:
+        """The parameters the hooks use, by their keys, matrices as x W takes them (in, out):
+        what an exporter carries besides the step weights. None here."""
+        return {}
 
     def fused_weights(self, i: int) -> FusedWeights:
         """The step weights with as many biases as the equations allow on the input side."""
@@ -628,6 +637,7 @@ class MinCell(Cell):
 
     textbook_init = False
     bounded_state = False  # h mixes g values, and g(x) = x + 1/2 grows without bound
+    hooks = "residual"
     # "sweep" (GatedScan) or "log" (log_scan) for a window; None: sweep on a CPU, where it
     # measured tens of times faster than torch's logcumsumexp, log space elsewhere
     scan: ClassVar[str | None] = None
@@ -722,6 +732,10 @@ class MinCell(Cell):
 
     def stream_out(self, x: torch.Tensor) -> torch.Tensor:
         return rms_norm(x, self.gain)
+
+    def hook_weights(self) -> dict[str, torch.Tensor]:
+        """W_in, b_in, the final gain, and every block's parameters but W_x and b_x."""
+        return {k: p for k, p in self.named_parameters() if not k.endswith((".W_x", ".b_x"))}
 
     def step_weights(self, i: int) -> StepWeights:
         """No h W_h term: W_h has no columns."""

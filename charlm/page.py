@@ -5,17 +5,24 @@ config and vocabulary as JSON, and the weights as base64. Nothing is fetched; it
 file:// address. Its script runs the reference stepper's equations (`charlm.reference`) on
 Float32Arrays, with matrix-vector products as tight loops:
 
-    xW = x_l W_x + b_x        hW = h_l W_h + b_h        step(xW, hW, h_l, c_l)
+    x_0 = stream_in(input)
+    xW = layer_input(l, x_l) W_x + b_x     hW = h_l W_h + b_h     step(xW, hW, h_l, c_l)
+    x_{l+1} = between(l, x_l, h_l)         logits = stream_out(x_L) W_hq + b_q
 
-The first layer's x W_x + b_x is a row of a table the page builds once, as the fast stepper
-does (`charlm.stepper`). The one part that differs between cells is `step`: each cell's is a
-small JavaScript function in templates/cells/<name>.js, the same equations as the cell's Python
-`step`, updating h (and c) in place. A cell without that file cannot be exported as a page.
+The first layer's x W_x + b_x (and x_0, where the hooks keep a stream) is a row of a table the
+page builds once, as the fast stepper does (`charlm.stepper`). Two parts differ between cells,
+each a small JavaScript file written from the cell's Python:
+- `step`, templates/cells/<name>.js: the same equations as the cell's `step`, updating h (and
+  c) in place;
+- the hooks, templates/hooks/<cell.hooks>.js: `stream_in`, `layer_input`, `between` and
+  `stream_out` on the parameters of `cell.hook_weights()` ("stack": identities, the rnn, lstm
+  and gru; "residual": the min cells' blocks).
+A cell without either file cannot be exported as a page.
 
 Weights are stored transposed (a row per output unit: each product is a run of dot products).
-`int8=True` stores each weight matrix (the embedding and biases stay float32) as int8 with
-a float32 scale per output unit, max |w| / 127 (per column of W, as the fast stepper's int8):
-a quarter of the size; the page multiplies the scales back in when it loads.
+`int8=True` stores each weight matrix (the embedding, gains and biases stay float32) as int8
+with a float32 scale per output unit, max |w| / 127 (per column of W, as the fast stepper's
+int8): a quarter of the size; the page multiplies the scales back in when it loads.
 """
 
 from __future__ import annotations
@@ -31,12 +38,14 @@ from importlib import resources
 import numpy as np
 import torch
 
+from charlm.cells import Cell
 from charlm.errors import CharLMError
 from charlm.model import CharLM
 from charlm.vocab import Vocab
 
 TEMPLATE = "templates/export.html"  # inside the package
 CELL_STEPS = "templates/cells"  # <cell name>.js: one cell's step equations in JavaScript
+HOOKS = "templates/hooks"  # <cell.hooks>.js: what happens around and between its layers
 ALIGN = 4  # every tensor starts at a multiple of 4 bytes: a Float32Array's alignment
 
 
@@ -59,19 +68,36 @@ class Tensor:
         return [q, scale.astype("<f4")], {"name": self.name, "shape": shape, "kind": "i8"}
 
 
+def _script(folder: str, name: str) -> str | None:
+    """The JavaScript in charlm/<folder>/<name>.js, or None where there is no such file."""
+    path = resources.files("charlm").joinpath(f"{folder}/{name}.js")
+    return path.read_text("utf-8").strip() if path.is_file() else None
+
+
 def has_step(name: str) -> bool:
     """Whether the cell has a step in JavaScript, so that a page can run it."""
-    return resources.files("charlm").joinpath(f"{CELL_STEPS}/{name}.js").is_file()
+    return _script(CELL_STEPS, name) is not None
 
 
 def cell_step(name: str) -> str:
     """The cell's step in JavaScript: `(xW, hW, h, c) => {...}`, from templates/cells."""
-    if not has_step(name):
+    if (script := _script(CELL_STEPS, name)) is None:
         raise CharLMError(
             f"--format html has no JavaScript step for the {name} cell (it would be "
             f"charlm/{CELL_STEPS}/{name}.js): export it as onnx or safetensors"
         )
-    return resources.files("charlm").joinpath(f"{CELL_STEPS}/{name}.js").read_text("utf-8").strip()
+    return script
+
+
+def cell_hooks(cell: type[Cell]) -> str:
+    """The cell's hooks in JavaScript: `(W, dims) => ({streamIn, layerInput, between,
+    streamOut})`, from templates/hooks."""
+    if (script := _script(HOOKS, cell.hooks)) is None:
+        raise CharLMError(
+            f"--format html has no JavaScript for the {cell.hooks} hooks of the {cell.name} "
+            f"cell (it would be charlm/{HOOKS}/{cell.hooks}.js): export it as onnx or safetensors"
+        )
+    return script
 
 
 def tensors(model: CharLM, int8: bool) -> list[Tensor]:
@@ -92,7 +118,14 @@ def tensors(model: CharLM, int8: bool) -> list[Tensor]:
             Tensor(f"bx{i}", arr(b_x)),
             Tensor(f"bh{i}", arr(b_h)),
         ]
-    return [*out, Tensor("Wq", arr(model.W_hq.t()), int8), Tensor("bq", arr(model.b_q))]
+    out += [Tensor("Wq", arr(model.W_hq.t()), int8), Tensor("bq", arr(model.b_q))]
+    hooks = [
+        Tensor(key, arr(p.t()), int8) if p.dim() == 2 else Tensor(key, arr(p))
+        for key, p in cell.hook_weights().items()
+    ]
+    if clash := {t.name for t in out} & {t.name for t in hooks}:
+        raise ValueError(f"hook weights named as the page's own: {sorted(clash)}")
+    return out + hooks
 
 
 def pack(arrays: list[Tensor]) -> tuple[bytes, list[dict[str, object]]]:
@@ -130,8 +163,9 @@ def describe(model: CharLM, vocab: Vocab, int8: bool) -> str:
 
 
 def page_html(model: CharLM, vocab: Vocab, title: str, int8: bool = False) -> str:
-    """The whole page as one string: markup, script, the cell's step, config and weights."""
-    step = cell_step(model.rnn.name)
+    """The whole page as one string: markup, script, the cell's step and hooks, config and
+    weights."""
+    step, hooks = cell_step(model.rnn.name), cell_hooks(type(model.rnn))
     buffer, layout = pack(tensors(model, int8))
     start = "\n" if "\n" in vocab.chars else vocab.chars[0]  # generate's start for no prefix
     config = {
@@ -140,6 +174,7 @@ def page_html(model: CharLM, vocab: Vocab, title: str, int8: bool = False) -> st
         "start": start,
         "layers": model.cfg.num_layers,
         "hidden": model.cfg.hidden_size,
+        "state": model.rnn.state_size,
         "tensors": layout,
     }
     return _page().substitute(
@@ -147,6 +182,7 @@ def page_html(model: CharLM, vocab: Vocab, title: str, int8: bool = False) -> st
         about=html.escape(describe(model, vocab, int8)),
         config=_json(config),
         cell_step=step,
+        cell_hooks=hooks,
         weights=base64.b64encode(buffer).decode("ascii"),
     )
 

@@ -300,6 +300,24 @@ def test_a_cell_a_format_cannot_express_is_one_line(
     assert cli("export", str(folder), "--format", "safetensors").exit_code == 0  # weights: any
 
 
+class Woven(cells.MinGRU):
+    """A minGRU whose layers join in a way the page has no JavaScript for."""
+
+    hooks = "woven"
+
+
+def test_a_cell_whose_hooks_the_page_lacks_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(cells.CELLS, "mingru", Woven)
+    folder = random_run(tmp_path / "run", model="mingru", hidden_size=8, embedding_dim=4)
+    one_line_error(
+        cli("export", str(folder), "--format", "html"),
+        "--format html has no JavaScript for the woven hooks of the mingru cell",
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt"]  # nothing written
+
+
 def _no_leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charlm import checkpoint, page
+from charlm import cells, checkpoint, page
+from charlm.cells import CELLS
 from charlm.checkpoint import load_model
 from charlm.cli import main
 from charlm.model import CharLM, ModelConfig
@@ -70,28 +71,48 @@ def teacher_forced(source: Path, text: str) -> np.ndarray:
         return model(ids, dropout=False)[0][:, 0].numpy()
 
 
+def random_model(vocab: Vocab, **config: object) -> CharLM:
+    """A model with random weights: the biases and gains drawn too (the min cells start them
+    at 0 and 1, where a bias or gain in the wrong place would not show)."""
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(len(vocab), init="pytorch", **config))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.uniform_(0.5, 1.5) if "gain" in name else p.uniform_(-0.3, 0.3)
+    return model
+
+
+def save(folder: Path, model: CharLM, vocab: Vocab) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"model_config": asdict(model.cfg), "vocab": vocab.chars, "model": model.state_dict()}
+    checkpoint.save(payload, folder / "best.pt")
+    return folder
+
+
 def page_logits(driver, text: str) -> np.ndarray:
     return np.array(driver.execute_script("return charlm.logits(arguments[0])", text))
 
 
-# every cell with a step in JavaScript, as in tests/test_export.py, and a byte-level model
-PAGE_CELLS = [c for c in EVERY_CELL if page.has_step(c["model"])]
-BYTES = {"model": "lstm", "hidden_size": 16, "num_layers": 2, "embedding_dim": 0, "bytes": True}
+# every cell, as in tests/test_export.py (one layer with an embedding, two one-hot), and
+# byte-level models: the LSTM's stack and the min cells' residual blocks over 256 inputs
+PAGE_CELLS = EVERY_CELL
+BYTES = [
+    {"model": name, "hidden_size": 16, "num_layers": 2, "embedding_dim": 0, "bytes": True}
+    for name in ("lstm", "minlstm")
+]
 
 
 @pytest.mark.parametrize(
     "config",
-    [*PAGE_CELLS, BYTES],
+    [*PAGE_CELLS, *BYTES],
     ids=lambda c: shape_id(c) + ("-bytes" if c.get("bytes") else ""),
 )
 def test_page_logits_equal_pytorch_for_every_cell(driver, tmp_path: Path, config: dict) -> None:
-    """The page's step equations (float32 weights) against the model's forward pass."""
+    """The page's step equations and hooks (float32 weights) against the model's forward pass."""
     config = dict(config)
     vocab = Vocab.of_bytes() if config.pop("bytes", False) else Vocab(sorted(set(TEXT)))
-    torch.manual_seed(0)
-    cfg = ModelConfig(len(vocab), init="pytorch", **config)
-    payload = {"model_config": asdict(cfg), "vocab": vocab.chars, "model": CharLM(cfg).state_dict()}
-    checkpoint.save(payload, tmp_path / "best.pt")
+    save(tmp_path, random_model(vocab, **config), vocab)
     open_page(driver, tmp_path, tmp_path / "m.html")
     text = TEXT[:400] if not vocab.is_bytes else "Größe: ĉu vi parolas? 🙂 " * 10
     got, want = page_logits(driver, text), teacher_forced(tmp_path, text)
@@ -126,6 +147,38 @@ def test_int8_page_scores_within_a_hundredth_of_a_bit(driver, run: Path, tmp_pat
     bits_int8 = driver.execute_script("return charlm.bits(arguments[0])", HELD)
     assert bits_int8 != bits and abs(bits_int8 - bits) <= 0.01
     assert int8.stat().st_size < 0.5 * float32.stat().st_size
+
+
+def as_int8_pages_read_it(model: CharLM) -> None:
+    """Every matrix the page stores as int8 (all but the embedding) replaced by what the page
+    reads back: rounded to steps of max |w| / 127 per output unit (a row of nn.LSTM's and
+    nn.GRU's weight_*, a column of charlm's x W matrices)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and not name.startswith("embedding."):
+                rows = p if name.rsplit(".", 1)[-1].startswith("weight_") else p.t()
+                scale = rows.abs().amax(1, keepdim=True) / 127
+                scale[scale == 0] = 1
+                rows.copy_(torch.round(rows / scale) * scale)
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_int8_page_logits_equal_pytorch_on_the_weights_it_reads(
+    driver, tmp_path: Path, name: str
+) -> None:
+    """--quantize int8, for every cell: the page's logits are PyTorch's for the model whose
+    matrices are what the page reads back, within the float32 pages' tolerance."""
+    vocab = Vocab(sorted(set(TEXT)))
+    model = random_model(vocab, model=name, hidden_size=16, num_layers=2, embedding_dim=8)
+    open_page(
+        driver, save(tmp_path / "run", model, vocab), tmp_path / "q.html", "--quantize", "int8"
+    )
+    got = page_logits(driver, TEXT[:400])
+    want = teacher_forced(tmp_path / "run", TEXT[:400])
+    assert np.abs(got - want).max() > 1e-4  # int8 changed the weights
+    as_int8_pages_read_it(model)
+    want = teacher_forced(save(tmp_path / "read", model, vocab), TEXT[:400])
+    assert np.abs(got - want).max() <= 1e-4 and np.abs(want).max() > 0.1
 
 
 def _generate_in_the_ui(driver, prefix: str, seed: int, **controls: object) -> str:
@@ -173,7 +226,14 @@ def test_the_page_generates_offline_from_its_controls(driver, run: Path, tmp_pat
 
 
 def test_the_cells_of_charlm_each_have_a_page_step() -> None:
-    assert {c["model"] for c in PAGE_CELLS} >= {"rnn", "lstm", "gru"}
+    """Every registered cell has its step and its hooks in JavaScript, and the tests above
+    compare each one's page with PyTorch."""
+    assert {c["model"] for c in PAGE_CELLS} == set(CELLS)
+    for name, cell in CELLS.items():
+        assert page.has_step(name) and page.cell_step(name).startswith("//")
+        assert page.cell_hooks(cell).startswith("//")
+    residual = page.cell_hooks(cells.MinCell)
+    assert float(re.search(r"const EPS = ([0-9.e+-]+);", residual)[1]) == cells.EPS
 
 
 def test_the_page_config_is_json_the_html_cannot_break(run: Path, tmp_path: Path) -> None:
