@@ -37,6 +37,7 @@ from benchmarks.harness import (
     table,
 )
 from benchmarks.learning import dynamic_gain, learning
+from benchmarks.load import table as load_table
 from benchmarks.load import under_load
 from benchmarks.rows import (
     corpus_rows,
@@ -185,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             result = {"machine": info, "learning": learning(args, work)}
         elif args.load:
             result = {"machine": info, "load": under_load(args, work)}
+            print(load_table(result["load"]))
+            if args.markdown:
+                args.markdown.write_text(load_table(result["load"], markdown=True) + "\n")
         elif args.dynamic:
             result = {"machine": info, "dynamic": dynamic_gain(args)}
         else:

@@ -229,6 +229,12 @@ def test_a_load_row_says_where_the_run_ended(tmp_path):
     cut = charlm.TrainResult(tmp_path, progress, "time_budget", {"lr": 0.003})
     late = load.row(100.0, cut, None, 50.0)
     assert (late["within"], late["lr_at_end"]) == (False, False)  # 14 s past a 100 s budget
+    assert late["past_s"] == 14.0 and row["past_s"] == 0.0
+    over = load.row(110.0, result, None, 55.0)  # 4 s past: within the 10 s, and said to be past
+    assert over["within"] and over["past_s"] == 4.0
+    shown = load.table([row, late]).splitlines()
+    assert len(shown) == 3 and shown[1].endswith("PASS") and shown[2].endswith("FAIL")
+    assert load.table([row], markdown=True).splitlines()[1].startswith("| --- |")
 
 
 def test_a_competitor_is_started_and_ended(tmp_path):
