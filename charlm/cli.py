@@ -326,7 +326,7 @@ _threads_option = click.option(
     "--threads",
     default=0,
     show_default=True,
-    help="CPU threads for torch (0: auto, one per core; fewer on a busy machine, see README)",
+    help="CPU threads for torch (0: auto, one per core; fewer on a busy machine: docs/speed.md)",
 )
 
 
@@ -506,7 +506,7 @@ def eval_group() -> None:
     "--dynamic-lr",
     type=float,
     default=None,
-    help="--dynamic: SGD step size  [default: the value tuned on training text, see README]",
+    help="--dynamic: SGD step size  [default: tuned on training text, docs/evaluation.md]",
 )
 @click.option(
     "--dynamic-decay",

@@ -135,7 +135,7 @@ class TrainConfig:
     # bookkeeping
     seed: int = _opt(1337, "random seed: same seed, same data, same result")
     device: str = _opt("auto", DEVICE_HELP)
-    threads: int = _opt(0, "CPU threads for torch (0: auto, one per core; see README)")
+    threads: int = _opt(0, "CPU threads for torch (0: auto, one per core; see docs/speed.md)")
     eval_every: int = _opt(
         250,
         "validate on the first --eval-chars characters of the validation text every N steps "

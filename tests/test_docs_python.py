@@ -19,8 +19,7 @@ import pytest
 import charlm
 from tests.conftest import ROOT
 
-# README.md joins these once its "Using charlm from Python" section is this page's example
-PAGES = ["docs/python-api.md"]
+PAGES = ["README.md", "docs/python-api.md"]
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 SAMPLE = "<generated text>"
 
