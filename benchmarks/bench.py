@@ -37,6 +37,7 @@ from benchmarks.harness import (
     table,
 )
 from benchmarks.learning import dynamic_gain, learning
+from benchmarks.learning import table as learning_table
 from benchmarks.load import table as load_table
 from benchmarks.load import under_load
 from benchmarks.rows import (
@@ -184,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corpus: {args.corpus}", flush=True)
         if args.learning:
             result = {"machine": info, "learning": learning(args, work)}
+            print(learning_table(result["learning"]))
+            if args.markdown:
+                args.markdown.write_text(learning_table(result["learning"], markdown=True) + "\n")
         elif args.load:
             result = {"machine": info, "load": under_load(args, work)}
             print(load_table(result["load"]))

@@ -14,7 +14,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -169,19 +169,24 @@ def _cells(r: Row) -> tuple[str, ...]:
     )
 
 
-def table(rows: list[Row], markdown: bool = False) -> str:
-    """The results as aligned text for the terminal, or as a Markdown table for RESULTS.md."""
-    head = ("row", "charlm", "reference", "ratio", "target", "pass", "GFLOP/s (ref)", "% peak")
-    lines = [head, *map(_cells, rows)]
+def grid(head: Sequence[str], lines: Sequence[Sequence[str]], markdown: bool = False) -> str:
+    """Rows of cells as aligned text for the terminal, or as a Markdown table for RESULTS.md."""
     if markdown:
         return "\n".join(
             ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            + ["| " + " | ".join(line) + " |" for line in lines[1:]]
+            + ["| " + " | ".join(line) + " |" for line in lines]
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    out = [" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
+    every = [head, *lines]
+    widths = [max(len(line[i]) for line in every) for i in range(len(head))]
+    out = [" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in every]
     out.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(out)
+    return "\n".join(line.rstrip() for line in out)
+
+
+def table(rows: list[Row], markdown: bool = False) -> str:
+    """The speed rows as a table (`grid`)."""
+    head = ("row", "charlm", "reference", "ratio", "target", "pass", "GFLOP/s (ref)", "% peak")
+    return grid(head, [_cells(r) for r in rows], markdown)
 
 
 def machine() -> dict:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import charlm
+from benchmarks.harness import grid
 from charlm import Dynamic, TrainConfig, load_corpus, load_model
 from charlm.builtin import builtin_text
 from charlm.config import AUTO_FIELDS
@@ -86,6 +87,26 @@ def learning_run(
     }
     print(json.dumps(run), flush=True)
     return run
+
+
+def table(runs: list[dict], markdown: bool = False) -> str:
+    """The runs as a table, a row per budget and model: its settings, validation loss (nats a
+    character), steps and seconds, and the target where it has one."""
+    head = ["budget", "model", "settings", "validation loss", "steps (planned)", "seconds",
+            "validations", "target", "pass"]  # fmt: skip
+    lines = []
+    for r in runs:
+        s = r["settings"]
+        lines.append([
+            f"{r['budget_s']:g} s", r["model"],
+            f"{s['num_layers']} x {s['hidden_size']}, T={s['seq_len']}, lr {s['lr']:g}, "
+            f"dropout {s['dropout']:g}",
+            f"{r['val_loss']:.4f}", f"{r['steps']:,} ({r['planned_steps']:,})",
+            f"{r['elapsed_s']:.1f}", str(len(r["curve"])),
+            "-" if r["target"] is None else f"<= {r['target']:g}",
+            "-" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL"),
+        ])  # fmt: skip
+    return grid(head, lines, markdown)
 
 
 def dynamic_gain(args: argparse.Namespace) -> list[dict]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import charlm
+from benchmarks.harness import grid
 from charlm import TrainConfig
 
 # a run must end within this of its budget: the larger of the fraction and the seconds
@@ -116,8 +117,4 @@ def table(rows: list[dict], markdown: bool = False) -> str:
             str(len(r["revisions"])), f"{r['final_lr']:.3g} ({r['schedule_final_lr'] or 0:.3g})",
             "PASS" if ok else "FAIL",
         ])  # fmt: skip
-    if markdown:
-        return "\n".join("| " + " | ".join(x) + " |" for x in [head, ["---"] * len(head), *lines])
-    widths = [max(len(x[i]) for x in [head, *lines]) for i in range(len(head))]
-    padded = ("  ".join(c.ljust(w) for c, w in zip(x, widths, strict=True)) for x in [head, *lines])
-    return "\n".join(line.rstrip() for line in padded)
+    return grid(head, lines, markdown)

@@ -136,6 +136,20 @@ def test_learning_runs_each_model_side_by_side():
     assert bench.parse_args([]).models == "lstm"  # the LSTM defaults alone, as before
 
 
+def test_the_learning_table_shows_each_run_against_its_target():
+    settings = {"model": "lstm", "num_layers": 1, "hidden_size": 384, "seq_len": 64,
+                "lr": 0.01, "dropout": 0.25}  # fmt: skip
+    run = {"model": "lstm", "settings": settings, "budget_s": 30.0, "val_loss": 1.56426,
+           "steps": 863, "planned_steps": 863, "elapsed_s": 31.88, "curve": [{}, {}],
+           "target": 1.65, "pass": True}  # fmt: skip
+    other = {**run, "model": "mingru:2", "val_loss": 1.9623, "target": None, "pass": None}
+    head, rule, first, second = learning.table([run, other]).splitlines()
+    assert "validation loss" in head and set(rule) <= {"-", "+"}
+    assert "1 x 384, T=64, lr 0.01, dropout 0.25" in first and "1.5643" in first
+    assert first.endswith("PASS") and "<= 1.65" in first and second.endswith("-")
+    assert learning.table([run], markdown=True).count("\n") == 2
+
+
 def test_tuning_searches_each_cell_then_runs_its_best_two_at_the_final_budgets(
     monkeypatch, tmp_path
 ):
@@ -233,8 +247,8 @@ def test_a_load_row_says_where_the_run_ended(tmp_path):
     over = load.row(110.0, result, None, 55.0)  # 4 s past: within the 10 s, and said to be past
     assert over["within"] and over["past_s"] == 4.0
     shown = load.table([row, late]).splitlines()
-    assert len(shown) == 3 and shown[1].endswith("PASS") and shown[2].endswith("FAIL")
-    assert load.table([row], markdown=True).splitlines()[1].startswith("| --- |")
+    assert len(shown) == 4 and shown[2].endswith("PASS") and shown[3].endswith("FAIL")
+    assert load.table([row], markdown=True).splitlines()[1] == "|" + "---|" * 8
 
 
 def test_a_competitor_is_started_and_ended(tmp_path):
