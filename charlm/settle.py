@@ -51,17 +51,18 @@ AUTO_SHORT = {"hidden_size": 384, "seq_len": 64, "lr": 1e-2, "dropout": 0.25}
 AUTO_LONG = {"hidden_size": 448, "seq_len": 128, "lr": 5e-3, "dropout": 0.25}
 AUTO_MANY_EPOCHS = {"hidden_size": 640, "dropout": 0.5}  # on top of AUTO_LONG
 # The min cells' own auto values, for a run that names one with --model ("short": a budget under
-# SHORT_BUDGET_S, "long": the rest): starting points from short runs on a shared 2-core CPU
-# (lr 3e-3 learned more than 1e-2 in 183 steps of 2 x 192 units; docs/models.md), for
-# benchmarks/tune_cells.py to replace with measured ones
+# SHORT_BUDGET_S, "long": the rest), from benchmarks/tune_cells.py's bounded search on a quiet
+# 2-core CPU (2026-12-05, docs/models.md): no dropout learned most in both cells at 30, 60 and
+# 180 s, lr 3e-3 beat 2e-3, 5e-3 and 1e-2, windows of 128 beat 64 and 256. The search ran 2
+# layers of 192 units; one layer (the --num-layers default) of 272 learned as much, hence 256
 CELL_AUTO = {
     "mingru": {
-        "short": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.1},
-        "long": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.2},
+        "short": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.0},
+        "long": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.0},
     },
     "minlstm": {
-        "short": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.1},
-        "long": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.2},
+        "short": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.0},
+        "long": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.0},
     },
 }
 # The cell, and its --num-layers, that a budget's auto values choose instead of the LSTM, for a
