@@ -54,16 +54,11 @@ AUTO_MANY_EPOCHS = {"hidden_size": 640, "dropout": 0.5}  # on top of AUTO_LONG
 # SHORT_BUDGET_S, "long": the rest), from benchmarks/tune_cells.py's bounded search on a quiet
 # 2-core CPU (2026-12-05, docs/models.md): no dropout learned most in both cells at 30, 60 and
 # 180 s, lr 3e-3 beat 2e-3, 5e-3 and 1e-2, windows of 128 beat 64 and 256. The search ran 2
-# layers of 192 units; one layer (the --num-layers default) of 272 learned as much, hence 256
+# layers of 192 units; one layer (the --num-layers default) of 272 learned as much, hence 256.
+# One recipe for both spans and both cells: the search found no budget where they differ
+MIN_CELL_RECIPE = {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.0}
 CELL_AUTO = {
-    "mingru": {
-        "short": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.0},
-        "long": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.0},
-    },
-    "minlstm": {
-        "short": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.0},
-        "long": {"hidden_size": 256, "seq_len": 128, "lr": 3e-3, "dropout": 0.0},
-    },
+    cell: {"short": MIN_CELL_RECIPE, "long": MIN_CELL_RECIPE} for cell in ("mingru", "minlstm")
 }
 # The cell, and its --num-layers, that a budget's auto values choose instead of the LSTM, for a
 # run that leaves --model, --num-layers and every auto value at their defaults; its plan's
