@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from charlm.cells import Cell
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, flag
 from charlm.model import CharLM
 from charlm.vocab import Vocab
 
@@ -83,7 +83,7 @@ def cell_step(name: str) -> str:
     """The cell's step in JavaScript: `(xW, hW, h, c) => {...}`, from templates/cells."""
     if (script := _script(CELL_STEPS, name)) is None:
         raise CharLMError(
-            f"--format html has no JavaScript step for the {name} cell (it would be "
+            f"{flag('format', 'html')} has no JavaScript step for the {name} cell (it would be "
             f"charlm/{CELL_STEPS}/{name}.js): export it as onnx or safetensors"
         )
     return script
@@ -94,8 +94,9 @@ def cell_hooks(cell: type[Cell]) -> str:
     streamOut})`, from templates/hooks."""
     if (script := _script(HOOKS, cell.hooks)) is None:
         raise CharLMError(
-            f"--format html has no JavaScript for the {cell.hooks} hooks of the {cell.name} "
-            f"cell (it would be charlm/{HOOKS}/{cell.hooks}.js): export it as onnx or safetensors"
+            f"{flag('format', 'html')} has no JavaScript for the {cell.hooks} hooks of the "
+            f"{cell.name} cell (it would be charlm/{HOOKS}/{cell.hooks}.js): export it as onnx or "
+            "safetensors"
         )
     return script
 

@@ -311,6 +311,10 @@ def test_a_cell_a_format_cannot_express_is_one_line(
         one_line_error(cli("export", str(folder), "--format", fmt), message)
     assert sorted(p.name for p in folder.iterdir()) == ["best.pt"]  # nothing written
     assert cli("export", str(folder), "--format", "safetensors").exit_code == 0  # weights: any
+    from charlm.export import export
+
+    with pytest.raises(CharLMError, match=r"^format='html' has no JavaScript"):
+        export(str(folder), "html")  # a Python caller reads the parameter's name
 
 
 def _no_leftovers(folder: Path) -> list[str]:
